@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spa-rl/spa/bus"
+	"github.com/spa-rl/spa/torchrt"
+)
+
+type status int
+
+const (
+	ok status = iota
+	warn
+	fail
+)
+
+// check is one doctor check: it returns what it found and how that stands.
+type check struct {
+	name string
+	run  func(ctx context.Context) (status, string)
+}
+
+func newDoctorCmd() *cobra.Command {
+	var store string
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "doctor",
+		Short: "Check the runtime for real: libtorch, BLAS, threads, autograd and embedded NATS",
+		Long: `Check the runtime for real, not from constants: the libtorch and BLAS this process loaded,
+libtorch's thread count, one autograd step on a locked OS thread, and an embedded NATS server
+with JetStream that round-trips a message. Exits non-zero naming every check that failed.`,
+		Args: cobra.NoArgs,
+	}
+	cf := addConfigFlags(cmd)
+	cmd.Flags().StringVar(&store, "store", "", "JetStream store for the NATS check (default: a temporary directory)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "time limit for all checks")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		cfg, err := cf.load()
+		if err != nil {
+			return err
+		}
+		torchrt.SetThreads(cfg.Run.Threads)
+		ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+		defer cancel()
+		return runDoctor(ctx, cmd.OutOrStdout(), doctorChecks(store))
+	}
+	return cmd
+}
+
+func doctorChecks(store string) []check {
+	var info torchrt.Info
+	var infoErr error
+	return []check{
+		{"go", func(context.Context) (status, string) {
+			return ok, fmt.Sprintf("%s %s/%s, %d CPUs", runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU())
+		}},
+		{"libtorch", func(context.Context) (status, string) {
+			info, infoErr = torchrt.ReadInfo()
+			if infoErr != nil {
+				return fail, infoErr.Error()
+			}
+			if info.Version == "" {
+				return fail, "the loaded library reports no version"
+			}
+			detail := info.Version
+			if info.Package != "" {
+				detail += " (package " + info.Package
+				if info.BuildVersion != info.Version {
+					detail += "; its build settings say " + info.BuildVersion
+				}
+				detail += ")"
+			}
+			if info.CUDA {
+				detail += ", CUDA build"
+			} else {
+				detail += ", CPU only"
+			}
+			return ok, detail + ", " + info.Library
+		}},
+		{"blas", func(context.Context) (status, string) {
+			if infoErr != nil {
+				return fail, "skipped: libtorch did not load"
+			}
+			if !info.OpenBLAS {
+				return fail, info.BLAS + ": install libopenblas0-openmp; other BLAS builds are about 10x slower for spa's matrix sizes"
+			}
+			detail := fmt.Sprintf("%s, kernels %s", strings.TrimSpace(info.BLAS), info.BLASCore)
+			if forced := os.Getenv("OPENBLAS_CORETYPE"); forced != "" {
+				detail += " (OPENBLAS_CORETYPE=" + forced + ")"
+			}
+			if add := torchrt.TunedEnv([]string{"OMP_NUM_THREADS=set"}, info.BLASCore); len(add) > 0 {
+				return warn, detail + "; these kernels are slower than this CPU allows: set " + strings.Join(add, " ")
+			}
+			return ok, detail
+		}},
+		{"threads", func(context.Context) (status, string) {
+			if infoErr != nil {
+				return fail, "skipped: libtorch did not load"
+			}
+			detail := fmt.Sprintf("%d intra-op threads (OMP_NUM_THREADS=%s, %d CPUs)", info.Threads, envOr("OMP_NUM_THREADS", "unset"), runtime.NumCPU())
+			switch {
+			case info.Threads < 1:
+				return fail, detail
+			case info.Threads > runtime.NumCPU():
+				return warn, detail + ": more threads than CPUs oversubscribes the machine"
+			}
+			return ok, detail
+		}},
+		{"autograd", func(ctx context.Context) (status, string) {
+			ex := torchrt.NewExecutor()
+			defer ex.Close()
+			if err := torchrt.CheckAutograd(ctx, ex); err != nil {
+				return fail, err.Error()
+			}
+			return ok, "d/dx sum(x²) = 2x on a locked OS thread"
+		}},
+		{"nats", func(ctx context.Context) (status, string) {
+			dir := store
+			if dir == "" {
+				tmp, err := os.MkdirTemp("", "spa-doctor-nats-")
+				if err != nil {
+					return fail, err.Error()
+				}
+				defer os.RemoveAll(tmp)
+				dir = tmp
+			}
+			start := time.Now()
+			srv, err := bus.StartEmbedded(bus.EmbeddedOptions{StoreDir: dir})
+			if err != nil {
+				return fail, err.Error()
+			}
+			defer srv.Shutdown()
+			nc, err := srv.Connect()
+			if err != nil {
+				return fail, err.Error()
+			}
+			defer nc.Close()
+			if err := bus.CheckRoundTrip(ctx, nc); err != nil {
+				return fail, err.Error()
+			}
+			return ok, fmt.Sprintf("embedded nats-server %s with JetStream: request/reply and a file-stored message in %s",
+				srv.Version(), time.Since(start).Round(time.Millisecond))
+		}},
+	}
+}
+
+func runDoctor(ctx context.Context, out io.Writer, checks []check) error {
+	var failed []string
+	for _, c := range checks {
+		st, detail := c.run(ctx)
+		label := map[status]string{ok: "ok", warn: "WARN", fail: "FAIL"}[st]
+		fmt.Fprintf(out, "%-9s %-4s  %s\n", c.name, label, detail)
+		if st == fail {
+			failed = append(failed, c.name+": "+detail)
+		}
+	}
+	if len(failed) > 0 {
+		return &exitError{code: 1, err: fmt.Errorf("doctor: %d of %d checks failed:\n%s", len(failed), len(checks), strings.Join(failed, "\n"))}
+	}
+	return nil
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

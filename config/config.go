@@ -1,0 +1,165 @@
+// Package config is spa's one typed configuration and the only place that reads configuration
+// sources. Values are layered, lowest first: built-in defaults, a YAML file, SPA_* environment
+// variables, command-line flags. Other packages take the typed sections, never viper.
+//
+// Every leaf field's key is its dotted yaml path (rollout.workers); its environment variable is
+// SPA_ plus the key in upper case with dots as underscores (SPA_ROLLOUT_WORKERS). The struct tags
+// doc (one line, shown by `spa config print`), check (validation rule, see check.go) and secret
+// (masked when printed) describe each key.
+package config
+
+import "time"
+
+// Config is the whole system's configuration.
+type Config struct {
+	Run     Run     `yaml:"run"`
+	Bus     Bus     `yaml:"bus"`
+	Server  Server  `yaml:"server"`
+	Rollout Rollout `yaml:"rollout"`
+	Learner Learner `yaml:"learner"`
+	Env     Env     `yaml:"env"`
+}
+
+// Run holds settings of a whole pipeline run.
+type Run struct {
+	ID      string   `yaml:"id" doc:"run id; empty picks one from the start time"`
+	Dir     string   `yaml:"dir" doc:"directory that holds run directories (<dir>/<id>)" check:"nonempty"`
+	Preset  string   `yaml:"preset" doc:"pipeline size: smoke, quick or paper" check:"oneof=smoke quick paper"`
+	Methods []string `yaml:"methods" doc:"methods to train and compare: spa, vanilla, state-estimation" check:"each=spa vanilla state-estimation"`
+	Seed    int      `yaml:"seed" doc:"seed for puzzles, sampling and initialisation" check:">=0"`
+	Threads int      `yaml:"threads" doc:"libtorch intra-op threads; 0 uses every core" check:">=0"`
+}
+
+// Bus holds how to reach NATS.
+type Bus struct {
+	URL       string        `yaml:"url" doc:"NATS server or cluster URL(s), comma-separated; empty starts an embedded server" check:"natsurl"`
+	Listen    string        `yaml:"listen" doc:"TCP address the embedded server listens on; empty means in-process only" check:"hostport"`
+	StoreDir  string        `yaml:"store_dir" doc:"JetStream store of the embedded server; empty means <run dir>/nats"`
+	User      string        `yaml:"user" doc:"NATS user name"`
+	Password  string        `yaml:"password" doc:"NATS password" secret:"true"`
+	Token     string        `yaml:"token" doc:"NATS token" secret:"true"`
+	CredsFile string        `yaml:"creds_file" doc:"NATS credentials (.creds) file"`
+	NKeyFile  string        `yaml:"nkey_file" doc:"NATS NKey seed file"`
+	TLSCA     string        `yaml:"tls_ca" doc:"CA certificate that signs the server's TLS certificate"`
+	TLSCert   string        `yaml:"tls_cert" doc:"client TLS certificate, for servers that verify clients"`
+	TLSKey    string        `yaml:"tls_key" doc:"client TLS key"`
+	Timeout   time.Duration `yaml:"timeout" doc:"connect and request timeout" check:">0"`
+}
+
+// Server holds the embedded inference server's settings.
+type Server struct {
+	Listen      string `yaml:"listen" doc:"HTTP address; binds loopback unless told otherwise" check:"hostport"`
+	ModelDir    string `yaml:"model_dir" doc:"Hugging Face checkpoint directory to serve"`
+	APIKey      string `yaml:"api_key" doc:"bearer token required on /v1 endpoints; empty disables auth" secret:"true"`
+	AdminKey    string `yaml:"admin_key" doc:"bearer token required on weight and pause endpoints; empty uses api_key" secret:"true"`
+	MaxBatch    int    `yaml:"max_batch" doc:"most sequences decoded together" check:">=1"`
+	MaxModelLen int    `yaml:"max_model_len" doc:"longest prompt plus completion, in tokens" check:">=16"`
+	KVCacheMB   int    `yaml:"kv_cache_mb" doc:"memory budget of the KV cache, MiB" check:">=1"`
+	MaxVersions int    `yaml:"max_versions" doc:"policy versions kept loaded at once" check:">=1"`
+}
+
+// Rollout holds the sampling side: endpoints, episodes and sampling parameters.
+type Rollout struct {
+	Endpoints         []string      `yaml:"endpoints" doc:"OpenAI-compatible base URLs (vLLM, SGLang, spa serve); empty uses the embedded server" check:"httpurls"`
+	Model             string        `yaml:"model" doc:"model name sent to the endpoint; empty follows the current policy version"`
+	Mode              string        `yaml:"mode" doc:"token: token ids via /v1/completions (training); chat: /v1/chat/completions" check:"oneof=token chat"`
+	Prompt            string        `yaml:"prompt" doc:"world-model (<observation>/<prediction> in <think>) or base" check:"oneof=world-model base"`
+	Workers           int           `yaml:"workers" doc:"concurrent episodes" check:">=1"`
+	Groups            int           `yaml:"groups" doc:"groups per batch; a group shares one seed" check:">=1"`
+	GroupSize         int           `yaml:"group_size" doc:"episodes per group" check:">=1"`
+	MaxTurns          int           `yaml:"max_turns" doc:"turns per episode" check:">=1"`
+	MaxActionsPerTurn int           `yaml:"max_actions_per_turn" doc:"actions per turn, separated by ||" check:">=1"`
+	MaxTokens         int           `yaml:"max_tokens" doc:"tokens generated per turn" check:">=1"`
+	Temperature       float64       `yaml:"temperature" doc:"sampling temperature; 0 is greedy" check:">=0"`
+	TopP              float64       `yaml:"top_p" doc:"nucleus sampling mass" check:"(0,1]"`
+	TopK              int           `yaml:"top_k" doc:"sample from the k most likely tokens; 0 disables" check:">=0"`
+	RequestTimeout    time.Duration `yaml:"request_timeout" doc:"timeout of one LLM request" check:">0"`
+	Retries           int           `yaml:"retries" doc:"retries of a failed LLM request, with backoff" check:">=0"`
+}
+
+// Learner holds SFT and PPO settings.
+type Learner struct {
+	Device            string  `yaml:"device" doc:"torch device: cpu, cuda or cuda:N" check:"device"`
+	MaxOffPolicySteps int     `yaml:"max_off_policy_steps" doc:"drop trajectories sampled by a policy this many versions old or older" check:">=1"`
+	Beta1             float64 `yaml:"beta1" doc:"AdamW beta1" check:"[0,1)"`
+	Beta2             float64 `yaml:"beta2" doc:"AdamW beta2" check:"[0,1)"`
+	WeightDecay       float64 `yaml:"weight_decay" doc:"AdamW weight decay" check:">=0"`
+	GradClip          float64 `yaml:"grad_clip" doc:"clip the global gradient norm; 0 disables" check:">=0"`
+	SFT               SFT     `yaml:"sft"`
+	PPO               PPO     `yaml:"ppo"`
+	LoRA              LoRA    `yaml:"lora"`
+}
+
+// SFT holds the world-model fine-tuning stage.
+type SFT struct {
+	LR          float64 `yaml:"lr" doc:"peak learning rate" check:">0"`
+	Epochs      int     `yaml:"epochs" doc:"passes over the SFT data" check:">=1"`
+	BatchSize   int     `yaml:"batch_size" doc:"samples per optimiser step" check:">=1"`
+	WarmupRatio float64 `yaml:"warmup_ratio" doc:"share of steps with linear warmup, then cosine decay" check:"[0,1]"`
+	MaxLength   int     `yaml:"max_length" doc:"longest sample in tokens; longer ones are dropped and counted" check:">=16"`
+	MaskState   bool    `yaml:"mask_state" doc:"mask observation/prediction content from the loss (the public code's ablation)"`
+}
+
+// PPO holds the reinforcement-learning stage.
+type PPO struct {
+	Steps          int     `yaml:"steps" doc:"PPO steps" check:">=1"`
+	ActorLR        float64 `yaml:"actor_lr" doc:"policy learning rate" check:">0"`
+	CriticLR       float64 `yaml:"critic_lr" doc:"critic learning rate" check:">0"`
+	ClipLow        float64 `yaml:"clip_low" doc:"ratio clip below 1" check:"[0,1)"`
+	ClipHigh       float64 `yaml:"clip_high" doc:"ratio clip above 1" check:">=0"`
+	DualClip       float64 `yaml:"dual_clip" doc:"dual-clip bound for negative advantages; 0 disables" check:"dualclip"`
+	EntropyCoef    float64 `yaml:"entropy_coef" doc:"entropy bonus" check:">=0"`
+	KLCoef         float64 `yaml:"kl_coef" doc:"KL penalty to the reference policy; 0 disables" check:">=0"`
+	Gamma          float64 `yaml:"gamma" doc:"GAE discount" check:"[0,1]"`
+	Lambda         float64 `yaml:"lambda" doc:"GAE lambda" check:"[0,1]"`
+	ValueClip      float64 `yaml:"value_clip" doc:"critic value clip; 0 disables" check:">=0"`
+	KeepGroupRatio float64 `yaml:"keep_group_ratio" doc:"keep this share of groups, highest in-group reward std first" check:"(0,1]"`
+	MiniBatches    int     `yaml:"mini_batches" doc:"mini-batches per step" check:">=1"`
+	Epochs         int     `yaml:"epochs" doc:"passes over each step's batch" check:">=1"`
+	Advantage      string  `yaml:"advantage" doc:"gae, turn-gae (bi-level) or grpo (no critic)" check:"oneof=gae turn-gae grpo"`
+	ValidateEvery  int     `yaml:"validate_every" doc:"validate every N steps; 0 disables" check:">=0"`
+}
+
+// LoRA holds low-rank adaptation settings.
+type LoRA struct {
+	Rank    int      `yaml:"rank" doc:"adapter rank; 0 trains all weights" check:">=0"`
+	Alpha   float64  `yaml:"alpha" doc:"adapter scaling numerator (scale = alpha/rank)" check:">0"`
+	Targets []string `yaml:"targets" doc:"modules that get adapters" check:"each=q_proj k_proj v_proj o_proj gate_proj up_proj down_proj"`
+}
+
+// Env holds which environment to play and how it is hosted.
+type Env struct {
+	Name       string        `yaml:"name" doc:"environment: sokoban, frozenlake, sudoku or one served on the bus" check:"nonempty"`
+	Variant    string        `yaml:"variant" doc:"environment variant; empty is the environment's default"`
+	Coords     bool          `yaml:"coords" doc:"render states with the coordinate line (state estimation)"`
+	Replicas   int           `yaml:"replicas" doc:"env host replicas in this process" check:">=1"`
+	SessionTTL time.Duration `yaml:"session_ttl" doc:"close sessions idle this long" check:">0"`
+}
+
+// Default returns the built-in defaults: the paper's hyperparameters (SPA.md) where it gives them,
+// and settings for the embedded single-process run elsewhere.
+func Default() Config {
+	return Config{
+		Run: Run{Dir: "runs", Preset: "quick", Methods: []string{"spa"}, Seed: 1},
+		Bus: Bus{Timeout: 5 * time.Second},
+		Server: Server{
+			Listen: "127.0.0.1:8000", MaxBatch: 64, MaxModelLen: 4096, KVCacheMB: 1024, MaxVersions: 2,
+		},
+		Rollout: Rollout{
+			Mode: "token", Prompt: "world-model", Workers: 8, Groups: 32, GroupSize: 8,
+			MaxTurns: 5, MaxActionsPerTurn: 5, MaxTokens: 256, Temperature: 1, TopP: 1,
+			RequestTimeout: 60 * time.Second, Retries: 3,
+		},
+		Learner: Learner{
+			Device: "cpu", MaxOffPolicySteps: 1, Beta1: 0.9, Beta2: 0.95, WeightDecay: 0.01, GradClip: 1,
+			SFT: SFT{LR: 1e-4, Epochs: 5, BatchSize: 16, WarmupRatio: 0.1, MaxLength: 2048},
+			PPO: PPO{
+				Steps: 1000, ActorLR: 1e-6, CriticLR: 1e-5, ClipLow: 0.2, ClipHigh: 0.28, DualClip: 3,
+				EntropyCoef: 0.001, Gamma: 1, Lambda: 1, ValueClip: 0.5, KeepGroupRatio: 0.25,
+				MiniBatches: 1, Epochs: 1, Advantage: "gae", ValidateEvery: 10,
+			},
+			LoRA: LoRA{Alpha: 16, Targets: []string{"q_proj", "k_proj", "v_proj", "o_proj"}},
+		},
+		Env: Env{Name: "sokoban", Coords: true, Replicas: 1, SessionTTL: 5 * time.Minute},
+	}
+}

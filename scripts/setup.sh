@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what spa needs on a Debian machine. Idempotent: each step checks before it acts, so a
+# second run takes a second or two.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+# 1. Debian packages. libopenblas0-openmp is not optional: libtorch's BLAS calls go through the
+#    libblas.so.3 alternative, and the reference BLAS is about 10x slower.
+packages=(g++ libtorch-dev libopenblas0-openmp)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get: spa's setup supports Debian (bookworm) and derivatives"
+  if [ "$(id -u)" -eq 0 ]; then sudo=(); elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo=(sudo -n);
+  else die "missing Debian packages: ${missing[*]}. Run as root, or: sudo apt-get install -y --no-install-recommends ${missing[*]}"; fi
+  say "installing ${missing[*]}"
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v go >/dev/null || die "Go is not on PATH; spa needs Go 1.26 (https://go.dev/dl)"
+
+# 2. A copy of gotch patched for this machine's libtorch (tools/gotchpatch explains why).
+#    GOWORK=off: the workspace points at the copy we are about to make.
+gotch_version=$(GOWORK=off go list -m -f '{{.Version}}' github.com/sugarme/gotch)
+gotch_src=$(GOWORK=off go mod download -json "github.com/sugarme/gotch@${gotch_version}" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+[ -d "$gotch_src" ] || die "could not download github.com/sugarme/gotch@${gotch_version} from the Go module proxy"
+GOWORK=off go run ./tools/gotchpatch -src "$gotch_src" -dst third_party/gotch
+
+# 3. go.work points the build at the patched copy (git-ignored, so go.mod stays clean).
+if [ -d third_party/gotch ]; then
+  want=$(printf 'go 1.26.0\n\nuse .\n\nreplace github.com/sugarme/gotch %s => ./third_party/gotch\n' "$gotch_version")
+  if [ ! -f go.work ] || [ "$(cat go.work)" != "$want" ]; then
+    printf '%s\n' "$want" > go.work
+    say "wrote go.work (gotch -> third_party/gotch)"
+  fi
+elif [ -f go.work ]; then
+  rm -f go.work go.work.sum
+  say "removed go.work: this libtorch needs no patched gotch"
+fi

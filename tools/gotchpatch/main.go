@@ -1,0 +1,311 @@
+// Command gotchpatch derives a copy of gotch that builds against the libtorch installed on this
+// machine.
+//
+// gotch v0.9.1 is generated for libtorch 2.1. Debian ships libtorch 1.13, which lacks some of the
+// operators that gotch wraps, so about a hundred generated C++ wrappers do not compile. Rather than
+// keep a hand-made list that rots with every libtorch or gotch version, gotchpatch asks the compiler:
+// it compiles the wrappers, collects every generated function that a diagnostic points into, and
+// replaces the body of each with one that reports a runtime error through gotch's normal error path.
+// It repeats until the file compiles. gotch's lib.go also links CUDA libraries; for every library it
+// names that the linker cannot find, gotchpatch builds an empty stub, and the build links with
+// -Wl,--as-needed so the stubs never become runtime dependencies.
+//
+// On a machine whose libtorch is the 2.1 that gotch targets, nothing is patched.
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+)
+
+const (
+	generatedFile = "torch_api_generated.cpp.h"
+	stampFile     = ".spa-patch"
+	stubDir       = "spa-stubs"
+	// patchRevision changes whenever the patch logic changes, so old copies are rebuilt.
+	patchRevision = "2"
+	maxRounds     = 5
+)
+
+func main() {
+	src := flag.String("src", "", "pristine gotch module directory (from the module cache)")
+	dst := flag.String("dst", "third_party/gotch", "where to write the patched copy")
+	include := flag.String("torch-include", "/usr/include/torch/csrc/api/include", "libtorch C++ API include directory")
+	versionHeader := flag.String("torch-version-header", "/usr/include/torch/csrc/api/include/torch/version.h", "libtorch version.h")
+	cxx := flag.String("cxx", "g++", "C++ compiler")
+	flag.Parse()
+	if err := run(*src, *dst, *include, *versionHeader, *cxx); err != nil {
+		fmt.Fprintln(os.Stderr, "gotchpatch:", err)
+		os.Exit(1)
+	}
+}
+
+func run(src, dst, include, versionHeader, cxx string) error {
+	if src == "" {
+		return errors.New("-src is required")
+	}
+	header, err := os.ReadFile(versionHeader)
+	if err != nil {
+		return fmt.Errorf("read libtorch version (is libtorch-dev installed?): %w", err)
+	}
+	major, minor, err := parseTorchVersion(string(header))
+	if err != nil {
+		return fmt.Errorf("parse %s: %w", versionHeader, err)
+	}
+	if major == 2 && minor == 1 {
+		fmt.Println("gotchpatch: libtorch 2.1 is what gotch targets; no patch needed")
+		return os.RemoveAll(dst)
+	}
+	cxxVersion, err := exec.Command(cxx, "--version").Output()
+	if err != nil {
+		return fmt.Errorf("run %s --version: %w", cxx, err)
+	}
+	stamp := fmt.Sprintf("src=%s\nlibtorch=%d.%d\ncxx=%s\nrevision=%s\n",
+		filepath.Base(src), major, minor, firstLine(string(cxxVersion)), patchRevision)
+	if old, err := os.ReadFile(filepath.Join(dst, stampFile)); err == nil && string(old) == stamp {
+		fmt.Printf("gotchpatch: %s is up to date\n", dst)
+		return nil
+	}
+
+	tmp := dst + ".tmp"
+	if err := os.RemoveAll(tmp); err != nil {
+		return err
+	}
+	if err := copyTree(src, tmp); err != nil {
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	libtch := filepath.Join(tmp, "libtch")
+	patched, err := patchUntilItCompiles(libtch, include, cxx)
+	if err != nil {
+		return err
+	}
+	stubs, err := buildStubs(filepath.Join(libtch, "lib.go"), filepath.Join(tmp, stubDir), cxx)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(tmp, stampFile), []byte(stamp), 0o644); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(dst); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return err
+	}
+	fmt.Printf("gotchpatch: libtorch %d.%d: %d generated wrappers turned into runtime errors, %d CUDA stub libraries (%s)\n",
+		major, minor, len(patched), len(stubs), strings.Join(stubs, " "))
+	return nil
+}
+
+// patchUntilItCompiles compiles the wrappers and stubs out every function the diagnostics name,
+// until the compiler is satisfied. It returns the names of the patched functions.
+func patchUntilItCompiles(libtch, include, cxx string) ([]string, error) {
+	path := filepath.Join(libtch, generatedFile)
+	var all []string
+	for round := 1; round <= maxRounds; round++ {
+		cmd := exec.Command(cxx, "-std=c++17", "-fsyntax-only", "-w", "-fmax-errors=0",
+			"-I"+libtch, "-I"+include, filepath.Join(libtch, "torch_api.cpp"))
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := cmd.Run()
+		if err == nil {
+			sort.Strings(all)
+			return all, nil
+		}
+		code, readErr := os.ReadFile(path)
+		if readErr != nil {
+			return nil, readErr
+		}
+		lines := diagnosticLines(out.String())
+		if len(lines) == 0 {
+			return nil, fmt.Errorf("compiling gotch's torch_api.cpp failed outside the generated wrappers, which gotchpatch cannot fix:\n%s", tail(out.String(), 4000))
+		}
+		fixed, names, err := stubFunctions(string(code), lines, "libtorch on this machine")
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(path, []byte(fixed), 0o644); err != nil {
+			return nil, err
+		}
+		all = append(all, names...)
+		fmt.Printf("gotchpatch: round %d: %d wrappers rejected by the compiler\n", round, len(names))
+	}
+	return nil, fmt.Errorf("the generated wrappers still do not compile after %d rounds", maxRounds)
+}
+
+var diagRE = regexp.MustCompile(`(?m)(?:^|[\s/])` + regexp.QuoteMeta(generatedFile) + `:(\d+):`)
+
+// diagnosticLines returns the line numbers of the generated file that the compiler output points
+// at, in errors, notes and "required from here" lines alike.
+func diagnosticLines(output string) []int {
+	seen := map[int]bool{}
+	var lines []int
+	for _, m := range diagRE.FindAllStringSubmatch(output, -1) {
+		var n int
+		fmt.Sscanf(m[1], "%d", &n)
+		if n > 0 && !seen[n] {
+			seen[n] = true
+			lines = append(lines, n)
+		}
+	}
+	sort.Ints(lines)
+	return lines
+}
+
+var signatureRE = regexp.MustCompile(`^(\w[\w\s\*]*?)\s*\*?\s*\b(atg_\w+)\(.*\)\s*\{$`)
+
+// stubFunctions replaces the body of every generated function that contains one of lines (1-based)
+// with a body that raises a runtime error through PROTECT, which gotch reports as a Go error.
+func stubFunctions(code string, lines []int, why string) (string, []string, error) {
+	src := strings.Split(code, "\n")
+	type span struct {
+		start, end int // 0-based, inclusive: the signature line and the closing brace
+		name, ret  string
+	}
+	var spans []span
+	for i := 0; i < len(src); i++ {
+		m := signatureRE.FindStringSubmatch(src[i])
+		if m == nil {
+			continue
+		}
+		j := i + 1
+		for j < len(src) && src[j] != "}" {
+			j++
+		}
+		if j == len(src) {
+			return "", nil, fmt.Errorf("function %s at line %d has no closing brace", m[2], i+1)
+		}
+		spans = append(spans, span{i, j, m[2], strings.TrimSpace(m[1])})
+		i = j
+	}
+	hit := map[int]bool{}
+	for _, l := range lines {
+		idx := sort.Search(len(spans), func(k int) bool { return spans[k].end >= l-1 })
+		if idx == len(spans) || spans[idx].start > l-1 {
+			return "", nil, fmt.Errorf("line %d of %s is outside every generated function", l, generatedFile)
+		}
+		hit[idx] = true
+	}
+	var out []string
+	var names []string
+	prev := 0
+	for k, s := range spans {
+		if !hit[k] {
+			continue
+		}
+		out = append(out, src[prev:s.start+1]...)
+		out = append(out, fmt.Sprintf("  PROTECT(throw std::runtime_error(%q);)",
+			s.name+" is not available: gotch v0.9.1 targets libtorch 2.1 and this wrapper does not compile against the "+why+" (patched by spa's setup)"))
+		if s.ret != "void" {
+			out = append(out, "  return {};")
+		}
+		names = append(names, s.name)
+		prev = s.end
+	}
+	out = append(out, src[prev:]...)
+	return strings.Join(out, "\n"), names, nil
+}
+
+var linkLibRE = regexp.MustCompile(`-l([\w+.-]+)`)
+
+// buildStubs writes an empty shared library for every library named in lib.go's LDFLAGS that the
+// linker cannot find on this machine.
+func buildStubs(libGo, dir, cxx string) ([]string, error) {
+	data, err := os.ReadFile(libGo)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	empty := filepath.Join(dir, "empty.c")
+	if err := os.WriteFile(empty, []byte("/* empty stub: see tools/gotchpatch */\n"), 0o644); err != nil {
+		return nil, err
+	}
+	var stubs []string
+	seen := map[string]bool{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if !strings.Contains(line, "#cgo LDFLAGS") {
+			continue
+		}
+		for _, m := range linkLibRE.FindAllStringSubmatch(line, -1) {
+			lib := m[1]
+			if seen[lib] {
+				continue
+			}
+			seen[lib] = true
+			found, err := exec.Command(cxx, "-print-file-name=lib"+lib+".so").Output()
+			if err == nil && filepath.IsAbs(strings.TrimSpace(string(found))) {
+				continue
+			}
+			so := filepath.Join(dir, "lib"+lib+".so")
+			if out, err := exec.Command(cxx, "-shared", "-x", "c", "-o", so, empty).CombinedOutput(); err != nil {
+				return nil, fmt.Errorf("build stub %s: %v: %s", so, err, out)
+			}
+			stubs = append(stubs, lib)
+		}
+	}
+	return stubs, nil
+}
+
+var versionRE = regexp.MustCompile(`#define\s+TORCH_VERSION_(MAJOR|MINOR)\s+(\d+)`)
+
+func parseTorchVersion(header string) (major, minor int, err error) {
+	found := 0
+	for _, m := range versionRE.FindAllStringSubmatch(header, -1) {
+		var n int
+		fmt.Sscanf(m[2], "%d", &n)
+		if m[1] == "MAJOR" {
+			major = n
+		} else {
+			minor = n
+		}
+		found++
+	}
+	if found != 2 {
+		return 0, 0, errors.New("no TORCH_VERSION_MAJOR/MINOR defines")
+	}
+	return major, minor, nil
+}
+
+func copyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(target, data, 0o644)
+	})
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return strings.TrimSpace(line)
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "..." + s[len(s)-n:]
+}

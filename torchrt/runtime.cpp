@@ -1,0 +1,33 @@
+// Runtime facts read from the libtorch and BLAS that are actually loaded, not from headers.
+#include "runtime.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/Version.h>
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+
+char *spa_torch_config(void) {
+  try {
+    return strdup(at::show_config().c_str());
+  } catch (...) {
+    return NULL;
+  }
+}
+
+// OpenBLAS exports these; reference BLAS and others do not, so look them up at run time.
+static char *blas_string(const char *symbol) {
+  void *f = dlsym(RTLD_DEFAULT, symbol);
+  if (f == NULL) return NULL;
+  const char *s = ((const char *(*)(void))f)();
+  return s == NULL ? NULL : strdup(s);
+}
+
+char *spa_blas_config(void) { return blas_string("openblas_get_config"); }
+char *spa_blas_corename(void) { return blas_string("openblas_get_corename"); }
+
+int spa_torch_get_threads(void) { return at::get_num_threads(); }
+void spa_torch_set_threads(int n) { at::set_num_threads(n); }
+}

@@ -1,0 +1,120 @@
+package torchrt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMain(m *testing.M) {
+	if err := Reexec(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+func TestAutogradStepOnLockedThread(t *testing.T) {
+	ex := NewExecutor()
+	defer ex.Close()
+	if err := CheckAutograd(context.Background(), ex); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReadInfoDescribesLoadedLibraries(t *testing.T) {
+	info, err := ReadInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.BuildVersion == "" || info.Version == "" {
+		t.Errorf("no libtorch version: %+v", info)
+	}
+	if !strings.Contains(info.Library, "libtorch_cpu") {
+		t.Errorf("Library = %q, want the loaded libtorch_cpu", info.Library)
+	}
+	if info.Threads < 1 {
+		t.Errorf("Threads = %d", info.Threads)
+	}
+	if info.BLAS == "" {
+		t.Error("BLAS is empty")
+	}
+	t.Logf("%+v", info)
+}
+
+func TestTunedEnv(t *testing.T) {
+	want := bestCore()
+	cores := fmt.Sprint(runtime.NumCPU())
+	for _, tc := range []struct {
+		name    string
+		environ []string
+		loaded  string
+		want    []string
+	}{
+		{"nothing set, misdetected core", nil, "Prescott", nonEmpty("OMP_NUM_THREADS="+cores, prefixed("OPENBLAS_CORETYPE=", want))},
+		{"user chose the core", []string{"OPENBLAS_CORETYPE=Haswell"}, "Prescott", []string{"OMP_NUM_THREADS=" + cores}},
+		{"user chose threads", []string{"OMP_NUM_THREADS=1"}, "", nil},
+		{"unknown core is left alone", []string{"OMP_NUM_THREADS=2"}, "FutureLake", nil},
+		{"correct detection is left alone", []string{"OMP_NUM_THREADS=2"}, "SapphireRapids", nil},
+	} {
+		got := TunedEnv(tc.environ, tc.loaded)
+		if strings.Join(got, " ") != strings.Join(tc.want, " ") {
+			t.Errorf("%s: TunedEnv = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func prefixed(prefix, v string) string {
+	if v == "" {
+		return ""
+	}
+	return prefix + v
+}
+
+func nonEmpty(vs ...string) []string {
+	var out []string
+	for _, v := range vs {
+		if v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func TestExecutorRunsOnOneThreadAndRecoversPanics(t *testing.T) {
+	ex := NewExecutor()
+	if err := ex.Do(context.Background(), func() error { panic("boom") }); err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("panic not turned into an error: %v", err)
+	}
+	// A call still works after a panic.
+	if err := ex.Do(context.Background(), func() error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	// A call that cannot start before its context ends returns the context's error.
+	release, busy := make(chan struct{}), make(chan struct{})
+	go ex.Do(context.Background(), func() error { close(busy); <-release; return nil })
+	<-busy
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := ex.Do(ctx, func() error { return nil }); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("busy executor: err = %v, want deadline exceeded", err)
+	}
+	close(release)
+	ex.Close()
+	if err := ex.Do(context.Background(), func() error { return nil }); !errors.Is(err, ErrClosed) {
+		t.Errorf("after Close: err = %v, want ErrClosed", err)
+	}
+}
+
+func TestUpstreamVersion(t *testing.T) {
+	for in, want := range map[string]string{"1.13.1+dfsg-4": "1.13.1", "2:2.1.0-1": "2.1.0", "weird": ""} {
+		if got := upstreamVersion(in); got != want {
+			t.Errorf("upstreamVersion(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
