@@ -53,7 +53,7 @@ Configuration is layered: defaults < --config YAML < SPA_* environment variables
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newVersionCmd(), newConfigCmd(), newDoctorCmd())
+	root.AddCommand(newVersionCmd(), newConfigCmd(), newDoctorCmd(), newEnvCmd(), newBenchCmd())
 	return root
 }
 

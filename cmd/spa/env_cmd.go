@@ -1,0 +1,169 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spa-rl/spa/envs"
+	_ "github.com/spa-rl/spa/envs/builtin"
+)
+
+func newEnvCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "env",
+		Short: "List and play the environments",
+	}
+	cmd.AddCommand(newEnvListCmd(), newEnvPlayCmd())
+	return cmd
+}
+
+func newEnvListCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List environments and their variants (the first variant is the default)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out := cmd.OutOrStdout()
+			if asJSON {
+				return json.NewEncoder(out).Encode(envs.List())
+			}
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ENV\tVARIANT\tDESCRIPTION")
+			for _, info := range envs.List() {
+				for i, v := range info.Variants {
+					name, variant := "", v.Name
+					if i == 0 {
+						name, variant = info.Name, v.Name+" (default)"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", name, variant, v.Description)
+				}
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newEnvPlayCmd() *cobra.Command {
+	var variant string
+	var seed int64
+	var coords, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "play NAME",
+		Short: "Play an environment in the terminal, one action per line",
+		Long: `Play an environment in the terminal: the state is shown, and each line you type is one action
+(for Sokoban and FrozenLake a direction such as "up"; for Sudoku "r,c,v"). The game ends when it is
+solved, lost, out of actions, or at end of input.
+
+With --json, spa prints one JSON object when the game starts ({"observation", "seed", ...}) and one
+per action ({"action", "observation", "reward", "done", "success", "valid"}), so scripts can drive
+it through stdin and stdout. Without --seed, a seed is drawn from the clock and printed.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			env, err := envs.New(args[0], variant)
+			if err != nil {
+				return err
+			}
+			if !cmd.Flags().Changed("seed") {
+				seed = time.Now().UnixNano() % 1_000_000
+			}
+			if err := env.Reset(seed); err != nil {
+				return fmt.Errorf("reset %s: %w", args[0], err)
+			}
+			mode := envs.Raw
+			if coords {
+				mode = envs.Coords
+			}
+			if asJSON {
+				return playJSON(env, seed, mode, cmd.InOrStdin(), cmd.OutOrStdout())
+			}
+			return playInteractive(env, seed, mode, cmd.InOrStdin(), cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringVar(&variant, "variant", "", "variant (default: the environment's first, see 'spa env list')")
+	cmd.Flags().Int64Var(&seed, "seed", 0, "puzzle seed (default: drawn from the clock)")
+	cmd.Flags().BoolVar(&coords, "coords", false, "show the coordinate line under the grid")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "machine-readable: JSON lines in and out")
+	return cmd
+}
+
+func playJSON(env envs.Env, seed int64, mode envs.RenderMode, in io.Reader, out io.Writer) error {
+	enc := json.NewEncoder(out)
+	spec := env.Spec()
+	if err := enc.Encode(map[string]any{
+		"env": spec.Name, "variant": spec.Variant, "seed": seed,
+		"observation": env.Render(mode), "actions": spec.Actions, "max_actions": spec.MaxActions,
+	}); err != nil {
+		return err
+	}
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		action := strings.TrimSpace(sc.Text())
+		if action == "" {
+			continue
+		}
+		st, err := env.Step(action)
+		if err != nil {
+			return err
+		}
+		if err := enc.Encode(struct {
+			Action      string `json:"action"`
+			Observation string `json:"observation"`
+			envs.Step
+		}{action, env.Render(mode), st}); err != nil {
+			return err
+		}
+		if st.Done {
+			break
+		}
+	}
+	return sc.Err()
+}
+
+func playInteractive(env envs.Env, seed int64, mode envs.RenderMode, in io.Reader, out io.Writer) error {
+	spec := env.Spec()
+	fmt.Fprintf(out, "%s %s, seed %d\n\n%s\n\nSymbols: %s\nActions: %s (%s); at most %d per episode.\n\n%s\n",
+		spec.Name, spec.Variant, seed, spec.Instructions, spec.Legend,
+		strings.Join(spec.Actions, ", "), spec.ActionFormat, spec.MaxActions, env.Render(mode))
+	sc := bufio.NewScanner(in)
+	total, used := 0.0, 0
+	for {
+		fmt.Fprintf(out, "\naction> ")
+		if !sc.Scan() {
+			fmt.Fprintf(out, "\nend of input after %d actions; total reward %.1f\n", used, total)
+			return sc.Err()
+		}
+		action := strings.TrimSpace(sc.Text())
+		if action == "" {
+			continue
+		}
+		st, err := env.Step(action)
+		if err != nil {
+			return err
+		}
+		if !st.Valid {
+			fmt.Fprintf(out, "invalid action %q: nothing changed (actions: %s)\n", action, strings.Join(spec.Actions, ", "))
+			continue
+		}
+		used++
+		total += st.Reward
+		fmt.Fprintf(out, "reward %.1f (total %.1f, %d/%d actions)\n%s\n", st.Reward, total, used, spec.MaxActions, env.Render(mode))
+		if st.Done {
+			if st.Success {
+				fmt.Fprintf(out, "\nsolved in %d actions; total reward %.1f\n", used, total)
+			} else {
+				fmt.Fprintf(out, "\ngame over after %d actions; total reward %.1f\n", used, total)
+			}
+			return nil
+		}
+	}
+}

@@ -1,0 +1,272 @@
+package sokoban
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/spa-rl/spa/envs"
+	"github.com/spa-rl/spa/envs/envtest"
+)
+
+// parseLevel reads a grid in the rendering's own symbols.
+func parseLevel(lines []string) (Level, error) {
+	var l Level
+	players := 0
+	for r, line := range lines {
+		row := []bool{}
+		for c, ch := range []rune(line) {
+			p := envs.Pos{R: r, C: c}
+			row = append(row, ch == '#')
+			switch ch {
+			case '#', '_':
+			case 'O':
+				l.Targets = append(l.Targets, p)
+			case 'X':
+				l.Boxes = append(l.Boxes, p)
+			case '√':
+				l.Boxes = append(l.Boxes, p)
+				l.Targets = append(l.Targets, p)
+			case 'P':
+				l.Player, players = p, players+1
+			case 'S':
+				l.Player, players = p, players+1
+				l.Targets = append(l.Targets, p)
+			default:
+				return l, fmt.Errorf("unknown symbol %q at %v", ch, p)
+			}
+		}
+		l.Walls = append(l.Walls, row)
+	}
+	if players != 1 {
+		return l, fmt.Errorf("%d players", players)
+	}
+	return l, nil
+}
+
+func TestSteps(t *testing.T) {
+	envtest.Run(t, "testdata/steps.txt", func(initial []string) (envs.Env, error) {
+		l, err := parseLevel(initial)
+		if err != nil {
+			return nil, err
+		}
+		e := New(Config{Rows: len(l.Walls), Cols: len(l.Walls[0]), Boxes: len(l.Boxes), MaxActions: 10})
+		e.Load(l)
+		return e, nil
+	})
+}
+
+// solve finds the fewest moves that place every box, by breadth-first search over (player, boxes)
+// written independently of the environment's Step. It returns -1 when no solution exists within
+// limit moves.
+func solve(l Level, limit int) int {
+	wall := func(p envs.Pos) bool { return l.Walls[p.R][p.C] }
+	target := map[envs.Pos]bool{}
+	for _, t := range l.Targets {
+		target[t] = true
+	}
+	type node struct {
+		player envs.Pos
+		boxes  []envs.Pos
+	}
+	key := func(n node) string {
+		b := []byte{byte(n.player.R), byte(n.player.C)}
+		cells := make([]int, len(n.boxes))
+		for i, p := range n.boxes {
+			cells[i] = p.R*64 + p.C
+		}
+		sort.Ints(cells)
+		for _, c := range cells {
+			b = append(b, byte(c/64), byte(c%64))
+		}
+		return string(b)
+	}
+	done := func(bs []envs.Pos) bool {
+		for _, b := range bs {
+			if !target[b] {
+				return false
+			}
+		}
+		return true
+	}
+	start := node{l.Player, l.Boxes}
+	if done(start.boxes) {
+		return 0
+	}
+	seen := map[string]bool{key(start): true}
+	frontier := []node{start}
+	for depth := 1; depth <= limit && len(frontier) > 0; depth++ {
+		var next []node
+		for _, n := range frontier {
+			for _, d := range []envs.Pos{envs.Up, envs.Down, envs.Left, envs.Right} {
+				p := n.player.Add(d)
+				if wall(p) {
+					continue
+				}
+				bs := append([]envs.Pos(nil), n.boxes...)
+				blocked := false
+				for i, b := range bs {
+					if b == p {
+						q := p.Add(d)
+						for _, o := range bs {
+							if o == q {
+								blocked = true
+							}
+						}
+						if wall(q) {
+							blocked = true
+						}
+						bs[i] = q
+					}
+				}
+				if blocked {
+					continue
+				}
+				m := node{p, bs}
+				if k := key(m); !seen[k] {
+					if done(bs) {
+						return depth
+					}
+					seen[k] = true
+					next = append(next, m)
+				}
+			}
+		}
+		frontier = next
+	}
+	return -1
+}
+
+func TestEveryLevelIsSolvable(t *testing.T) {
+	for _, tc := range []struct {
+		variant string
+		seeds   int
+	}{
+		{"6x6-1box", 1000},
+		{"10x10-2box", 1000},
+	} {
+		t.Run(tc.variant, func(t *testing.T) {
+			cfg, err := ParseVariant(tc.variant)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hist := map[int]int{}
+			withinBudget := 0
+			for seed := int64(0); seed < int64(tc.seeds); seed++ {
+				l, err := Generate(cfg, seed)
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkLevel(t, cfg, l, seed)
+				moves := solve(l, 200)
+				if moves < 0 {
+					t.Fatalf("seed %d: unsolvable level:\n%s", seed, render(l))
+				}
+				if moves == 0 {
+					t.Fatalf("seed %d: level starts solved", seed)
+				}
+				hist[moves]++
+				if moves <= cfg.MaxActions {
+					withinBudget++
+				}
+			}
+			t.Logf("%s: %d/%d levels solvable within the %d-action budget (%.1f%%); optimal solution lengths: %v",
+				tc.variant, withinBudget, tc.seeds, cfg.MaxActions, 100*float64(withinBudget)/float64(tc.seeds), hist)
+		})
+	}
+}
+
+func checkLevel(t *testing.T, cfg Config, l Level, seed int64) {
+	t.Helper()
+	if len(l.Walls) != cfg.Rows || len(l.Walls[0]) != cfg.Cols || len(l.Boxes) != cfg.Boxes || len(l.Targets) != cfg.Boxes {
+		t.Fatalf("seed %d: wrong shape or counts:\n%s", seed, render(l))
+	}
+	for r := 0; r < cfg.Rows; r++ {
+		for c := 0; c < cfg.Cols; c++ {
+			if (r == 0 || c == 0 || r == cfg.Rows-1 || c == cfg.Cols-1) && !l.Walls[r][c] {
+				t.Fatalf("seed %d: border not walled:\n%s", seed, render(l))
+			}
+		}
+	}
+	occupied := map[envs.Pos]bool{l.Player: true}
+	for _, b := range l.Boxes {
+		if occupied[b] || l.Walls[b.R][b.C] {
+			t.Fatalf("seed %d: box overlaps:\n%s", seed, render(l))
+		}
+		occupied[b] = true
+	}
+}
+
+func render(l Level) string {
+	e := New(Config{Rows: len(l.Walls), Cols: len(l.Walls[0]), Boxes: len(l.Boxes), MaxActions: 10})
+	e.Load(l)
+	return e.Render(envs.Coords)
+}
+
+func TestSameSeedSameGame(t *testing.T) {
+	actions := strings.Fields("Up Left Down Right Right Up Left Down Down Right")
+	for seed := int64(0); seed < 50; seed++ {
+		a, _ := envtest.Play(New(Config{6, 6, 1, 10}), seed, actions)
+		b, _ := envtest.Play(New(Config{6, 6, 1, 10}), seed, actions)
+		if a != b {
+			t.Fatalf("seed %d played twice differs:\n%s\n---\n%s", seed, a, b)
+		}
+	}
+	distinct := map[string]bool{}
+	for seed := int64(0); seed < 50; seed++ {
+		l, _ := Generate(Config{6, 6, 1, 10}, seed)
+		distinct[render(l)] = true
+	}
+	if len(distinct) < 45 {
+		t.Errorf("only %d distinct levels from 50 seeds", len(distinct))
+	}
+}
+
+func TestStepErrors(t *testing.T) {
+	e := New(Config{6, 6, 1, 10})
+	if _, err := e.Step("Up"); err != envs.ErrNotReset {
+		t.Errorf("step before reset: %v", err)
+	}
+	l, _ := parseLevel([]string{"#####", "#PXO#", "#####"})
+	e.Load(l)
+	if st, err := e.Step("Right"); err != nil || !st.Done || !st.Success {
+		t.Fatalf("solving push: %+v %v", st, err)
+	}
+	if _, err := e.Step("Right"); err != envs.ErrEpisodeDone {
+		t.Errorf("step after done: %v", err)
+	}
+}
+
+func TestParseVariant(t *testing.T) {
+	for v, ok := range map[string]bool{"6x6-1box": true, "10x10-2box": true, "8x8-3boxes": true, "6x6": false, "3x3-1box": false, "6x6-9box": false, "": false} {
+		if _, err := ParseVariant(v); (err == nil) != ok {
+			t.Errorf("ParseVariant(%q) err = %v", v, err)
+		}
+	}
+}
+
+// FuzzStep: any action text is either a valid move or an invalid action that changes nothing.
+func FuzzStep(f *testing.F) {
+	for _, s := range []string{"Up", "down", " LEFT ", "Right!", "", "up||down", "\x00", "√"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, action string) {
+		e := New(Config{6, 6, 1, 10})
+		if err := e.Reset(1); err != nil {
+			t.Fatal(err)
+		}
+		before := e.Render(envs.Coords)
+		st, err := e.Step(action)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, known := envs.ParseDirection(action)
+		if st.Valid != known {
+			t.Fatalf("%q: valid = %v, ParseDirection says %v", action, st.Valid, known)
+		}
+		if !st.Valid && (e.Render(envs.Coords) != before || st.Reward != 0 || st.Done) {
+			t.Fatalf("invalid action %q changed the game: %+v", action, st)
+		}
+	})
+}
