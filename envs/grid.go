@@ -22,6 +22,9 @@ var (
 	Right = Pos{0, 1}
 )
 
+// Directions returns the four moves, in a fixed order.
+func Directions() [4]Pos { return [4]Pos{Up, Down, Left, Right} }
+
 // ParseDirection reads a move name, case-insensitively.
 func ParseDirection(s string) (Pos, bool) {
 	switch strings.ToLower(strings.TrimSpace(s)) {

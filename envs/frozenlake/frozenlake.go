@@ -131,7 +131,7 @@ func HasPath(m Map) bool {
 		if p == m.Goal {
 			return true
 		}
-		for _, d := range []envs.Pos{envs.Up, envs.Down, envs.Left, envs.Right} {
+		for _, d := range envs.Directions() {
 			q := p.Add(d)
 			if q.R >= 0 && q.C >= 0 && q.R < m.Size && q.C < m.Size && !m.Holes[q.R][q.C] && !seen[q] {
 				seen[q] = true

@@ -56,7 +56,8 @@ func carveRoom(cfg Config, rng *rand.Rand) [][]bool {
 			walls[r][c] = true
 		}
 	}
-	dirs := []envs.Pos{envs.Up, envs.Down, envs.Left, envs.Right}
+	dirs := envs.Directions()
+	patch := [5]envs.Pos{{}, envs.Up, envs.Down, envs.Left, envs.Right}
 	pos := envs.Pos{R: 1 + rng.IntN(cfg.Rows-2), C: 1 + rng.IntN(cfg.Cols-2)}
 	dir := dirs[rng.IntN(4)]
 	steps := carveSteps * cfg.Rows * cfg.Cols / 36
@@ -64,7 +65,7 @@ func carveRoom(cfg Config, rng *rand.Rand) [][]bool {
 		if rng.Float64() < changeDirProb {
 			dir = dirs[rng.IntN(4)]
 		}
-		for _, d := range append([]envs.Pos{{}}, dirs...) {
+		for _, d := range patch {
 			p := pos.Add(d)
 			if p.R >= 1 && p.C >= 1 && p.R <= cfg.Rows-2 && p.C <= cfg.Cols-2 {
 				walls[p.R][p.C] = false
@@ -110,7 +111,7 @@ func (s state) key() string {
 func reversePlay(walls [][]bool, targets []envs.Pos, start state, rng *rand.Rand) (state, int) {
 	seen := map[string]bool{}
 	best, bestScore := start, 0
-	dirs := []envs.Pos{envs.Up, envs.Down, envs.Left, envs.Right}
+	dirs := envs.Directions()
 	var visit func(s state, depth, swaps, lastPulled int)
 	visit = func(s state, depth, swaps, lastPulled int) {
 		if depth >= searchDepth || seen[s.key()] {

@@ -5,6 +5,7 @@ package sokoban
 
 import (
 	"fmt"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -63,13 +64,6 @@ func init() {
 		return New(cfg), nil
 	})
 }
-
-type cell uint8
-
-const (
-	wall cell = iota
-	floor
-)
 
 // Env is one Sokoban game.
 type Env struct {
@@ -137,11 +131,10 @@ func (e *Env) Step(action string) (envs.Step, error) {
 	case e.isWall(next):
 		// Bumping a wall is a legal move that goes nowhere.
 	case e.boxAt(next) >= 0:
-		beyond := next.Add(dir)
+		b, beyond := e.boxAt(next), next.Add(dir)
 		if e.isWall(beyond) || e.boxAt(beyond) >= 0 {
 			break
 		}
-		b := e.boxAt(next)
 		if e.isTarget(next) {
 			reward += BoxOffTarget
 		}
@@ -162,10 +155,7 @@ func (e *Env) Step(action string) (envs.Step, error) {
 }
 
 // round removes float noise from sums of tenths (-0.1 + 1 = 0.9, not 0.9000000000000001).
-func round(x float64) float64 {
-	r, _ := strconv.ParseFloat(strconv.FormatFloat(x, 'f', 6, 64), 64)
-	return r
-}
+func round(x float64) float64 { return math.Round(x*1e6) / 1e6 }
 
 func (e *Env) isWall(p envs.Pos) bool {
 	return p.R < 0 || p.C < 0 || p.R >= len(e.walls) || p.C >= len(e.walls[0]) || e.walls[p.R][p.C]
