@@ -4,6 +4,7 @@ package bus
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -24,11 +25,16 @@ type EmbeddedOptions struct {
 	Listen string
 	// ReadyTimeout bounds start-up; zero means 10 s.
 	ReadyTimeout time.Duration
+	// User and Password, or Token, make clients authenticate (at most one of the two forms).
+	User, Password, Token string
+	// TLS, when set, makes the TCP listener require TLS with this configuration.
+	TLS *tls.Config
 }
 
 // Embedded is a NATS server with JetStream running inside this process.
 type Embedded struct {
-	srv *server.Server
+	srv  *server.Server
+	opts EmbeddedOptions
 }
 
 // StartEmbedded starts a server and waits until it accepts connections.
@@ -43,6 +49,12 @@ func StartEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 	if opts.ReadyTimeout == 0 {
 		opts.ReadyTimeout = 10 * time.Second
 	}
+	if opts.Token != "" && (opts.User != "" || opts.Password != "") {
+		return nil, errors.New("embedded nats: set a token or a user and password, not both")
+	}
+	if (opts.User == "") != (opts.Password == "") {
+		return nil, errors.New("embedded nats: a user needs a password and a password a user")
+	}
 	sopts := &server.Options{
 		ServerName: "spa-embedded",
 		JetStream:  true,
@@ -50,6 +62,13 @@ func StartEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 		NoSigs:     true,
 		NoLog:      true,
 		DontListen: opts.Listen == "",
+		Username:   opts.User,
+		Password:   opts.Password,
+		// The server calls a token "authorization".
+		Authorization: opts.Token,
+	}
+	if opts.TLS != nil {
+		sopts.TLS, sopts.TLSConfig, sopts.TLSTimeout = true, opts.TLS, 5
 	}
 	if opts.Listen != "" {
 		host, port, err := splitHostPort(opts.Listen)
@@ -70,12 +89,19 @@ func StartEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 		srv.Shutdown()
 		return nil, fmt.Errorf("embedded nats: not ready after %s (store %s)", opts.ReadyTimeout, opts.StoreDir)
 	}
-	return &Embedded{srv: srv}, nil
+	return &Embedded{srv: srv, opts: opts}, nil
 }
 
-// Connect opens an in-process client connection (no sockets).
+// Connect opens an in-process client connection (no sockets), with the server's own credentials.
 func (e *Embedded) Connect(opts ...nats.Option) (*nats.Conn, error) {
-	opts = append([]nats.Option{nats.InProcessServer(e.srv), nats.Name("spa")}, opts...)
+	base := []nats.Option{nats.InProcessServer(e.srv), nats.Name("spa")}
+	switch {
+	case e.opts.Token != "":
+		base = append(base, nats.Token(e.opts.Token))
+	case e.opts.User != "":
+		base = append(base, nats.UserInfo(e.opts.User, e.opts.Password))
+	}
+	opts = append(base, opts...)
 	nc, err := nats.Connect("", opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to embedded nats: %w", err)

@@ -42,3 +42,15 @@ elif [ -f go.work ]; then
   rm -f go.work go.work.sum
   say "removed go.work: this libtorch needs no patched gotch"
 fi
+
+# 4. The Node.js example environment's npm packages (its test runs it against spa's remote env).
+#    Optional: without node the test skips and says so.
+example=examples/node-env
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  if [ ! -f "$example/node_modules/.package-lock.json" ] || [ "$example/package-lock.json" -nt "$example/node_modules/.package-lock.json" ]; then
+    say "installing $example's npm packages"
+    (cd "$example" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || say "warning: npm ci in $example failed; its test will skip"
+  fi
+else
+  say "node/npm not found: the Node.js example env test will skip"
+fi

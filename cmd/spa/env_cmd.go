@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -11,8 +12,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/spa-rl/spa/bus"
 	"github.com/spa-rl/spa/envs"
 	_ "github.com/spa-rl/spa/envs/builtin"
+	"github.com/spa-rl/spa/envs/busenv"
 )
 
 func newEnvCmd() *cobra.Command {
@@ -20,7 +23,7 @@ func newEnvCmd() *cobra.Command {
 		Use:   "env",
 		Short: "List and play the environments",
 	}
-	cmd.AddCommand(newEnvListCmd(), newEnvPlayCmd())
+	cmd.AddCommand(newEnvListCmd(), newEnvPlayCmd(), newEnvServeCmd())
 	return cmd
 }
 
@@ -166,4 +169,106 @@ func playInteractive(env envs.Env, seed int64, mode envs.RenderMode, in io.Reade
 			return nil
 		}
 	}
+}
+
+func newEnvServeCmd() *cobra.Command {
+	var variants []string
+	cmd := &cobra.Command{
+		Use:   "serve NAME --bus URL [--variant V] [--replicas N]",
+		Short: "Host an environment on the bus for remote agents",
+		Long: `Host an environment on the bus: agents anywhere reset and step it through NATS request/reply
+(the protocol is in docs/bus-protocol.md). Every host of an environment joins one queue group, so
+start as many as the load needs, here (--replicas) or on other machines; each episode stays on the
+host that started it.
+
+Without --variant the host serves every variant of the environment; with it, only those named
+(comma-separated), the first being the default. Sessions idle longer than env.session_ttl are
+dropped. The host stops cleanly on Ctrl-C or SIGTERM.`,
+		Args: cobra.ExactArgs(1),
+	}
+	cf := addConfigFlags(cmd)
+	// The common flags already define --variant as env.variant; serve reads it as a list.
+	cmd.Flags().Lookup("variant").Usage = "variants to serve, comma-separated; the first is the default (env.variant; default: all)"
+	cmd.Flags().Int("replicas", 0, "hosts in this process (env.replicas)")
+	cmd.Flags().Duration("session-ttl", 0, "drop sessions idle this long (env.session_ttl)")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		cfg, err := cf.load()
+		if err != nil {
+			return err
+		}
+		name := strings.ToLower(args[0])
+		info, ok := envInfo(name)
+		if !ok {
+			return fmt.Errorf("unknown environment %q (known: %s)", args[0], strings.Join(envs.Names(), ", "))
+		}
+		if cfg.Bus.URL == "" {
+			return errors.New("spa env serve needs --bus nats://HOST:PORT (a 'spa bus' or any NATS server with JetStream), so that agents in other processes can reach it")
+		}
+		if cfg.Env.Variant != "" {
+			variants = strings.Split(cfg.Env.Variant, ",")
+		}
+		replicas := cfg.Env.Replicas
+		if n, _ := cmd.Flags().GetInt("replicas"); n > 0 {
+			replicas = n
+		}
+		ttl := cfg.Env.SessionTTL
+		if d, _ := cmd.Flags().GetDuration("session-ttl"); d > 0 {
+			ttl = d
+		}
+		ctx, stop := signalContext(cmd.Context())
+		defer stop()
+		nc, err := bus.Connect(ctx, busOptions(cfg.Bus, "spa-env-"+name))
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		var hosts []*busenv.Host
+		for range replicas {
+			h, err := busenv.NewHost(nc, busenv.HostOptions{
+				Env: info.Name, Variants: variants, SessionTTL: ttl,
+				New: func(v string) (envs.Env, error) { return envs.New(info.Name, v) },
+			})
+			if err != nil {
+				return err
+			}
+			defer h.Close()
+			hosts = append(hosts, h)
+		}
+		served := "all variants"
+		if len(variants) > 0 {
+			served = "variants " + strings.Join(variants, ", ")
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "serving %s (%s) on %s with %d host(s): %s.reset\n", info.Name, served, nc.ConnectedUrlRedacted(), len(hosts), bus.EnvSubject(info.Name, ""))
+		tick := time.NewTicker(30 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				var total busenv.HostStats
+				for _, h := range hosts {
+					st := h.Stats()
+					total.Resets += st.Resets
+					total.Steps += st.Steps
+					total.Errors += st.Errors
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "stopping: %d resets, %d steps, %d errors served\n", total.Resets, total.Steps, total.Errors)
+				return nil
+			case <-tick.C:
+				for i, h := range hosts {
+					st := h.Stats()
+					fmt.Fprintf(cmd.ErrOrStderr(), "host %d: %d sessions, %d resets, %d steps, %d expired, %d errors\n", i, st.Sessions, st.Resets, st.Steps, st.Expired, st.Errors)
+				}
+			}
+		}
+	}
+	return cmd
+}
+
+func envInfo(name string) (envs.Info, bool) {
+	for _, i := range envs.List() {
+		if i.Name == name {
+			return i, true
+		}
+	}
+	return envs.Info{}, false
 }

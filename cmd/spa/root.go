@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -24,9 +25,15 @@ type exitError struct {
 func (e *exitError) Error() string { return e.err.Error() }
 
 func execute(args []string, stdout, stderr io.Writer) int {
+	return executeContext(context.Background(), args, stdout, stderr)
+}
+
+// executeContext runs the CLI; long-running commands (spa bus, spa env serve) stop when ctx ends,
+// as they do on SIGINT.
+func executeContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRootCmd(stdout, stderr)
 	root.SetArgs(args)
-	err := root.Execute()
+	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
 	}
@@ -53,7 +60,8 @@ Configuration is layered: defaults < --config YAML < SPA_* environment variables
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newVersionCmd(), newConfigCmd(), newDoctorCmd(), newEnvCmd(), newBenchCmd())
+	root.AddCommand(newVersionCmd(), newConfigCmd(), newDoctorCmd(), newEnvCmd(), newBenchCmd(),
+		newBusCmd(), newTrajCmd(), newPolicyCmd())
 	return root
 }
 
