@@ -145,3 +145,33 @@ func TestRunDoctorReportsEveryFailure(t *testing.T) {
 		t.Errorf("output:\n%s", out.String())
 	}
 }
+
+func TestTokenizeCommand(t *testing.T) {
+	tok := "../../../shared/testdata/tokenizer/qwen3"
+	if _, err := os.Stat(tok); err != nil {
+		t.Skipf("shared tokenizer fixtures not found: %v", err)
+	}
+	run := func(stdin string, args ...string) (int, string, string) {
+		root := newRootCmd(nil, nil)
+		var out, errOut bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&errOut)
+		root.SetIn(strings.NewReader(stdin))
+		root.SetArgs(args)
+		if err := root.Execute(); err != nil {
+			return 1, out.String(), err.Error()
+		}
+		return 0, out.String(), ""
+	}
+	code, out, errOut := run("{\"text\":\"Hello world\"}\n{\"text\":\"<|im_start|>\"}\n", "tokenize", "--tokenizer", tok)
+	if code != 0 || out != "{\"ids\":[9707,1879]}\n{\"ids\":[151644]}\n" {
+		t.Fatalf("encode: %d %q %s", code, out, errOut)
+	}
+	code, out, _ = run("{\"ids\":[9707,1879,151645]}\n", "tokenize", "--tokenizer", tok+"/tokenizer.json", "--decode", "--skip-special-tokens")
+	if code != 0 || out != "{\"text\":\"Hello world\"}\n" {
+		t.Fatalf("decode: %d %q", code, out)
+	}
+	if code, _, errOut := run("{\"txt\":1}\n", "tokenize", "--tokenizer", tok); code == 0 || !strings.Contains(errOut, "line 1") {
+		t.Errorf("bad line: %d %s", code, errOut)
+	}
+}
