@@ -1,0 +1,327 @@
+package model
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/nlpodyssey/safetensors"
+	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/ts"
+)
+
+// Param is one parameter's values, row-major.
+type Param struct {
+	Shape []int
+	Data  []float32
+}
+
+// Params copies every parameter out of the model, by Hugging Face name. A tied lm_head is not
+// listed (Hugging Face does not save it either).
+func (m *Model) Params() map[string]Param {
+	out := map[string]Param{}
+	for name, v := range m.vs.Variables() {
+		out[name] = tensorParam(&v)
+	}
+	return out
+}
+
+func tensorParam(t *ts.Tensor) Param {
+	shape := t.MustSize()
+	c := t.MustDetach(false).MustTotype(gotch.Float, true).MustTo(gotch.CPU, true).MustContiguous(true)
+	defer c.MustDrop()
+	p := Param{Shape: make([]int, len(shape)), Data: make([]float32, c.Numel())}
+	for i, s := range shape {
+		p.Shape[i] = int(s)
+	}
+	c.MustCopyData(p.Data, c.Numel())
+	return p
+}
+
+// SetParams copies values into the model. Every parameter must be present with its shape;
+// names the model does not have are an error too, unless listed in ignore.
+func (m *Model) SetParams(params map[string]Param, ignore ...string) error {
+	vars := m.vs.Variables()
+	var missing, extra, bad []string
+	for name, v := range vars {
+		p, ok := params[name]
+		if !ok {
+			missing = append(missing, name)
+			continue
+		}
+		if fmt.Sprint(p.Shape) != fmt.Sprint(shapeInts(v.MustSize())) {
+			bad = append(bad, fmt.Sprintf("%s: shape %v, model has %v", name, p.Shape, v.MustSize()))
+		}
+	}
+	skip := map[string]bool{}
+	for _, n := range ignore {
+		skip[n] = true
+	}
+	for name := range params {
+		if _, ok := vars[name]; !ok && !skip[name] {
+			extra = append(extra, name)
+		}
+	}
+	var errs []error
+	for _, l := range []struct {
+		what  string
+		names []string
+	}{{"missing", missing}, {"unexpected", extra}, {"mismatched", bad}} {
+		if len(l.names) > 0 {
+			sort.Strings(l.names)
+			errs = append(errs, fmt.Errorf("%d %s: %s", len(l.names), l.what, strings.Join(first(l.names, 8), ", ")))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("load weights: %w", errors.Join(errs...))
+	}
+	for name, v := range vars {
+		p := params[name]
+		src := ts.MustOfSlice(p.Data).MustView(shape64(p.Shape), true)
+		if v.DType() != gotch.Float {
+			src = src.MustTotype(v.DType(), true)
+		}
+		if !isCPU(m.device) {
+			src = src.MustTo(m.device, true)
+		}
+		dst := v
+		ts.NoGrad(func() { dst.Copy_(src) })
+		src.MustDrop()
+	}
+	return nil
+}
+
+func first(s []string, n int) []string {
+	if len(s) > n {
+		return append(s[:n:n], fmt.Sprintf("and %d more", len(s)-n))
+	}
+	return s
+}
+
+func shapeInts(s []int64) []int {
+	out := make([]int, len(s))
+	for i, v := range s {
+		out[i] = int(v)
+	}
+	return out
+}
+
+func shape64(s []int) []int64 {
+	out := make([]int64, len(s))
+	for i, v := range s {
+		out[i] = int64(v)
+	}
+	return out
+}
+
+// SaveOptions configure Save.
+type SaveOptions struct {
+	// DType of the stored weights: "float32" (default) or "bfloat16".
+	DType string
+}
+
+// Save writes a Hugging Face checkpoint: config.json, generation_config.json and
+// model.safetensors with Hugging Face parameter names, loadable by transformers and vLLM.
+func Save(dir string, m *Model, opts SaveOptions) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("save model: %w", err)
+	}
+	dtype := safetensors.F32
+	switch opts.DType {
+	case "", "float32":
+		opts.DType = "float32"
+	case "bfloat16":
+		dtype = safetensors.BF16
+	default:
+		return fmt.Errorf("save model: dtype %q (want float32 or bfloat16)", opts.DType)
+	}
+	views := map[string]safetensors.TensorView{}
+	for name, p := range m.Params() {
+		data := encodeFloats(p.Data, dtype)
+		shape := make([]uint64, len(p.Shape))
+		for i, s := range p.Shape {
+			shape[i] = uint64(s)
+		}
+		v, err := safetensors.NewTensorView(dtype, shape, data)
+		if err != nil {
+			return fmt.Errorf("save model: %s: %w", name, err)
+		}
+		views[name] = v
+	}
+	tmp := filepath.Join(dir, "model.safetensors.tmp")
+	f, err := os.Create(tmp)
+	if err != nil {
+		return fmt.Errorf("save model: %w", err)
+	}
+	if err := safetensors.SerializeToWriter(views, map[string]string{"format": "pt"}, f); err != nil {
+		f.Close()
+		return fmt.Errorf("save model: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("save model: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "model.safetensors")); err != nil {
+		return fmt.Errorf("save model: %w", err)
+	}
+	cfg := m.Config
+	cfg.TorchDType = opts.DType
+	if err := SaveConfig(dir, cfg); err != nil {
+		return fmt.Errorf("save model: %w", err)
+	}
+	gen := map[string]any{"do_sample": true, "transformers_version": "4.45.0"}
+	if cfg.BOSTokenID != nil {
+		gen["bos_token_id"] = *cfg.BOSTokenID
+	}
+	if len(cfg.EOSTokenID) > 0 {
+		gen["eos_token_id"] = cfg.EOSTokenID
+	}
+	data, _ := json.MarshalIndent(gen, "", "  ")
+	return os.WriteFile(filepath.Join(dir, "generation_config.json"), append(data, '\n'), 0o644)
+}
+
+// Load reads a Hugging Face checkpoint directory: config.json, then model.safetensors or the
+// shards listed in model.safetensors.index.json, in float32, bfloat16 or float16.
+func Load(dir string, opts Options) (*Model, error) {
+	cfg, err := LoadConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	params, err := ReadSafetensors(dir)
+	if err != nil {
+		return nil, err
+	}
+	_, opts.ValueHead = params["score.weight"]
+	m, err := New(cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	var ignore []string
+	if cfg.TieWordEmbeddings {
+		// Some exporters save the tied head anyway; it is the embedding.
+		ignore = append(ignore, "lm_head.weight")
+	}
+	if err := m.SetParams(params, ignore...); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	return m, nil
+}
+
+// ReadSafetensors reads every tensor of a checkpoint directory as float32.
+func ReadSafetensors(dir string) (map[string]Param, error) {
+	files := []string{"model.safetensors"}
+	if data, err := os.ReadFile(filepath.Join(dir, "model.safetensors.index.json")); err == nil {
+		var index struct {
+			WeightMap map[string]string `json:"weight_map"`
+		}
+		if err := json.Unmarshal(data, &index); err != nil {
+			return nil, fmt.Errorf("%s: model.safetensors.index.json: %w", dir, err)
+		}
+		seen := map[string]bool{}
+		files = files[:0]
+		for _, f := range index.WeightMap {
+			if !seen[f] {
+				seen[f] = true
+				files = append(files, f)
+			}
+		}
+		sort.Strings(files)
+	}
+	out := map[string]Param{}
+	for _, name := range files {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return nil, fmt.Errorf("read weights: %w", err)
+		}
+		st, err := safetensors.Deserialize(data)
+		if err != nil {
+			return nil, fmt.Errorf("read weights %s: %w", name, err)
+		}
+		for _, t := range st.Tensors() {
+			vals, err := decodeFloats(t.TensorView.Data(), t.TensorView.DType())
+			if err != nil {
+				return nil, fmt.Errorf("read weights %s: %s: %w", name, t.Name, err)
+			}
+			shape := make([]int, len(t.TensorView.Shape()))
+			for i, s := range t.TensorView.Shape() {
+				shape[i] = int(s)
+			}
+			out[t.Name] = Param{Shape: shape, Data: vals}
+		}
+	}
+	return out, nil
+}
+
+func encodeFloats(v []float32, dtype safetensors.DType) []byte {
+	if dtype == safetensors.BF16 {
+		b := make([]byte, 2*len(v))
+		for i, f := range v {
+			binary.LittleEndian.PutUint16(b[2*i:], float32ToBF16(f))
+		}
+		return b
+	}
+	b := make([]byte, 4*len(v))
+	for i, f := range v {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(f))
+	}
+	return b
+}
+
+func decodeFloats(b []byte, dtype safetensors.DType) ([]float32, error) {
+	switch dtype {
+	case safetensors.F32:
+		out := make([]float32, len(b)/4)
+		for i := range out {
+			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+		}
+		return out, nil
+	case safetensors.BF16:
+		out := make([]float32, len(b)/2)
+		for i := range out {
+			out[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(b[2*i:])) << 16)
+		}
+		return out, nil
+	case safetensors.F16:
+		out := make([]float32, len(b)/2)
+		for i := range out {
+			out[i] = float16ToFloat32(binary.LittleEndian.Uint16(b[2*i:]))
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("dtype %s is not supported (want F32, BF16 or F16)", dtype)
+}
+
+// float32ToBF16 rounds to nearest even, as PyTorch does; NaN stays NaN.
+func float32ToBF16(f float32) uint16 {
+	u := math.Float32bits(f)
+	if f != f {
+		return uint16(u>>16) | 0x40
+	}
+	return uint16((u + 0x7FFF + (u>>16)&1) >> 16)
+}
+
+func float16ToFloat32(h uint16) float32 {
+	sign := uint32(h>>15) << 31
+	exp := uint32(h>>10) & 0x1F
+	mant := uint32(h) & 0x3FF
+	switch {
+	case exp == 0 && mant == 0:
+		return math.Float32frombits(sign)
+	case exp == 0: // subnormal: renormalise
+		e := uint32(127 - 15 + 1)
+		for mant&0x400 == 0 {
+			mant <<= 1
+			e--
+		}
+		return math.Float32frombits(sign | e<<23 | (mant&0x3FF)<<13)
+	case exp == 0x1F:
+		return math.Float32frombits(sign | 0xFF<<23 | mant<<13)
+	}
+	return math.Float32frombits(sign | (exp+127-15)<<23 | mant<<13)
+}

@@ -1,0 +1,232 @@
+package model
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/ts"
+)
+
+// maskedOut is added to attention scores of keys a query may not see. A large finite value,
+// not -inf, so that a row with nothing to see (a padding query) gives a uniform softmax rather
+// than NaN; such rows are never read.
+const maskedOut = -1e30
+
+// Cache holds each layer's keys and values [B, kv heads, P, head dim] for the P tokens seen so
+// far, so a decoding step computes only the new token.
+type Cache struct {
+	k, v []*ts.Tensor
+	// Len is P, the number of cached positions.
+	Len int
+}
+
+// NewCache makes an empty cache for this model.
+func (m *Model) NewCache() *Cache {
+	return &Cache{k: make([]*ts.Tensor, len(m.layers)), v: make([]*ts.Tensor, len(m.layers))}
+}
+
+// Drop frees the cache's tensors.
+func (c *Cache) Drop() {
+	for i := range c.k {
+		if c.k[i] != nil {
+			c.k[i].MustDrop()
+			c.v[i].MustDrop()
+			c.k[i], c.v[i] = nil, nil
+		}
+	}
+	c.Len = 0
+}
+
+// Inputs is one forward step for a batch: T new tokens per sequence after the cache's P.
+type Inputs struct {
+	IDs       *ts.Tensor // [B, T] int64
+	Positions *ts.Tensor // [B, T] int64
+	Mask      *ts.Tensor // [B, 1, T, P+T] float, 0 where a query may attend, maskedOut elsewhere
+}
+
+// Drop frees the inputs' tensors.
+func (in Inputs) Drop() {
+	in.IDs.MustDrop()
+	in.Positions.MustDrop()
+	in.Mask.MustDrop()
+}
+
+// MakeInputs builds the tensors for T new tokens per sequence. tokens[b] holds sequence b's new
+// tokens; valid[b] has one entry per key (the P cached ones, then the T new ones), false for
+// padding. Positions count the real tokens before each one, so left padding does not shift them
+// (as Hugging Face does with position_ids from the attention mask). pastPositions[b] is the
+// number of real tokens among the P cached ones.
+func MakeInputs(tokens [][]int, valid [][]bool, device gotch.Device) (Inputs, error) {
+	B := len(tokens)
+	if B == 0 || len(valid) != B {
+		return Inputs{}, fmt.Errorf("make inputs: %d sequences and %d validity rows", B, len(valid))
+	}
+	T := len(tokens[0])
+	K := len(valid[0])
+	if T == 0 || K < T {
+		return Inputs{}, fmt.Errorf("make inputs: %d new tokens and %d keys", T, K)
+	}
+	P := K - T
+	ids := make([]int64, 0, B*T)
+	pos := make([]int64, 0, B*T)
+	mask := make([]float32, B*T*K)
+	for b := range B {
+		if len(tokens[b]) != T || len(valid[b]) != K {
+			return Inputs{}, fmt.Errorf("make inputs: sequence %d has %d tokens and %d keys, want %d and %d (pad first)", b, len(tokens[b]), len(valid[b]), T, K)
+		}
+		real := 0
+		for j := range P {
+			if valid[b][j] {
+				real++
+			}
+		}
+		for i, tok := range tokens[b] {
+			ids = append(ids, int64(tok))
+			pos = append(pos, int64(real))
+			if valid[b][P+i] {
+				real++
+			}
+			row := mask[(b*T+i)*K : (b*T+i+1)*K]
+			for j := range K {
+				if j > P+i || !valid[b][j] {
+					row[j] = maskedOut
+				}
+			}
+		}
+	}
+	in := Inputs{
+		IDs:       ts.MustOfSlice(ids).MustView([]int64{int64(B), int64(T)}, true),
+		Positions: ts.MustOfSlice(pos).MustView([]int64{int64(B), int64(T)}, true),
+		Mask:      ts.MustOfSlice(mask).MustView([]int64{int64(B), 1, int64(T), int64(K)}, true),
+	}
+	if !isCPU(device) {
+		in.IDs, in.Positions, in.Mask = in.IDs.MustTo(device, true), in.Positions.MustTo(device, true), in.Mask.MustTo(device, true)
+	}
+	return in, nil
+}
+
+// Forward runs the decoder and returns the final hidden states [B, T, hidden]. With a cache, the
+// new tokens attend to the cached ones, and their keys and values are appended to it.
+func (m *Model) Forward(in Inputs, cache *Cache) (*ts.Tensor, error) {
+	size := in.IDs.MustSize()
+	if len(size) != 2 {
+		return nil, fmt.Errorf("forward: ids have shape %v, want [batch, tokens]", size)
+	}
+	B, T := size[0], size[1]
+	past := int64(0)
+	if cache != nil {
+		past = int64(cache.Len)
+	}
+	if ms := in.Mask.MustSize(); len(ms) != 4 || ms[0] != B || ms[2] != T || ms[3] != past+T {
+		return nil, fmt.Errorf("forward: mask shape %v, want [%d 1 %d %d]", ms, B, T, past+T)
+	}
+	if maxPos := int64(m.Config.MaxPositionEmbeddings); past+T > maxPos {
+		return nil, fmt.Errorf("forward: %d positions exceed max_position_embeddings %d", past+T, maxPos)
+	}
+	hd := int64(m.Config.HeadDim())
+	flat := in.Positions.MustView([]int64{-1}, false)
+	cos := m.cos.MustIndexSelect(0, flat, false).MustView([]int64{B, 1, T, hd}, true)
+	sin := m.sin.MustIndexSelect(0, flat, false).MustView([]int64{B, 1, T, hd}, true)
+	flat.MustDrop()
+	defer cos.MustDrop()
+	defer sin.MustDrop()
+
+	h := ts.MustEmbedding(m.embed, in.IDs, -1, false, false)
+	for i, l := range m.layers {
+		var kv *layerKV
+		if cache != nil {
+			kv = &layerKV{cache: cache, layer: i}
+		}
+		x := rmsNorm(h, l.inNorm, m.Config.RMSNormEps)
+		a := m.attention(l, x, cos, sin, in.Mask, kv)
+		x.MustDrop()
+		h = h.MustAdd(a, true)
+		a.MustDrop()
+		x = rmsNorm(h, l.postNorm, m.Config.RMSNormEps)
+		f := m.mlp(l, x)
+		x.MustDrop()
+		h = h.MustAdd(f, true)
+		f.MustDrop()
+	}
+	if cache != nil {
+		cache.Len += int(T)
+	}
+	out := rmsNorm(h, m.norm, m.Config.RMSNormEps)
+	h.MustDrop()
+	return out, nil
+}
+
+type layerKV struct {
+	cache *Cache
+	layer int
+}
+
+// attention is grouped-query self-attention with rotary positions; x is [B, T, hidden].
+func (m *Model) attention(l *block, x, cos, sin, mask *ts.Tensor, kv *layerKV) *ts.Tensor {
+	c := m.Config
+	size := x.MustSize()
+	B, T := size[0], size[1]
+	nh, nkv, hd := int64(c.NumAttentionHeads), int64(c.NumKeyValueHeads), int64(c.HeadDim())
+	heads := func(t *ts.Tensor, n int64) *ts.Tensor { // [B, T, n·hd] -> [B, n, T, hd]
+		return t.MustView([]int64{B, T, n, hd}, true).MustTranspose(1, 2, true)
+	}
+	q0 := heads(linear(x, l.qW, l.qB), nh)
+	k0 := heads(linear(x, l.kW, l.kB), nkv)
+	v := heads(linear(x, l.vW, l.vB), nkv)
+	q := rotate(q0, cos, sin, hd)
+	k := rotate(k0, cos, sin, hd)
+	q0.MustDrop()
+	k0.MustDrop()
+	if kv != nil {
+		if old := kv.cache.k[kv.layer]; old != nil {
+			k2 := ts.MustCat([]*ts.Tensor{old, k}, 2)
+			v2 := ts.MustCat([]*ts.Tensor{kv.cache.v[kv.layer], v}, 2)
+			k.MustDrop()
+			v.MustDrop()
+			old.MustDrop()
+			kv.cache.v[kv.layer].MustDrop()
+			k, v = k2, v2
+		}
+		// The cache keeps its own handles; detached, so decoding does not grow autograd graphs.
+		kv.cache.k[kv.layer] = k.MustDetach(false)
+		kv.cache.v[kv.layer] = v.MustDetach(false)
+	}
+	if nkv != nh {
+		k = k.MustRepeatInterleaveSelfInt(nh/nkv, []int64{1}, nil, true)
+		v = v.MustRepeatInterleaveSelfInt(nh/nkv, []int64{1}, nil, true)
+	}
+	kt := k.MustTranspose(-2, -1, true)
+	scores := q.MustMatmul(kt, true).MustMulScalar(ts.FloatScalar(1/math.Sqrt(float64(hd))), true)
+	kt.MustDrop()
+	scores = scores.MustAdd(mask, true)
+	probs := scores.MustSoftmax(-1, gotch.Float, true)
+	out := probs.MustMatmul(v, true)
+	v.MustDrop()
+	out = out.MustTranspose(1, 2, true).MustContiguous(true).MustView([]int64{B, T, nh * hd}, true)
+	y := linear(out, l.oW, nil)
+	out.MustDrop()
+	return y
+}
+
+// mlp is the SwiGLU feed-forward: down(silu(gate(x)) · up(x)).
+func (m *Model) mlp(l *block, x *ts.Tensor) *ts.Tensor {
+	g := linear(x, l.gateW, nil).MustSilu(true)
+	u := linear(x, l.upW, nil)
+	gu := g.MustMul(u, true)
+	u.MustDrop()
+	y := linear(gu, l.downW, nil)
+	gu.MustDrop()
+	return y
+}
+
+// Logits maps hidden states [B, T, hidden] to next-token logits [B, T, vocab].
+func (m *Model) Logits(hidden *ts.Tensor) *ts.Tensor { return linear(hidden, m.lmHead, nil) }
+
+// Values maps hidden states [B, T, hidden] to the critic's values [B, T]; it needs the value head.
+func (m *Model) Values(hidden *ts.Tensor) (*ts.Tensor, error) {
+	if m.score == nil {
+		return nil, fmt.Errorf("values: the model has no value head")
+	}
+	return linear(hidden, m.score, m.scoreB).MustSqueezeDim(-1, true), nil
+}

@@ -1,0 +1,380 @@
+package model
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/nn"
+	"github.com/sugarme/gotch/ts"
+
+	"github.com/spa-rl/spa/torchrt"
+)
+
+func TestMain(m *testing.M) {
+	if err := torchrt.Reexec(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+// lockThread keeps a test's torch work on one OS thread: libtorch's grad mode is per thread, and
+// each test runs on its own goroutine.
+func lockThread(t *testing.T) {
+	runtime.LockOSThread()
+	t.Cleanup(runtime.UnlockOSThread)
+}
+
+// testConfig is small enough for float64 reference loops, with grouped-query attention, untied
+// head and biases that are not zero after training-like perturbation.
+func testConfig(tied bool) Config {
+	return Config{
+		Architectures: []string{"Qwen2ForCausalLM"}, ModelType: "qwen2", VocabSize: 61, HiddenSize: 32,
+		IntermediateSize: 48, NumHiddenLayers: 2, NumAttentionHeads: 4, NumKeyValueHeads: 2,
+		MaxPositionEmbeddings: 64, RopeTheta: 10000, RMSNormEps: 1e-6, HiddenAct: "silu",
+		InitializerRange: 0.2, TieWordEmbeddings: tied,
+	}
+}
+
+// newTestModel makes a model whose biases and norms are random too, so that every parameter
+// matters in the comparisons.
+func newTestModel(t *testing.T, cfg Config, seed uint64) *Model {
+	t.Helper()
+	m, err := New(cfg, Options{Seed: seed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	params := m.Params()
+	for name, p := range params {
+		for i := range p.Data {
+			if p.Data[i] == 0 || p.Data[i] == 1 { // biases and norm weights
+				p.Data[i] += float32(math.Sin(float64(i)+float64(len(name)))) * 0.1
+			}
+		}
+	}
+	if err := m.SetParams(params); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	return m
+}
+
+// logitsOf runs a full forward of left-padded sequences and returns logits [B][T][V] for the
+// real tokens only (padding positions are nil).
+func logitsOf(t *testing.T, m *Model, seqs [][]int) [][][]float32 {
+	t.Helper()
+	T := 0
+	for _, s := range seqs {
+		T = max(T, len(s))
+	}
+	tokens := make([][]int, len(seqs))
+	valid := make([][]bool, len(seqs))
+	for b, s := range seqs {
+		pad := T - len(s)
+		tokens[b] = make([]int, T)
+		valid[b] = make([]bool, T)
+		for i := range T {
+			if i >= pad {
+				tokens[b][i], valid[b][i] = s[i-pad], true
+			}
+		}
+	}
+	in, err := MakeInputs(tokens, valid, gotch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Drop()
+	var out [][][]float32
+	ts.NoGrad(func() {
+		h, err := m.Forward(in, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lg := m.Logits(h)
+		h.MustDrop()
+		p := tensorParam(lg)
+		lg.MustDrop()
+		V := m.Config.VocabSize
+		for b := range seqs {
+			rows := make([][]float32, T)
+			for i := range T {
+				if valid[b][i] {
+					rows[i] = p.Data[(b*T+i)*V : (b*T+i+1)*V]
+				}
+			}
+			out = append(out, rows[T-len(seqs[b]):])
+		}
+	})
+	return out
+}
+
+func maxDiff(a, b []float32) float64 {
+	d := 0.0
+	for i := range a {
+		d = math.Max(d, math.Abs(float64(a[i])-float64(b[i])))
+	}
+	return d
+}
+
+func TestMatchesFloat64Reference(t *testing.T) {
+	lockThread(t)
+	for _, tied := range []bool{true, false} {
+		cfg := testConfig(tied)
+		m := newTestModel(t, cfg, 1)
+		ids := []int{3, 14, 15, 9, 26, 5, 35, 60, 0, 7, 7, 7}
+		got := logitsOf(t, m, [][]int{ids})[0]
+		want := refForward(cfg, m.Params(), ids)
+		worst := 0.0
+		for i := range ids {
+			for v := range cfg.VocabSize {
+				worst = math.Max(worst, math.Abs(float64(got[i][v])-want[i][v]))
+			}
+		}
+		t.Logf("tied=%v: max |gotch f32 - reference f64| = %.2e over %d logits", tied, worst, len(ids)*cfg.VocabSize)
+		if worst > 1e-4 {
+			t.Errorf("tied=%v: gotch and the float64 reference differ by %.2e", tied, worst)
+		}
+	}
+}
+
+// TestPaddingDoesNotChangeLogits batches sequences of different lengths with left padding: each
+// must get the logits it gets alone.
+func TestPaddingDoesNotChangeLogits(t *testing.T) {
+	lockThread(t)
+	m := newTestModel(t, testConfig(true), 2)
+	seqs := [][]int{{1, 2, 3, 4, 5, 6, 7}, {9, 8}, {4, 4, 4, 4}}
+	batch := logitsOf(t, m, seqs)
+	for b, s := range seqs {
+		alone := logitsOf(t, m, [][]int{s})[0]
+		for i := range s {
+			if d := maxDiff(batch[b][i], alone[i]); d > 1e-5 {
+				t.Fatalf("sequence %d token %d: batched differs from alone by %.2e", b, i, d)
+			}
+		}
+	}
+}
+
+// TestCacheMatchesFullRecompute decodes a padded batch token by token with the KV cache and
+// compares every step's logits with a full forward over the whole sequence.
+func TestCacheMatchesFullRecompute(t *testing.T) {
+	lockThread(t)
+	m := newTestModel(t, testConfig(false), 3)
+	prompts := [][]int{{5, 6, 7, 8, 9}, {10, 11}}
+	next := [][]int{{1, 2, 3, 4}, {20, 21, 22, 23}}
+	P := 5
+	tokens := [][]int{{5, 6, 7, 8, 9}, {0, 0, 0, 10, 11}}
+	valid := [][]bool{{true, true, true, true, true}, {false, false, false, true, true}}
+	cache := m.NewCache()
+	defer cache.Drop()
+	worst := 0.0
+	ts.NoGrad(func() {
+		step := func(tok [][]int) []float32 {
+			in, err := MakeInputs(tok, valid, gotch.CPU)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer in.Drop()
+			h, err := m.Forward(in, cache)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lg := m.Logits(h)
+			h.MustDrop()
+			last := lg.MustNarrow(1, int64(len(tok[0])-1), 1, true)
+			defer last.MustDrop()
+			return tensorParam(last).Data
+		}
+		got := step(tokens)
+		for s := 0; ; s++ {
+			V := m.Config.VocabSize
+			for b := range prompts {
+				full := append(append([]int{}, prompts[b]...), next[b][:s]...)
+				want := logitsOf(t, m, [][]int{full})[0]
+				worst = math.Max(worst, maxDiff(got[b*V:(b+1)*V], want[len(full)-1]))
+			}
+			if s == len(next[0]) {
+				break
+			}
+			for b := range valid {
+				valid[b] = append(valid[b], true)
+			}
+			got = step([][]int{{next[0][s]}, {next[1][s]}})
+		}
+	})
+	t.Logf("max |cached - recomputed| logit difference over %d steps: %.2e", len(next[0])+1, worst)
+	if worst > 1e-4 {
+		t.Errorf("KV-cache decoding differs from recomputation by %.2e", worst)
+	}
+	if cache.Len != P+len(next[0]) {
+		t.Errorf("cache holds %d positions, want %d", cache.Len, P+len(next[0]))
+	}
+}
+
+func TestSaveLoadGivesIdenticalLogits(t *testing.T) {
+	lockThread(t)
+	for _, tied := range []bool{true, false} {
+		cfg := testConfig(tied)
+		eos := 60
+		cfg.EOSTokenID = IDList{eos}
+		m := newTestModel(t, cfg, 4)
+		dir := t.TempDir()
+		if err := Save(dir, m, SaveOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		back, err := Load(dir, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer back.Close()
+		ids := [][]int{{1, 2, 3, 4, 5, 6}}
+		a, b := logitsOf(t, m, ids)[0], logitsOf(t, back, ids)[0]
+		for i := range a {
+			if d := maxDiff(a[i], b[i]); d != 0 {
+				t.Fatalf("tied=%v: reloaded model differs by %.2e", tied, d)
+			}
+		}
+		if back.Config.EOSTokenID[0] != eos || back.HasValueHead() {
+			t.Errorf("config not preserved: %+v", back.Config)
+		}
+		// bfloat16 keeps 8 bits of mantissa: close, not equal.
+		bdir := t.TempDir()
+		if err := Save(bdir, m, SaveOptions{DType: "bfloat16"}); err != nil {
+			t.Fatal(err)
+		}
+		half, err := Load(bdir, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := logitsOf(t, half, ids)[0]
+		half.Close()
+		if d := maxDiff(a[0], c[0]); d == 0 || d > 0.1 {
+			t.Errorf("bfloat16 round trip differs by %.2e", d)
+		}
+	}
+}
+
+func TestLoadRefusesMismatchedWeights(t *testing.T) {
+	lockThread(t)
+	m := newTestModel(t, testConfig(true), 5)
+	dir := t.TempDir()
+	if err := Save(dir, m, SaveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(true)
+	cfg.IntermediateSize = 40
+	if err := SaveConfig(dir, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(dir, Options{}); err == nil || !containsAll(err.Error(), "mismatched", "mlp.gate_proj.weight") {
+		t.Errorf("load with a wrong intermediate_size: %v", err)
+	}
+	cfg = testConfig(true)
+	cfg.NumAttentionHeads = 5
+	if err := SaveConfig(dir, cfg); err == nil {
+		if _, err := Load(dir, Options{}); err == nil || !containsAll(err.Error(), "not a multiple") {
+			t.Errorf("load with 5 heads: %v", err)
+		}
+	}
+}
+
+func containsAll(s string, subs ...string) bool {
+	for _, x := range subs {
+		if !strings.Contains(s, x) {
+			return false
+		}
+	}
+	return true
+}
+
+// TestTinyModelLearnsASequenceTask trains from scratch on "continue the arithmetic sequence"
+// (next = previous + step mod vocab) and requires near-perfect next-token accuracy.
+func TestTinyModelLearnsASequenceTask(t *testing.T) {
+	lockThread(t)
+	cfg := testConfig(true)
+	cfg.InitializerRange = 0.02
+	m, err := New(cfg, Options{Seed: 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	opt, err := nn.DefaultAdamWConfig().Build(m.VarStore(), 3e-3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	V := cfg.VocabSize
+	batch := func(seed int) ([][]int, [][]bool) {
+		var toks [][]int
+		var valid [][]bool
+		for b := range 16 {
+			start, step := (seed*7+b*13)%V, 1+(seed+b)%3
+			s := make([]int, 12)
+			for i := range s {
+				s[i] = (start + i*step) % V
+			}
+			toks = append(toks, s)
+			valid = append(valid, []bool{true, true, true, true, true, true, true, true, true, true, true, true})
+		}
+		return toks, valid
+	}
+	lossAndAcc := func(toks [][]int, valid [][]bool, train bool) (float64, float64) {
+		in, err := MakeInputs(toks, valid, gotch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer in.Drop()
+		h, err := m.Forward(in, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lg := m.Logits(h)
+		h.MustDrop()
+		B, T := int64(len(toks)), int64(len(toks[0]))
+		// Predict tokens 3..T-1 from their prefixes (two tokens fix start and step).
+		pred := lg.MustNarrow(1, 2, T-3, true).MustContiguous(true).MustView([]int64{-1, int64(V)}, true)
+		var tgt []int64
+		for _, s := range toks {
+			for _, x := range s[3:] {
+				tgt = append(tgt, int64(x))
+			}
+		}
+		target := ts.MustOfSlice(tgt)
+		loss := pred.MustCrossEntropyLoss(target, ts.NewTensor(), 1, -100, 0, false)
+		am := pred.MustArgmax([]int64{-1}, false, false)
+		hits := 0
+		for i, v := range am.Int64Values() {
+			if v == tgt[i] {
+				hits++
+			}
+		}
+		am.MustDrop()
+		l := loss.Float64Values()[0]
+		if train {
+			if err := opt.BackwardStep(loss); err != nil {
+				t.Fatal(err)
+			}
+		}
+		loss.MustDrop()
+		pred.MustDrop()
+		target.MustDrop()
+		return l, float64(hits) / float64(B*(T-3))
+	}
+	var loss, acc float64
+	for step := range 300 {
+		toks, valid := batch(step)
+		loss, acc = lossAndAcc(toks, valid, true)
+	}
+	var evalAcc float64
+	ts.NoGrad(func() {
+		toks, valid := batch(100_000)
+		_, evalAcc = lossAndAcc(toks, valid, false)
+	})
+	t.Logf("after 300 steps: train loss %.3f, train accuracy %.2f, held-out accuracy %.2f", loss, acc, evalAcc)
+	if evalAcc < 0.9 {
+		t.Errorf("held-out next-token accuracy %.2f after training, want >= 0.9", evalAcc)
+	}
+}
