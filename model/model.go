@@ -245,3 +245,24 @@ func rotate(x, cos, sin *ts.Tensor, hd int64) *ts.Tensor {
 	b.MustDrop()
 	return out
 }
+
+// ParseDevice reads "cpu", "cuda" or "cuda:N". CUDA needs a libtorch built with it (Debian's is
+// CPU only), so asking for it elsewhere is an error rather than a silent fall back to the CPU.
+func ParseDevice(s string) (gotch.Device, error) {
+	switch {
+	case s == "" || s == "cpu":
+		return gotch.CPU, nil
+	case s == "cuda" || strings.HasPrefix(s, "cuda:"):
+		if !gotch.CUDA.IsAvailable() {
+			return gotch.Device{}, fmt.Errorf("device %q: this libtorch has no usable CUDA", s)
+		}
+		n := 0
+		if s != "cuda" {
+			if _, err := fmt.Sscanf(s, "cuda:%d", &n); err != nil || n < 0 || int64(n) >= gotch.CUDA.DeviceCount() {
+				return gotch.Device{}, fmt.Errorf("device %q: want cuda:0..cuda:%d", s, gotch.CUDA.DeviceCount()-1)
+			}
+		}
+		return gotch.CudaBuilder(uint(n)), nil
+	}
+	return gotch.Device{}, fmt.Errorf("device %q: want cpu, cuda or cuda:N", s)
+}

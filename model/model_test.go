@@ -1,13 +1,17 @@
 package model
 
 import (
+	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 
+	"github.com/nlpodyssey/safetensors"
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/nn"
 	"github.com/sugarme/gotch/ts"
@@ -376,5 +380,92 @@ func TestTinyModelLearnsASequenceTask(t *testing.T) {
 	t.Logf("after 300 steps: train loss %.3f, train accuracy %.2f, held-out accuracy %.2f", loss, acc, evalAcc)
 	if evalAcc < 0.9 {
 		t.Errorf("held-out next-token accuracy %.2f after training, want >= 0.9", evalAcc)
+	}
+}
+
+// TestLoadsShardedCheckpoints splits a saved checkpoint into two shards with an index, as large
+// Hugging Face checkpoints are stored, and requires the same logits.
+func TestLoadsShardedCheckpoints(t *testing.T) {
+	lockThread(t)
+	m := newTestModel(t, testConfig(false), 8)
+	dir := t.TempDir()
+	if err := Save(dir, m, SaveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	params, err := ReadSafetensors(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(dir, "model.safetensors"))
+	shards := []map[string]safetensors.TensorView{{}, {}}
+	index := map[string]string{}
+	i := 0
+	for name, p := range params {
+		shape := make([]uint64, len(p.Shape))
+		for j, s := range p.Shape {
+			shape[j] = uint64(s)
+		}
+		// The second shard stores float16, which loading must widen.
+		dt := safetensors.F32
+		data := encodeFloats(p.Data, dt)
+		if i%2 == 1 {
+			dt = safetensors.F16
+			data = make([]byte, 2*len(p.Data))
+			for k, f := range p.Data {
+				binary.LittleEndian.PutUint16(data[2*k:], float32ToFloat16(f))
+			}
+		}
+		v, err := safetensors.NewTensorView(dt, shape, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		shards[i%2][name] = v
+		index[name] = fmt.Sprintf("model-%05d-of-00002.safetensors", i%2+1)
+		i++
+	}
+	for k, sh := range shards {
+		data, err := safetensors.Serialize(sh, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, fmt.Sprintf("model-%05d-of-00002.safetensors", k+1)), data, 0o644)
+	}
+	idx, _ := json.Marshal(map[string]any{"metadata": map[string]any{}, "weight_map": index})
+	os.WriteFile(filepath.Join(dir, "model.safetensors.index.json"), idx, 0o644)
+	back, err := Load(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back.Close()
+	ids := [][]int{{3, 1, 4, 1, 5}}
+	a, b := logitsOf(t, m, ids)[0], logitsOf(t, back, ids)[0]
+	if d := maxDiff(a[4], b[4]); d > 0.05 {
+		t.Errorf("sharded float16 checkpoint differs by %.2e", d)
+	}
+}
+
+// float32ToFloat16 rounds to nearest for normal values, enough for test weights.
+func float32ToFloat16(f float32) uint16 {
+	b := math.Float32bits(f)
+	sign := uint16(b>>16) & 0x8000
+	exp := int((b>>23)&0xFF) - 127 + 15
+	mant := b & 0x7FFFFF
+	if exp <= 0 {
+		return sign
+	}
+	return sign | uint16(exp)<<10 | uint16((mant+0x1000)>>13)
+}
+
+func TestFloat16Decoding(t *testing.T) {
+	for _, c := range []struct {
+		h    uint16
+		want float32
+	}{{0x3C00, 1}, {0xC000, -2}, {0x3555, 0.333251953125}, {0x0001, 5.960464477539063e-08}, {0x7BFF, 65504}, {0x8000, float32(math.Copysign(0, -1))}} {
+		if got := float16ToFloat32(c.h); got != c.want {
+			t.Errorf("float16 %#04x = %v, want %v", c.h, got, c.want)
+		}
+	}
+	if got := float32ToBF16(1.00390625); got != 0x3F80 { // halfway: rounds to even
+		t.Errorf("bf16(1.00390625) = %#04x", got)
 	}
 }

@@ -131,16 +131,7 @@ func Parse(data []byte) (*Tokenizer, error) {
 			t.tokens[a.ID] = a.Content
 		}
 	}
-	if len(t.added) > 0 {
-		// Longest first, so that a token that is a prefix of another never wins.
-		sorted := append([]AddedToken(nil), t.added...)
-		sort.Slice(sorted, func(i, j int) bool { return len(sorted[i].Content) > len(sorted[j].Content) })
-		alts := make([]string, len(sorted))
-		for i, a := range sorted {
-			alts[i] = regexp.QuoteMeta(a.Content)
-		}
-		t.addedRe = regexp.MustCompile(strings.Join(alts, "|"))
-	}
+	t.compileAdded()
 	var err error
 	if t.nfc, err = parseNormalizer(f.Normalizer); err != nil {
 		return nil, err
@@ -157,6 +148,21 @@ func Parse(data []byte) (*Tokenizer, error) {
 		}
 	}
 	return t, nil
+}
+
+// compileAdded builds the matcher for added tokens, longest first, so that a token that is a
+// prefix of another never wins.
+func (t *Tokenizer) compileAdded() {
+	if len(t.added) == 0 {
+		return
+	}
+	sorted := append([]AddedToken(nil), t.added...)
+	sort.SliceStable(sorted, func(i, j int) bool { return len(sorted[i].Content) > len(sorted[j].Content) })
+	alts := make([]string, len(sorted))
+	for i, a := range sorted {
+		alts[i] = regexp.QuoteMeta(a.Content)
+	}
+	t.addedRe = regexp.MustCompile(strings.Join(alts, "|"))
 }
 
 // parseMerge accepts both forms of a merge: "a b" and ["a","b"].

@@ -32,7 +32,7 @@ const (
 	stampFile     = ".spa-patch"
 	stubDir       = "spa-stubs"
 	// patchRevision changes whenever the patch logic changes, so old copies are rebuilt.
-	patchRevision = "2"
+	patchRevision = "3"
 	maxRounds     = 5
 )
 
@@ -88,6 +88,9 @@ func run(src, dst, include, versionHeader, cxx string) error {
 	if err != nil {
 		return err
 	}
+	if err := patchGoSources(tmp); err != nil {
+		return err
+	}
 	stubs, err := buildStubs(filepath.Join(libtch, "lib.go"), filepath.Join(tmp, stubDir), cxx)
 	if err != nil {
 		return err
@@ -140,6 +143,39 @@ func patchUntilItCompiles(libtch, include, cxx string) ([]string, error) {
 		fmt.Printf("gotchpatch: round %d: %d wrappers rejected by the compiler\n", round, len(names))
 	}
 	return nil, fmt.Errorf("the generated wrappers still do not compile after %d rounds", maxRounds)
+}
+
+// goEdits are source changes to gotch's Go code that are not about libtorch versions.
+var goEdits = []struct {
+	file, old, new, why string
+}{{
+	file: "ts/tensor.go",
+	old:  "\tx.d = new(bigStruct)\n",
+	new:  "\t// spa: no 100 KB bigStruct per tensor (see tools/gotchpatch)\n",
+	// gotch gives every tensor handle a 100 KB Go allocation "so the GC targets it". A decoding
+	// step makes hundreds of handles, so this was most of the Go heap churn and a 5x slow-down of
+	// batch-1 generation on two cores. The handle escapes to the heap anyway; finalizers still
+	// free the C tensors.
+	why: "per-tensor 100 KB allocation",
+}}
+
+// patchGoSources applies goEdits, failing loudly when gotch's code no longer matches.
+func patchGoSources(root string) error {
+	for _, e := range goEdits {
+		path := filepath.Join(root, e.file)
+		code, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if !bytes.Contains(code, []byte(e.old)) {
+			return fmt.Errorf("%s no longer contains the code gotchpatch removes (%s); update goEdits", e.file, e.why)
+		}
+		if err := os.WriteFile(path, bytes.Replace(code, []byte(e.old), []byte(e.new), 1), 0o644); err != nil {
+			return err
+		}
+		fmt.Printf("gotchpatch: %s: removed the %s\n", e.file, e.why)
+	}
+	return nil
 }
 
 var diagRE = regexp.MustCompile(`(?m)(?:^|[\s/])` + regexp.QuoteMeta(generatedFile) + `:(\d+):`)

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -103,5 +105,23 @@ func TestParseTorchVersion(t *testing.T) {
 		if (err == nil) != tc.ok || major != tc.major || minor != tc.minor {
 			t.Errorf("parseTorchVersion(%q) = %d, %d, %v", tc.header, major, minor, err)
 		}
+	}
+}
+
+func TestPatchGoSources(t *testing.T) {
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "ts"), 0o755)
+	src := "func newTensor() {\n\tx := new(Tensor)\n\tx.d = new(bigStruct)\n\treturn x\n}\n"
+	os.WriteFile(filepath.Join(root, "ts", "tensor.go"), []byte(src), 0o644)
+	if err := patchGoSources(root); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(filepath.Join(root, "ts", "tensor.go"))
+	if strings.Contains(string(got), "new(bigStruct)") || !strings.Contains(string(got), "x := new(Tensor)") {
+		t.Errorf("patched source:\n%s", got)
+	}
+	// A second run finds nothing to patch and says so rather than silently doing nothing.
+	if err := patchGoSources(root); err == nil || !strings.Contains(err.Error(), "update goEdits") {
+		t.Errorf("second patch: %v", err)
 	}
 }
