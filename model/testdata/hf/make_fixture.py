@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Hugging Face transformers parity fixtures for spa's model package, both directions.
+
+Run on a machine with PyTorch and transformers (the GPU machine some sessions are lent), from the
+repository root:
+
+    python3 model/testdata/hf/make_fixture.py "$OUT"
+
+1. transformers -> spa: builds a tiny random Qwen2ForCausalLM (torch.manual_seed(0)), saves it
+   with save_pretrained (safetensors) to $OUT/qwen2-tiny/, and writes its logits for fixed inputs
+   (one padded batch) to $OUT/qwen2-tiny/logits.json. Commit the folder as
+   model/testdata/hf/qwen2-tiny/; TestHuggingFaceParity then requires spa to reproduce the logits.
+2. spa -> transformers: loads model/testdata/hf/spa-tiny/ (written by spa's Save) with
+   transformers, computes logits for the same inputs and compares them with spa's own
+   (spa-tiny/spa_logits.json), writing the result to $OUT/spa-tiny-check.json.
+"""
+import json
+import os
+import sys
+
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+INPUTS = json.load(open(os.path.join(HERE, "inputs.json")))
+
+
+def logits_of(model):
+    ids = torch.tensor(INPUTS["ids"])
+    mask = torch.tensor(INPUTS["attention_mask"])
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+    return out.float().tolist()
+
+
+def main(out):
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=False,
+                      initializer_range=0.2, torch_dtype="float32")
+    model = Qwen2ForCausalLM(cfg).eval()
+    # Random biases and norms too, so every parameter matters.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    dst = os.path.join(out, "qwen2-tiny")
+    model.save_pretrained(dst, safe_serialization=True)
+    json.dump({"inputs": INPUTS, "logits": logits_of(model)}, open(os.path.join(dst, "logits.json"), "w"))
+
+    spa_dir = os.path.join(HERE, "spa-tiny")
+    spa = Qwen2ForCausalLM.from_pretrained(spa_dir, torch_dtype=torch.float32).eval()
+    want = json.load(open(os.path.join(spa_dir, "spa_logits.json")))["logits"]
+    got = logits_of(spa)
+    mask = INPUTS["attention_mask"]
+    diff = max(abs(a - b)
+               for bi, (sg, sw) in enumerate(zip(got, want))
+               for ti, (rg, rw) in enumerate(zip(sg, sw)) if mask[bi][ti]
+               for a, b in zip(rg, rw))
+    json.dump({"transformers": __import__("transformers").__version__, "torch": torch.__version__,
+               "max_abs_logit_diff": diff}, open(os.path.join(out, "spa-tiny-check.json"), "w"))
+    print("spa checkpoint in transformers: max |logit diff| =", diff)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else ".")
