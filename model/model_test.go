@@ -469,3 +469,46 @@ func TestFloat16Decoding(t *testing.T) {
 		t.Errorf("bf16(1.00390625) = %#04x", got)
 	}
 }
+
+// TestQwen25ConfigLoads reads the config.json layout of Qwen2.5-0.5B-Instruct (fields as
+// published) and checks what the model derives from it.
+func TestQwen25ConfigLoads(t *testing.T) {
+	cfg, err := LoadConfig("testdata/qwen2.5-0.5b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HeadDim() != 64 || cfg.NumKeyValueHeads != 2 || !cfg.TieWordEmbeddings || cfg.RopeTheta != 1e6 ||
+		len(cfg.EOSTokenID) != 1 || cfg.EOSTokenID[0] != 151645 || *cfg.BOSTokenID != 151643 {
+		t.Errorf("derived %+v", cfg)
+	}
+	for name, spoil := range map[string]string{
+		`"use_sliding_window": false`: `"use_sliding_window": true`,
+		`"hidden_act": "silu"`:        `"hidden_act": "gelu"`,
+		`"model_type": "qwen2"`:       `"model_type": "llama"`,
+		`"use_cache": true`:           `"use_cache": true, "rope_scaling": {"type": "yarn", "factor": 4}`,
+	} {
+		dir := t.TempDir()
+		data, _ := os.ReadFile("testdata/qwen2.5-0.5b/config.json")
+		os.WriteFile(filepath.Join(dir, "config.json"), []byte(strings.Replace(string(data), name, spoil, 1)), 0o644)
+		if _, err := LoadConfig(dir); err == nil {
+			t.Errorf("config with %s loaded", spoil)
+		}
+	}
+}
+
+func TestIDListForms(t *testing.T) {
+	for in, want := range map[string]string{`7`: `7`, `[151645,151643]`: `[151645,151643]`, `[3]`: `3`} {
+		var l IDList
+		if err := json.Unmarshal([]byte(in), &l); err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		out, _ := json.Marshal(l)
+		if string(out) != want {
+			t.Errorf("%s -> %s, want %s", in, out, want)
+		}
+	}
+	var l IDList
+	if err := json.Unmarshal([]byte(`"x"`), &l); err == nil {
+		t.Error("a string was accepted as token ids")
+	}
+}
