@@ -13,8 +13,23 @@ import (
 // than NaN; such rows are never read.
 const maskedOut = -1e30
 
-// Cache holds each layer's keys and values [B, kv heads, P, head dim] for the P tokens seen so
-// far, so a decoding step computes only the new token.
+// KV stores the keys and values of the tokens a forward step adds and gives back everything those
+// tokens attend to. Cache is the simple implementation (one growing tensor per layer); the
+// inference engine has its own, with a slot per sequence.
+type KV interface {
+	// Past is P, the number of key positions stored before this step; the step's mask covers
+	// P+T keys.
+	Past() int
+	// Append stores layer's new keys and values [B, kv heads, T, hd] (it must not keep or drop
+	// the arguments) and returns new handles to all keys and values, [B, kv heads, P+T, hd],
+	// which the caller drops.
+	Append(layer int, k, v *ts.Tensor) (*ts.Tensor, *ts.Tensor)
+	// Advance is called once per step, after every layer, with T.
+	Advance(t int)
+}
+
+// Cache holds each layer's keys and values [B, kv heads, P, hd] for the P tokens seen so far, so
+// a decoding step computes only the new token.
 type Cache struct {
 	k, v []*ts.Tensor
 	// Len is P, the number of cached positions.
@@ -24,6 +39,27 @@ type Cache struct {
 // NewCache makes an empty cache for this model.
 func (m *Model) NewCache() *Cache {
 	return &Cache{k: make([]*ts.Tensor, len(m.layers)), v: make([]*ts.Tensor, len(m.layers))}
+}
+
+// Past implements KV.
+func (c *Cache) Past() int { return c.Len }
+
+// Advance implements KV.
+func (c *Cache) Advance(t int) { c.Len += t }
+
+// Append implements KV by concatenation. The stored tensors are detached, so decoding does not
+// grow autograd graphs.
+func (c *Cache) Append(layer int, k, v *ts.Tensor) (*ts.Tensor, *ts.Tensor) {
+	if old := c.k[layer]; old != nil {
+		k2 := ts.MustCat([]*ts.Tensor{old, k}, 2)
+		v2 := ts.MustCat([]*ts.Tensor{c.v[layer], v}, 2)
+		old.MustDrop()
+		c.v[layer].MustDrop()
+		c.k[layer], c.v[layer] = k2.MustDetach(true), v2.MustDetach(true)
+	} else {
+		c.k[layer], c.v[layer] = k.MustDetach(false), v.MustDetach(false)
+	}
+	return c.k[layer].MustShallowClone(), c.v[layer].MustShallowClone()
 }
 
 // Drop frees the cache's tensors.
@@ -108,7 +144,7 @@ func MakeInputs(tokens [][]int, valid [][]bool, device gotch.Device) (Inputs, er
 
 // Forward runs the decoder and returns the final hidden states [B, T, hidden]. With a cache, the
 // new tokens attend to the cached ones, and their keys and values are appended to it.
-func (m *Model) Forward(in Inputs, cache *Cache) (*ts.Tensor, error) {
+func (m *Model) Forward(in Inputs, cache KV) (*ts.Tensor, error) {
 	size := in.IDs.MustSize()
 	if len(size) != 2 {
 		return nil, fmt.Errorf("forward: ids have shape %v, want [batch, tokens]", size)
@@ -116,7 +152,7 @@ func (m *Model) Forward(in Inputs, cache *Cache) (*ts.Tensor, error) {
 	B, T := size[0], size[1]
 	past := int64(0)
 	if cache != nil {
-		past = int64(cache.Len)
+		past = int64(cache.Past())
 	}
 	if ms := in.Mask.MustSize(); len(ms) != 4 || ms[0] != B || ms[2] != T || ms[3] != past+T {
 		return nil, fmt.Errorf("forward: mask shape %v, want [%d 1 %d %d]", ms, B, T, past+T)
@@ -134,12 +170,8 @@ func (m *Model) Forward(in Inputs, cache *Cache) (*ts.Tensor, error) {
 
 	h := ts.MustEmbedding(m.embed, in.IDs, -1, false, false)
 	for i, l := range m.layers {
-		var kv *layerKV
-		if cache != nil {
-			kv = &layerKV{cache: cache, layer: i}
-		}
 		x := rmsNorm(h, l.inNorm, m.Config.RMSNormEps)
-		a := m.attention(l, x, cos, sin, in.Mask, kv)
+		a := m.attention(l, i, x, cos, sin, in.Mask, cache)
 		x.MustDrop()
 		h = h.MustAdd(a, true)
 		a.MustDrop()
@@ -150,20 +182,15 @@ func (m *Model) Forward(in Inputs, cache *Cache) (*ts.Tensor, error) {
 		f.MustDrop()
 	}
 	if cache != nil {
-		cache.Len += int(T)
+		cache.Advance(int(T))
 	}
 	out := rmsNorm(h, m.norm, m.Config.RMSNormEps)
 	h.MustDrop()
 	return out, nil
 }
 
-type layerKV struct {
-	cache *Cache
-	layer int
-}
-
 // attention is grouped-query self-attention with rotary positions; x is [B, T, hidden].
-func (m *Model) attention(l *block, x, cos, sin, mask *ts.Tensor, kv *layerKV) *ts.Tensor {
+func (m *Model) attention(l *block, layer int, x, cos, sin, mask *ts.Tensor, kv KV) *ts.Tensor {
 	c := m.Config
 	size := x.MustSize()
 	B, T := size[0], size[1]
@@ -179,18 +206,10 @@ func (m *Model) attention(l *block, x, cos, sin, mask *ts.Tensor, kv *layerKV) *
 	q0.MustDrop()
 	k0.MustDrop()
 	if kv != nil {
-		if old := kv.cache.k[kv.layer]; old != nil {
-			k2 := ts.MustCat([]*ts.Tensor{old, k}, 2)
-			v2 := ts.MustCat([]*ts.Tensor{kv.cache.v[kv.layer], v}, 2)
-			k.MustDrop()
-			v.MustDrop()
-			old.MustDrop()
-			kv.cache.v[kv.layer].MustDrop()
-			k, v = k2, v2
-		}
-		// The cache keeps its own handles; detached, so decoding does not grow autograd graphs.
-		kv.cache.k[kv.layer] = k.MustDetach(false)
-		kv.cache.v[kv.layer] = v.MustDetach(false)
+		kAll, vAll := kv.Append(layer, k, v)
+		k.MustDrop()
+		v.MustDrop()
+		k, v = kAll, vAll
 	}
 	if nkv != nh {
 		k = k.MustRepeatInterleaveSelfInt(nh/nkv, []int64{1}, nil, true)
@@ -230,3 +249,47 @@ func (m *Model) Values(hidden *ts.Tensor) (*ts.Tensor, error) {
 	}
 	return linear(hidden, m.score, m.scoreB).MustSqueezeDim(-1, true), nil
 }
+
+// NewInputs builds step inputs from explicit per-token positions and an explicit mask, for callers
+// whose sequences are not laid out as MakeInputs assumes (the inference engine's slots). ids and
+// positions are [B][T]; allowed is a function of (b, t, key) over K keys.
+func NewInputs(ids, positions [][]int, keys int, allowed func(b, t, key int) bool, device gotch.Device) (Inputs, error) {
+	B := len(ids)
+	if B == 0 || len(positions) != B {
+		return Inputs{}, fmt.Errorf("new inputs: %d id rows and %d position rows", B, len(positions))
+	}
+	T := len(ids[0])
+	flatIDs := make([]int64, 0, B*T)
+	flatPos := make([]int64, 0, B*T)
+	mask := make([]float32, B*T*keys)
+	for b := range B {
+		if len(ids[b]) != T || len(positions[b]) != T {
+			return Inputs{}, fmt.Errorf("new inputs: row %d has %d ids and %d positions, want %d", b, len(ids[b]), len(positions[b]), T)
+		}
+		for t := range T {
+			flatIDs = append(flatIDs, int64(ids[b][t]))
+			flatPos = append(flatPos, int64(positions[b][t]))
+			row := mask[(b*T+t)*keys : (b*T+t+1)*keys]
+			for j := range keys {
+				if !allowed(b, t, j) {
+					row[j] = maskedOut
+				}
+			}
+		}
+	}
+	in := Inputs{
+		IDs:       ts.MustOfSlice(flatIDs).MustView([]int64{int64(B), int64(T)}, true),
+		Positions: ts.MustOfSlice(flatPos).MustView([]int64{int64(B), int64(T)}, true),
+		Mask:      ts.MustOfSlice(mask).MustView([]int64{int64(B), 1, int64(T), int64(keys)}, true),
+	}
+	if !isCPU(device) {
+		in.IDs, in.Positions, in.Mask = in.IDs.MustTo(device, true), in.Positions.MustTo(device, true), in.Mask.MustTo(device, true)
+	}
+	return in, nil
+}
+
+// Device is where the model's weights live.
+func (m *Model) Device() gotch.Device { return m.device }
+
+// HeadDim, KVHeads and Layers describe the cache a KV implementation must hold.
+func (m *Model) Layers() int { return len(m.layers) }
