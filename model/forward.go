@@ -291,5 +291,5 @@ func NewInputs(ids, positions [][]int, keys int, allowed func(b, t, key int) boo
 // Device is where the model's weights live.
 func (m *Model) Device() gotch.Device { return m.device }
 
-// HeadDim, KVHeads and Layers describe the cache a KV implementation must hold.
+// Layers is the number of decoder layers (one KV entry each).
 func (m *Model) Layers() int { return len(m.layers) }

@@ -1,0 +1,650 @@
+// Package inference serves the policy model: an engine with continuous batching over a slot KV
+// cache, several policy versions at once and hot weight reloads, and an HTTP layer that speaks the
+// OpenAI API as vLLM serves it. The engine knows nothing of HTTP and the HTTP layer nothing of
+// tensors; all torch work runs on one locked OS thread.
+package inference
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/ts"
+
+	"github.com/spa-rl/spa/model"
+	"github.com/spa-rl/spa/model/sample"
+	"github.com/spa-rl/spa/torchrt"
+)
+
+// Options size the engine.
+type Options struct {
+	// Name is what clients call the latest version ("model" in requests); each loaded version
+	// also answers to its own name.
+	Name string
+	// MaxBatch bounds the sequences decoded together per version; zero means 64.
+	MaxBatch int
+	// MaxModelLen bounds prompt plus completion, in tokens; zero means 2048.
+	MaxModelLen int
+	// KVCacheMB is the KV-cache memory per version; it caps MaxBatch at what fits. Zero means 1024.
+	KVCacheMB int
+	// MaxVersions is how many versions stay loaded; loading one more evicts the oldest idle one.
+	// Zero means 2.
+	MaxVersions int
+	// Device runs the models; the zero value is the CPU.
+	Device gotch.Device
+}
+
+// Request is one sequence to generate. The HTTP layer turns n > 1 into n requests.
+type Request struct {
+	// Model names a version, or Options.Name (or "") for the latest.
+	Model    string
+	Prompt   []int
+	Sampling sample.Params
+	Seed     uint64
+	// MaxTokens bounds the completion; zero means up to MaxModelLen.
+	MaxTokens int
+	// StopTokenIDs end the sequence when sampled (the token is part of the output).
+	StopTokenIDs []int
+	// TopLogprobs asks for the n most likely alternatives at each position.
+	TopLogprobs int
+}
+
+// Token is one generated token.
+type Token struct {
+	ID      int
+	Logprob float64
+	TopIDs  []int
+	TopLPs  []float64
+}
+
+// Finish reasons, as the OpenAI API names them.
+const (
+	FinishStop   = "stop"
+	FinishLength = "length"
+	FinishAbort  = "abort"
+)
+
+// Event is what a request's channel carries: tokens, then a last event with FinishReason set.
+type Event struct {
+	Token        *Token
+	FinishReason string
+	// StopToken is the stop token id that ended the sequence, or -1.
+	StopToken int
+	// Version is the version that generated the sequence.
+	Version string
+	Err     error
+}
+
+// Errors from Submit.
+var (
+	ErrUnknownModel  = errors.New("unknown model")
+	ErrPromptTooLong = errors.New("prompt too long")
+	ErrClosed        = errors.New("engine closed")
+)
+
+type seq struct {
+	req       Request
+	ctx       context.Context
+	out       chan Event
+	sampler   *sample.Sampler
+	last      int // the token to feed next
+	generated int
+	stops     map[int]bool
+	submitted time.Time
+	first     bool
+}
+
+type version struct {
+	name     string
+	dir      string
+	number   int64
+	m        *model.Model
+	cache    *slotCache
+	waiting  []*seq
+	running  []*seq // running[i] is in slot i
+	draining bool
+	loaded   time.Time
+}
+
+// Engine schedules generation. Its methods are safe for concurrent use.
+type Engine struct {
+	opts   Options
+	loader *torchrt.Executor
+
+	mu       sync.Mutex
+	versions map[string]*version
+	latest   string
+	paused   bool
+	closed   bool
+	wake     chan struct{}
+	done     chan struct{}
+
+	stats stats
+}
+
+type stats struct {
+	generated, prompts, requests, aborted atomic.Int64
+	running, waiting                      atomic.Int64
+	ttftCount                             atomic.Int64
+	ttftNanos                             atomic.Int64
+}
+
+// New starts an engine with no versions loaded; LoadVersion adds them.
+func New(opts Options) *Engine {
+	if opts.Name == "" {
+		opts.Name = "spa"
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 64
+	}
+	if opts.MaxModelLen <= 0 {
+		opts.MaxModelLen = 2048
+	}
+	if opts.KVCacheMB <= 0 {
+		opts.KVCacheMB = 1024
+	}
+	if opts.MaxVersions <= 0 {
+		opts.MaxVersions = 2
+	}
+	if opts.Device.Name == "" {
+		opts.Device = gotch.CPU
+	}
+	e := &Engine{opts: opts, loader: torchrt.NewExecutor(), versions: map[string]*version{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go e.loop()
+	return e
+}
+
+// Name is the served name of the latest version.
+func (e *Engine) Name() string { return e.opts.Name }
+
+// MaxModelLen is the longest prompt plus completion.
+func (e *Engine) MaxModelLen() int { return e.opts.MaxModelLen }
+
+func (e *Engine) signal() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// VersionInfo describes a loaded version.
+type VersionInfo struct {
+	Name     string    `json:"name"`
+	Number   int64     `json:"number"`
+	Dir      string    `json:"dir"`
+	Loaded   time.Time `json:"loaded"`
+	Latest   bool      `json:"latest"`
+	Running  int       `json:"running"`
+	Waiting  int       `json:"waiting"`
+	Slots    int       `json:"slots"`
+	Draining bool      `json:"draining"`
+}
+
+// Versions lists loaded versions, oldest first.
+func (e *Engine) Versions() []VersionInfo {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []VersionInfo
+	for _, v := range e.versions {
+		out = append(out, VersionInfo{Name: v.name, Number: v.number, Dir: v.dir, Loaded: v.loaded, Latest: v.name == e.latest,
+			Running: len(v.running), Waiting: len(v.waiting), Slots: v.cache.slots, Draining: v.draining})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Loaded.Before(out[j].Loaded) })
+	return out
+}
+
+// LoadVersion loads a checkpoint as version name (number orders versions) and makes it the
+// latest. Serving goes on while it loads; requests already running keep the weights they started
+// with. The oldest idle version beyond MaxVersions is evicted; a busy one stops taking requests
+// and is freed when its last sequence ends.
+func (e *Engine) LoadVersion(ctx context.Context, name string, number int64, dir string) error {
+	if name == "" {
+		return errors.New("load version: empty name")
+	}
+	var v *version
+	err := e.loader.Do(ctx, func() error {
+		var err error
+		m, err := model.Load(dir, model.Options{Device: e.opts.Device})
+		if err != nil {
+			return err
+		}
+		per := bytesPerSlot(m.Config, e.opts.MaxModelLen)
+		slots := min(e.opts.MaxBatch, int(int64(e.opts.KVCacheMB)<<20/per))
+		if slots < 1 {
+			m.Close()
+			return fmt.Errorf("kv_cache_mb %d holds no sequence of %d tokens (one needs %d MiB); raise server.kv_cache_mb or lower server.max_model_len", e.opts.KVCacheMB, e.opts.MaxModelLen, per>>20+1)
+		}
+		if m.Config.MaxPositionEmbeddings < e.opts.MaxModelLen {
+			m.Close()
+			return fmt.Errorf("max_model_len %d exceeds the model's max_position_embeddings %d", e.opts.MaxModelLen, m.Config.MaxPositionEmbeddings)
+		}
+		v = &version{name: name, dir: dir, number: number, m: m, cache: newSlotCache(m, slots, e.opts.MaxModelLen), loaded: time.Now()}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load version %s from %s: %w", name, dir, err)
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		e.free(v)
+		return ErrClosed
+	}
+	if old, ok := e.versions[name]; ok {
+		e.mu.Unlock()
+		e.free(v)
+		return fmt.Errorf("load version %s: already loaded from %s", name, old.dir)
+	}
+	e.versions[name] = v
+	e.latest = name
+	e.evictLocked()
+	e.mu.Unlock()
+	e.signal()
+	return nil
+}
+
+// evictLocked marks the oldest versions beyond the limit as draining; the loop frees them.
+func (e *Engine) evictLocked() {
+	var live []*version
+	for _, v := range e.versions {
+		if !v.draining {
+			live = append(live, v)
+		}
+	}
+	sort.Slice(live, func(i, j int) bool { return live[i].loaded.Before(live[j].loaded) })
+	for i := 0; len(live)-i > e.opts.MaxVersions; i++ {
+		if live[i].name != e.latest {
+			live[i].draining = true
+		}
+	}
+}
+
+// free releases a version's tensors on the loader thread.
+func (e *Engine) free(v *version) {
+	_ = e.loader.Do(context.Background(), func() error {
+		v.cache.drop()
+		v.m.Close()
+		return nil
+	})
+}
+
+// Pause stops scheduling: running sequences keep their state and continue on Resume; new
+// requests queue.
+func (e *Engine) Pause() {
+	e.mu.Lock()
+	e.paused = true
+	e.mu.Unlock()
+}
+
+// Resume continues after Pause.
+func (e *Engine) Resume() {
+	e.mu.Lock()
+	e.paused = false
+	e.mu.Unlock()
+	e.signal()
+}
+
+// Paused reports whether the engine is paused.
+func (e *Engine) Paused() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.paused
+}
+
+// Resolve maps a request's model name to a loaded version's name.
+func (e *Engine) Resolve(name string) (string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.resolveLocked(name)
+}
+
+func (e *Engine) resolveLocked(name string) (string, error) {
+	if name == "" || name == e.opts.Name {
+		if e.latest == "" {
+			return "", fmt.Errorf("%w: no version is loaded yet", ErrUnknownModel)
+		}
+		return e.latest, nil
+	}
+	if v, ok := e.versions[name]; ok && !v.draining {
+		return name, nil
+	}
+	var names []string
+	for n, v := range e.versions {
+		if !v.draining {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	return "", fmt.Errorf("%w %q (serving %s, and %s for the latest)", ErrUnknownModel, name, fmt.Sprint(names), e.opts.Name)
+}
+
+// Submit queues a request. Events arrive on the returned channel until one has FinishReason set;
+// cancelling ctx aborts the sequence at the next token boundary.
+func (e *Engine) Submit(ctx context.Context, req Request) (<-chan Event, error) {
+	if len(req.Prompt) == 0 {
+		return nil, errors.New("empty prompt")
+	}
+	if err := req.Sampling.Check(); err != nil {
+		return nil, err
+	}
+	if len(req.Prompt) >= e.opts.MaxModelLen {
+		return nil, fmt.Errorf("%w: %d prompt tokens; the limit (max_model_len) is %d including at least one generated token", ErrPromptTooLong, len(req.Prompt), e.opts.MaxModelLen)
+	}
+	room := e.opts.MaxModelLen - len(req.Prompt)
+	if req.MaxTokens <= 0 || req.MaxTokens > room {
+		if req.MaxTokens > room {
+			return nil, fmt.Errorf("%w: %d prompt tokens + max_tokens %d exceed max_model_len %d", ErrPromptTooLong, len(req.Prompt), req.MaxTokens, e.opts.MaxModelLen)
+		}
+		req.MaxTokens = room
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, ErrClosed
+	}
+	name, err := e.resolveLocked(req.Model)
+	if err != nil {
+		return nil, err
+	}
+	v := e.versions[name]
+	for _, id := range req.Prompt {
+		if id < 0 || id >= v.m.Config.VocabSize {
+			return nil, fmt.Errorf("prompt token id %d is outside the vocabulary (0..%d)", id, v.m.Config.VocabSize-1)
+		}
+	}
+	s := &seq{
+		req: req, ctx: ctx, out: make(chan Event, req.MaxTokens+2), sampler: sample.New(req.Seed),
+		stops: map[int]bool{}, submitted: time.Now(), first: true,
+	}
+	s.req.Model = name
+	for _, id := range req.StopTokenIDs {
+		s.stops[id] = true
+	}
+	v.waiting = append(v.waiting, s)
+	e.stats.requests.Add(1)
+	e.stats.waiting.Add(1)
+	e.signal()
+	return s.out, nil
+}
+
+// Close stops the engine: queued and running sequences end with an abort, versions are freed.
+func (e *Engine) Close() {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return
+	}
+	e.closed = true
+	e.mu.Unlock()
+	e.signal()
+	<-e.done
+	e.loader.Close()
+}
+
+// loop is the engine's goroutine: all inference runs here, on one locked OS thread.
+func (e *Engine) loop() {
+	runtime.LockOSThread()
+	defer close(e.done)
+	for {
+		e.mu.Lock()
+		closed, paused := e.closed, e.paused
+		var vs []*version
+		for _, v := range e.versions {
+			vs = append(vs, v)
+		}
+		e.mu.Unlock()
+		if closed {
+			for _, v := range vs {
+				e.abortAll(v)
+				v.cache.drop()
+				v.m.Close()
+			}
+			return
+		}
+		worked := false
+		if !paused {
+			ts.NoGrad(func() {
+				for _, v := range vs {
+					if e.stepVersion(v) {
+						worked = true
+					}
+				}
+			})
+		}
+		if !worked {
+			<-e.wake
+		}
+	}
+}
+
+func (e *Engine) abortAll(v *version) {
+	e.mu.Lock()
+	all := append(v.waiting, v.running...)
+	v.waiting, v.running = nil, nil
+	e.mu.Unlock()
+	for _, s := range all {
+		s.out <- Event{FinishReason: FinishAbort, StopToken: -1, Version: v.name, Err: ErrClosed}
+		close(s.out)
+	}
+}
+
+// stepVersion admits waiting sequences into free slots (prefilling each) and runs one decoding
+// step for the running ones. It reports whether there was anything to do.
+func (e *Engine) stepVersion(v *version) bool {
+	worked := false
+	for len(v.running) < v.cache.slots {
+		e.mu.Lock()
+		if len(v.waiting) == 0 {
+			e.mu.Unlock()
+			break
+		}
+		s := v.waiting[0]
+		v.waiting = v.waiting[1:]
+		e.mu.Unlock()
+		e.stats.waiting.Add(-1)
+		worked = true
+		if s.ctx.Err() != nil {
+			e.finish(v, s, FinishAbort, -1)
+			continue
+		}
+		e.prefill(v, s)
+	}
+	if len(v.running) > 0 {
+		e.decode(v)
+		worked = true
+	}
+	e.mu.Lock()
+	if v.draining && len(v.running) == 0 && len(v.waiting) == 0 {
+		delete(e.versions, v.name)
+		e.mu.Unlock()
+		v.cache.drop()
+		v.m.Close()
+		return worked
+	}
+	e.mu.Unlock()
+	return worked
+}
+
+// prefill computes a new sequence's prompt into a free slot and samples its first token.
+func (e *Engine) prefill(v *version, s *seq) {
+	slot := len(v.running)
+	v.running = append(v.running, s)
+	e.stats.running.Add(1)
+	v.cache.lens[slot] = 0
+	T := len(s.req.Prompt)
+	if err := v.cache.begin(slot, 1, T); err != nil {
+		e.fail(v, slot, err)
+		return
+	}
+	pos := make([]int, T)
+	for i := range pos {
+		pos[i] = i
+	}
+	in, err := model.NewInputs([][]int{s.req.Prompt}, [][]int{pos}, T, func(_, t, j int) bool { return j <= t }, v.m.Device())
+	if err != nil {
+		e.fail(v, slot, err)
+		return
+	}
+	logits, err := e.forward(v, in)
+	in.Drop()
+	if err != nil {
+		e.fail(v, slot, err)
+		return
+	}
+	e.stats.prompts.Add(int64(T))
+	if e.emit(v, s, logits[0]) {
+		e.retire(v, []int{slot})
+	}
+}
+
+// decode runs one step for every running sequence.
+func (e *Engine) decode(v *version) {
+	n := len(v.running)
+	// Sequences whose client went away stop here, before spending a step on them.
+	var gone []int
+	for i, s := range v.running {
+		if s.ctx.Err() != nil {
+			gone = append(gone, i)
+		}
+	}
+	if len(gone) > 0 {
+		for _, i := range gone {
+			e.send(v, v.running[i], Event{FinishReason: FinishAbort, StopToken: -1})
+		}
+		e.retire(v, gone)
+		n = len(v.running)
+		if n == 0 {
+			return
+		}
+	}
+	if err := v.cache.begin(0, n, 1); err != nil {
+		for i := range v.running {
+			e.send(v, v.running[i], Event{FinishReason: FinishAbort, StopToken: -1, Err: err})
+		}
+		all := make([]int, n)
+		for i := range all {
+			all[i] = i
+		}
+		e.retire(v, all)
+		return
+	}
+	ids := make([][]int, n)
+	pos := make([][]int, n)
+	lens := append([]int(nil), v.cache.lens[:n]...)
+	for i, s := range v.running {
+		ids[i] = []int{s.last}
+		pos[i] = []int{lens[i]}
+	}
+	in, err := model.NewInputs(ids, pos, v.cache.Past()+1, func(b, _, j int) bool { return j <= lens[b] }, v.m.Device())
+	if err != nil {
+		panic(err) // shapes are built above; a failure here is a bug
+	}
+	logits, err := e.forward(v, in)
+	in.Drop()
+	if err != nil {
+		for i := range v.running {
+			e.send(v, v.running[i], Event{FinishReason: FinishAbort, StopToken: -1, Err: err})
+		}
+		all := make([]int, n)
+		for i := range all {
+			all[i] = i
+		}
+		e.retire(v, all)
+		return
+	}
+	var done []int
+	for i, s := range v.running {
+		if e.emit(v, s, logits[i]) {
+			done = append(done, i)
+		}
+	}
+	e.retire(v, done)
+}
+
+// forward runs the model over the cache's current step and returns each row's last-position
+// logits, on the CPU.
+func (e *Engine) forward(v *version, in model.Inputs) ([][]float32, error) {
+	h, err := v.m.Forward(in, v.cache)
+	if err != nil {
+		return nil, err
+	}
+	size := h.MustSize()
+	last := h.MustNarrow(1, size[1]-1, 1, true)
+	lg := v.m.Logits(last).MustSqueezeDim(1, true).MustTo(gotch.CPU, true).MustContiguous(true)
+	last.MustDrop()
+	V := int(lg.MustSize()[1])
+	flat := make([]float32, lg.Numel())
+	lg.MustCopyData(flat, lg.Numel())
+	lg.MustDrop()
+	out := make([][]float32, size[0])
+	for b := range out {
+		out[b] = flat[b*V : (b+1)*V]
+	}
+	return out, nil
+}
+
+// emit samples a token for s, sends it, and reports whether the sequence is finished.
+func (e *Engine) emit(v *version, s *seq, logits []float32) bool {
+	tok, lp := s.sampler.Sample(logits, s.req.Sampling)
+	t := &Token{ID: tok, Logprob: lp}
+	if s.req.TopLogprobs > 0 {
+		t.TopIDs, t.TopLPs = sample.TopLogProbs(logits, s.req.TopLogprobs)
+	}
+	s.generated++
+	s.last = tok
+	e.stats.generated.Add(1)
+	if s.first {
+		s.first = false
+		e.stats.ttftCount.Add(1)
+		e.stats.ttftNanos.Add(int64(time.Since(s.submitted)))
+	}
+	ev := Event{Token: t, StopToken: -1}
+	switch {
+	case s.stops[tok]:
+		ev.FinishReason, ev.StopToken = FinishStop, tok
+	case s.generated >= s.req.MaxTokens:
+		ev.FinishReason = FinishLength
+	}
+	e.send(v, s, ev)
+	return ev.FinishReason != ""
+}
+
+func (e *Engine) send(v *version, s *seq, ev Event) {
+	ev.Version = v.name
+	s.out <- ev
+	if ev.FinishReason != "" {
+		close(s.out)
+		if ev.FinishReason == FinishAbort {
+			e.stats.aborted.Add(1)
+		}
+	}
+}
+
+func (e *Engine) finish(v *version, s *seq, reason string, stop int) {
+	e.send(v, s, Event{FinishReason: reason, StopToken: stop})
+}
+
+func (e *Engine) fail(v *version, slot int, err error) {
+	e.send(v, v.running[slot], Event{FinishReason: FinishAbort, StopToken: -1, Err: err})
+	e.retire(v, []int{slot})
+}
+
+// retire frees the given slots, moving the last running sequences into them so that running
+// slots stay contiguous.
+func (e *Engine) retire(v *version, slots []int) {
+	sort.Sort(sort.Reverse(sort.IntSlice(slots)))
+	for _, i := range slots {
+		last := len(v.running) - 1
+		v.cache.move(last, i)
+		v.running[i] = v.running[last]
+		v.running = v.running[:last]
+		v.cache.lens[last] = 0
+		e.stats.running.Add(-1)
+	}
+}
