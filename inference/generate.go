@@ -1,0 +1,210 @@
+package inference
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"unicode/utf8"
+)
+
+// choice follows one sequence from the engine: it decodes text incrementally, applies stop
+// strings (which the engine does not know about), and keeps what the response needs.
+type choice struct {
+	index   int
+	prompt  []int
+	ids     []int
+	lps     []float64
+	tops    [][]int
+	topLPs  [][]float64
+	text    string // decoded output, after stop-string truncation once finished
+	sent    int    // bytes of text already streamed
+	finish  string
+	stop    any // stop_reason: a stop string, a stop token id, or nil
+	version string
+	cancel  context.CancelFunc
+	err     error
+	stopHit bool
+}
+
+type run struct {
+	s       *Server
+	p       params
+	choices []*choice
+	events  chan choiceEvent
+}
+
+type choiceEvent struct {
+	c  *choice
+	ev Event
+}
+
+// start submits every prompt n times and merges their events into one channel.
+func (s *Server) start(ctx context.Context, prompts [][]int, p params, modelName string, topLogprobs int) (*run, error) {
+	r := &run{s: s, p: p, events: make(chan choiceEvent, 64)}
+	stops := append([]int(nil), p.stopTokenIDs...)
+	type pending struct {
+		c  *choice
+		ch <-chan Event
+	}
+	var subs []pending
+	for i, prompt := range prompts {
+		for k := range p.n {
+			cctx, cancel := context.WithCancel(ctx)
+			seed := rand.Uint64()
+			if p.seed != nil {
+				seed = *p.seed + uint64(k)
+			}
+			req := Request{Model: modelName, Prompt: prompt, Sampling: p.sampling, Seed: seed, MaxTokens: p.maxTokens,
+				StopTokenIDs: append(append([]int(nil), stops...), s.eosFor(p)...), TopLogprobs: topLogprobs}
+			ch, err := s.engine.Submit(cctx, req)
+			if err != nil {
+				cancel()
+				for _, sub := range subs {
+					sub.c.cancel()
+				}
+				return nil, submitError(err)
+			}
+			c := &choice{index: i*p.n + k, prompt: prompt, cancel: cancel}
+			r.choices = append(r.choices, c)
+			subs = append(subs, pending{c, ch})
+		}
+	}
+	done := make(chan struct{})
+	for _, sub := range subs {
+		go func() {
+			for ev := range sub.ch {
+				r.events <- choiceEvent{sub.c, ev}
+			}
+			done <- struct{}{}
+		}()
+	}
+	go func() {
+		for range subs {
+			<-done
+		}
+		close(r.events)
+	}()
+	return r, nil
+}
+
+func submitError(err error) error {
+	switch {
+	case errors.Is(err, ErrUnknownModel):
+		return &apiError{Status: 404, Message: err.Error(), Type: "NotFoundError", Param: "model", Code: 404}
+	case errors.Is(err, ErrPromptTooLong):
+		return badRequest("prompt", "%v", err)
+	case errors.Is(err, ErrClosed):
+		return &apiError{Status: 503, Message: err.Error(), Type: "ServiceUnavailableError", Code: 503}
+	}
+	return badRequest("", "%v", err)
+}
+
+// eosFor is the end-of-sequence ids, unless the request ignores them.
+func (s *Server) eosFor(p params) []int {
+	if s.ignoreEOS(p) {
+		return nil
+	}
+	return s.eos
+}
+
+func (s *Server) ignoreEOS(p params) bool { return p.ignoreEOS }
+
+// apply takes one engine event into its choice. It returns the text to stream (possibly empty)
+// and whether the choice just finished.
+func (r *run) apply(ce choiceEvent) (string, bool) {
+	c, ev := ce.c, ce.ev
+	c.version = ev.Version
+	if c.finish != "" {
+		return "", false // events after a stop string cut the choice short
+	}
+	if ev.Token != nil {
+		c.ids = append(c.ids, ev.Token.ID)
+		c.lps = append(c.lps, ev.Token.Logprob)
+		c.tops = append(c.tops, ev.Token.TopIDs)
+		c.topLPs = append(c.topLPs, ev.Token.TopLPs)
+	}
+	if ev.Err != nil {
+		c.err = ev.Err
+	}
+	text := r.s.decode(c.ids, r.p.skipSpecial)
+	// A stop string ends the choice: the text is cut before it (or after, when asked), and the
+	// engine stops generating.
+	if i, stop := firstStop(text, r.p.stops); i >= 0 {
+		end := i
+		if r.p.IncludeStop() {
+			end = i + len(stop)
+		}
+		c.text = text[:end]
+		c.finish, c.stop = FinishStop, stop
+		c.stopHit = true
+		c.cancel()
+		return r.flush(c, true), true
+	}
+	c.text = text
+	if ev.FinishReason != "" {
+		c.finish = ev.FinishReason
+		if ev.StopToken >= 0 && !r.isEOS(ev.StopToken) {
+			c.stop = ev.StopToken
+		}
+		c.cancel()
+		return r.flush(c, true), true
+	}
+	return r.flush(c, false), false
+}
+
+func (r *run) isEOS(id int) bool {
+	for _, e := range r.s.eos {
+		if e == id {
+			return true
+		}
+	}
+	return false
+}
+
+// flush returns the text not yet streamed, holding back an incomplete UTF-8 character and any tail
+// that could still become a stop string, unless the choice is finished.
+func (r *run) flush(c *choice, final bool) string {
+	end := len(c.text)
+	if !final {
+		if strings.HasSuffix(c.text, "\uFFFD") {
+			end = strings.LastIndex(c.text, "\uFFFD")
+		}
+		hold := 0
+		for _, s := range r.p.stops {
+			hold = max(hold, len(s)-1)
+		}
+		end = max(c.sent, end-hold)
+		for end > c.sent && end < len(c.text) && !utf8.RuneStart(c.text[end]) {
+			end--
+		}
+	}
+	if end <= c.sent {
+		return ""
+	}
+	out := c.text[c.sent:end]
+	c.sent = end
+	return out
+}
+
+func firstStop(text string, stops []string) (int, string) {
+	best, which := -1, ""
+	for _, s := range stops {
+		if i := strings.Index(text, s); i >= 0 && (best < 0 || i < best) {
+			best, which = i, s
+		}
+	}
+	return best, which
+}
+
+// IncludeStop reports whether stop strings stay in the output.
+func (p params) IncludeStop() bool { return p.includeStop }
+
+// tokenString is how a token appears in logprobs: its text, or "token_id:N" when asked.
+func (r *run) tokenString(id int, asIDs bool) string {
+	if asIDs {
+		return fmt.Sprintf("token_id:%d", id)
+	}
+	return r.s.decode([]int{id}, false)
+}

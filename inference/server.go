@@ -1,0 +1,514 @@
+package inference
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nuid"
+
+	"github.com/spa-rl/spa/model/chat"
+	"github.com/spa-rl/spa/model/tokenizer"
+)
+
+// ServerOptions configure the HTTP layer.
+type ServerOptions struct {
+	// APIKey, when set, is required as "Authorization: Bearer KEY" on /v1 endpoints.
+	APIKey string
+	// AdminKey guards /update_weights, /pause and /resume; empty means APIKey.
+	AdminKey string
+	// MaxBodyBytes bounds request bodies; zero means 16 MiB.
+	MaxBodyBytes int64
+}
+
+// Server is the OpenAI-compatible HTTP API over an Engine.
+type Server struct {
+	engine *Engine
+	tok    *tokenizer.Tokenizer
+	tmpl   *chat.Template
+	eos    []int
+	opts   ServerOptions
+	mux    *http.ServeMux
+}
+
+// NewServer wraps an engine. tok and tmpl come from the served checkpoint; eos lists the ids that
+// end a sequence unless a request sets ignore_eos.
+func NewServer(e *Engine, tok *tokenizer.Tokenizer, tmpl *chat.Template, eos []int, opts ServerOptions) *Server {
+	if opts.AdminKey == "" {
+		opts.AdminKey = opts.APIKey
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = 16 << 20
+	}
+	s := &Server{engine: e, tok: tok, tmpl: tmpl, eos: eos, opts: opts, mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /health", s.health)
+	s.mux.HandleFunc("GET /metrics", s.metrics)
+	s.mux.HandleFunc("GET /v1/models", s.auth(s.opts.APIKey, s.models))
+	s.mux.HandleFunc("POST /v1/completions", s.auth(s.opts.APIKey, s.completions))
+	s.mux.HandleFunc("POST /v1/chat/completions", s.auth(s.opts.APIKey, s.chatCompletions))
+	s.mux.HandleFunc("POST /update_weights", s.auth(s.opts.AdminKey, s.updateWeights))
+	s.mux.HandleFunc("POST /pause", s.auth(s.opts.AdminKey, func(w http.ResponseWriter, r *http.Request) {
+		s.engine.Pause()
+		writeJSON(w, map[string]any{"status": "paused"})
+	}))
+	s.mux.HandleFunc("POST /resume", s.auth(s.opts.AdminKey, func(w http.ResponseWriter, r *http.Request) {
+		s.engine.Resume()
+		writeJSON(w, map[string]any{"status": "running"})
+	}))
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, &apiError{Status: 404, Message: fmt.Sprintf("no route %s %s", r.Method, r.URL.Path), Type: "NotFoundError", Code: 404})
+	})
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+func (s *Server) auth(key string, h http.HandlerFunc) http.HandlerFunc {
+	if key == "" {
+		return h
+	}
+	want := []byte("Bearer " + key)
+	return func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			writeError(w, &apiError{Status: 401, Message: "missing or wrong API key (Authorization: Bearer ...)", Type: "AuthenticationError", Code: 401})
+			return
+		}
+		h(w, r)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
+
+// decodeBody reads a JSON body strictly enough to report malformed input with a 400.
+func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes))
+	if err != nil {
+		return badRequest("", "reading the body: %v", err)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return badRequest("", "malformed JSON body: %v", err)
+	}
+	return nil
+}
+
+func (s *Server) decode(ids []int, skipSpecial bool) string {
+	text, err := s.tok.Decode(ids, skipSpecial)
+	if err != nil {
+		return ""
+	}
+	return text
+}
+
+func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
+	if len(s.engine.Versions()) == 0 {
+		http.Error(w, "no model loaded", http.StatusServiceUnavailable)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Server) models(w http.ResponseWriter, _ *http.Request) {
+	var data []map[string]any
+	for _, v := range s.engine.Versions() {
+		if v.Draining {
+			continue
+		}
+		entry := map[string]any{"id": v.Name, "object": "model", "created": v.Loaded.Unix(), "owned_by": "spa", "root": v.Dir, "max_model_len": s.engine.MaxModelLen()}
+		data = append(data, entry)
+		if v.Latest {
+			alias := map[string]any{}
+			for k, x := range entry {
+				alias[k] = x
+			}
+			alias["id"], alias["parent"] = s.engine.Name(), v.Name
+			data = append(data, alias)
+		}
+	}
+	writeJSON(w, map[string]any{"object": "list", "data": data})
+}
+
+func newID(prefix string) string { return prefix + "-" + strings.ToLower(nuid.Next()) }
+
+func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
+	var req completionRequest
+	if err := s.decodeBody(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	p, err := req.check()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	top := 0
+	if req.Logprobs != nil {
+		if *req.Logprobs < 0 || *req.Logprobs > 20 {
+			writeError(w, badRequest("logprobs", "logprobs must be in [0, 20], got %d", *req.Logprobs))
+			return
+		}
+		top = *req.Logprobs
+	}
+	if req.Echo && req.Logprobs != nil {
+		writeError(w, badRequest("echo", "echo with logprobs (prompt logprobs) is not supported by spa serve"))
+		return
+	}
+	prompts, err := parsePrompts(req.Prompt, s.tok.Encode)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	ru, err := s.start(r.Context(), prompts, p, req.Model, top)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	id, created := newID("cmpl"), time.Now().Unix()
+	echo := func(c *choice) string {
+		if req.Echo {
+			return s.decode(c.prompt, p.skipSpecial)
+		}
+		return ""
+	}
+	if req.Stream {
+		sse := newSSE(w)
+		for _, c := range ru.choices {
+			if e := echo(c); e != "" {
+				sse.send(completionResponse{ID: id, Object: "text_completion", Created: created, Model: s.engine.Name(), Choices: []completionChoice{{Index: c.index, Text: e}}})
+			}
+		}
+		for ce := range ru.events {
+			text, finished := ru.apply(ce)
+			n := len(ce.c.ids)
+			if text == "" && !finished && ce.ev.Token != nil && !p.returnIDs && req.Logprobs == nil {
+				continue
+			}
+			ch := completionChoice{Index: ce.c.index, Text: text}
+			if ce.ev.Token != nil && p.returnIDs {
+				ch.TokenIDs = []int{ce.ev.Token.ID}
+				if n == 1 {
+					ch.PromptTokenIDs = ce.c.prompt
+				}
+			}
+			if ce.ev.Token != nil && req.Logprobs != nil {
+				ch.Logprobs = ru.completionLogprobs(ce.c, n-1, n, p.asTokenIDs)
+			}
+			if finished {
+				f := ce.c.finish
+				ch.FinishReason, ch.StopReason = &f, ce.c.stop
+			}
+			sse.send(completionResponse{ID: id, Object: "text_completion", Created: created, Model: ce.c.version, Choices: []completionChoice{ch}})
+		}
+		if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
+			sse.send(completionResponse{ID: id, Object: "text_completion", Created: created, Model: ru.version(), Choices: []completionChoice{}, Usage: ru.usage()})
+		}
+		sse.done()
+		return
+	}
+	for ce := range ru.events {
+		ru.apply(ce)
+	}
+	if err := ru.failed(r); err != nil {
+		writeError(w, err)
+		return
+	}
+	resp := completionResponse{ID: id, Object: "text_completion", Created: created, Model: ru.version(), Usage: ru.usage()}
+	for _, c := range ru.choices {
+		f := c.finish
+		ch := completionChoice{Index: c.index, Text: echo(c) + c.text, FinishReason: &f, StopReason: c.stop}
+		if p.returnIDs {
+			ch.TokenIDs, ch.PromptTokenIDs = c.ids, c.prompt
+		}
+		if req.Logprobs != nil {
+			ch.Logprobs = ru.completionLogprobs(c, 0, len(c.ids), p.asTokenIDs)
+		}
+		resp.Choices = append(resp.Choices, ch)
+	}
+	writeJSON(w, resp)
+}
+
+func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
+	var req chatRequest
+	if err := s.decodeBody(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	p, err := req.check()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if len(req.Messages) == 0 {
+		writeError(w, badRequest("messages", "messages must not be empty"))
+		return
+	}
+	top := 0
+	if req.TopLogprobs != nil {
+		if *req.TopLogprobs < 0 || *req.TopLogprobs > 20 || !req.Logprobs {
+			writeError(w, badRequest("top_logprobs", "top_logprobs must be in [0, 20] and needs logprobs: true"))
+			return
+		}
+		top = *req.TopLogprobs
+	}
+	gen := req.AddGenerationPrompt == nil || *req.AddGenerationPrompt
+	text, err := s.tmpl.Render(req.Messages, gen)
+	if err != nil {
+		writeError(w, badRequest("messages", "%v", err))
+		return
+	}
+	prompt := s.tok.Encode(text)
+	ru, err := s.start(r.Context(), [][]int{prompt}, p, req.Model, top)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	id, created := newID("chatcmpl"), time.Now().Unix()
+	if req.Stream {
+		sse := newSSE(w)
+		for _, c := range ru.choices {
+			sse.send(chatResponse{ID: id, Object: "chat.completion.chunk", Created: created, Model: s.engine.Name(),
+				Choices: []chatChoice{{Index: c.index, Delta: &chatMessage{Role: "assistant"}}}})
+		}
+		for ce := range ru.events {
+			text, finished := ru.apply(ce)
+			n := len(ce.c.ids)
+			if text == "" && !finished && !p.returnIDs && !req.Logprobs {
+				continue
+			}
+			ch := chatChoice{Index: ce.c.index, Delta: &chatMessage{Content: text}}
+			if ce.ev.Token != nil && p.returnIDs {
+				ch.TokenIDs = []int{ce.ev.Token.ID}
+			}
+			if ce.ev.Token != nil && req.Logprobs {
+				ch.Logprobs = ru.chatLogprobs(ce.c, n-1, n, p.asTokenIDs)
+			}
+			if finished {
+				f := ce.c.finish
+				ch.FinishReason, ch.StopReason = &f, ce.c.stop
+			}
+			sse.send(chatResponse{ID: id, Object: "chat.completion.chunk", Created: created, Model: ce.c.version, Choices: []chatChoice{ch}})
+		}
+		if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
+			sse.send(chatResponse{ID: id, Object: "chat.completion.chunk", Created: created, Model: ru.version(), Choices: []chatChoice{}, Usage: ru.usage()})
+		}
+		sse.done()
+		return
+	}
+	for ce := range ru.events {
+		ru.apply(ce)
+	}
+	if err := ru.failed(r); err != nil {
+		writeError(w, err)
+		return
+	}
+	resp := chatResponse{ID: id, Object: "chat.completion", Created: created, Model: ru.version(), Usage: ru.usage()}
+	if p.returnIDs {
+		resp.PromptTokenIDs = prompt
+	}
+	for _, c := range ru.choices {
+		f := c.finish
+		ch := chatChoice{Index: c.index, Message: &chatMessage{Role: "assistant", Content: c.text}, FinishReason: &f, StopReason: c.stop}
+		if p.returnIDs {
+			ch.TokenIDs = c.ids
+		}
+		if req.Logprobs {
+			ch.Logprobs = ru.chatLogprobs(c, 0, len(c.ids), p.asTokenIDs)
+		}
+		resp.Choices = append(resp.Choices, ch)
+	}
+	writeJSON(w, resp)
+}
+
+// failed reports an engine failure (not a client disconnect) as a 500.
+func (r *run) failed(req *http.Request) error {
+	for _, c := range r.choices {
+		if c.err != nil && req.Context().Err() == nil && !errors.Is(c.err, context.Canceled) {
+			return &apiError{Status: 500, Message: "generation failed: " + c.err.Error(), Type: "InternalServerError", Code: 500}
+		}
+	}
+	return nil
+}
+
+func (r *run) version() string {
+	for _, c := range r.choices {
+		if c.version != "" {
+			return c.version
+		}
+	}
+	return r.s.engine.Name()
+}
+
+func (r *run) usage() *usage {
+	u := &usage{}
+	seen := map[int]bool{}
+	for _, c := range r.choices {
+		// n > 1 repeats a prompt; count it once, as OpenAI does.
+		if p := c.index / r.p.n; !seen[p] {
+			seen[p] = true
+			u.PromptTokens += len(c.prompt)
+		}
+		u.CompletionTokens += len(c.ids)
+	}
+	u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	return u
+}
+
+func (r *run) completionLogprobs(c *choice, from, to int, asIDs bool) *completionLogprobs {
+	lp := &completionLogprobs{}
+	offset := 0
+	for i := from; i < to; i++ {
+		tok := r.tokenString(c.ids[i], asIDs)
+		lp.Tokens = append(lp.Tokens, tok)
+		lp.TokenLogprobs = append(lp.TokenLogprobs, c.lps[i])
+		lp.TextOffset = append(lp.TextOffset, offset)
+		offset += len(tok)
+		top := map[string]float64{}
+		for k, id := range c.tops[i] {
+			top[r.tokenString(id, asIDs)] = c.topLPs[i][k]
+		}
+		lp.TopLogprobs = append(lp.TopLogprobs, top)
+	}
+	return lp
+}
+
+func (r *run) chatLogprobs(c *choice, from, to int, asIDs bool) *struct {
+	Content []chatLogprob `json:"content"`
+} {
+	out := &struct {
+		Content []chatLogprob `json:"content"`
+	}{Content: []chatLogprob{}}
+	entry := func(id int, lp float64) chatTopLogprob {
+		tok := r.tokenString(id, asIDs)
+		b := make([]int, 0, len(tok))
+		for _, x := range []byte(tok) {
+			b = append(b, int(x))
+		}
+		return chatTopLogprob{Token: tok, Logprob: lp, Bytes: b}
+	}
+	for i := from; i < to; i++ {
+		cl := chatLogprob{chatTopLogprob: entry(c.ids[i], c.lps[i]), TopLogprobs: []chatTopLogprob{}}
+		for k, id := range c.tops[i] {
+			cl.TopLogprobs = append(cl.TopLogprobs, entry(id, c.topLPs[i][k]))
+		}
+		out.Content = append(out.Content, cl)
+	}
+	return out
+}
+
+type updateRequest struct {
+	WeightDir string          `json:"weight_dir"`
+	Version   json.RawMessage `json:"version"`
+	Model     string          `json:"model"`
+}
+
+// updateWeights loads a checkpoint as a new version while serving, then makes it the latest.
+func (s *Server) updateWeights(w http.ResponseWriter, r *http.Request) {
+	var req updateRequest
+	if err := s.decodeBody(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.WeightDir == "" {
+		writeError(w, badRequest("weight_dir", "weight_dir is required"))
+		return
+	}
+	var number int64
+	name := req.Model
+	var vs string
+	switch {
+	case json.Unmarshal(req.Version, &number) == nil:
+		if name == "" {
+			name = fmt.Sprintf("%s-v%d", s.engine.Name(), number)
+		}
+	case json.Unmarshal(req.Version, &vs) == nil && vs != "":
+		if name == "" {
+			name = vs
+		}
+	default:
+		writeError(w, badRequest("version", "version is required: a number or a name"))
+		return
+	}
+	start := time.Now()
+	if err := s.engine.LoadVersion(r.Context(), name, number, req.WeightDir); err != nil {
+		status := http.StatusBadRequest
+		if errors.Is(err, ErrClosed) {
+			status = http.StatusServiceUnavailable
+		}
+		writeError(w, &apiError{Status: status, Message: err.Error(), Type: "BadRequestError", Param: "weight_dir", Code: status})
+		return
+	}
+	writeJSON(w, map[string]any{"status": "ok", "model": name, "version": number, "load_seconds": time.Since(start).Seconds()})
+}
+
+// metrics writes Prometheus text format.
+func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
+	st := &s.engine.stats
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	p := func(name, help, typ string, v any) {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %v\n", name, help, name, typ, name, v)
+	}
+	p("spa_requests_total", "Sequences submitted.", "counter", st.requests.Load())
+	p("spa_requests_aborted_total", "Sequences aborted (client gone, errors, shutdown).", "counter", st.aborted.Load())
+	p("spa_queue_depth", "Sequences waiting for a slot.", "gauge", st.waiting.Load())
+	p("spa_running_sequences", "Sequences being decoded.", "gauge", st.running.Load())
+	p("spa_prompt_tokens_total", "Prompt tokens computed (prefill).", "counter", st.prompts.Load())
+	p("spa_generated_tokens_total", "Tokens generated.", "counter", st.generated.Load())
+	ttft := 0.0
+	if n := st.ttftCount.Load(); n > 0 {
+		ttft = float64(st.ttftNanos.Load()) / float64(n) / 1e9
+	}
+	p("spa_time_to_first_token_seconds_mean", "Mean time from submission to the first token.", "gauge", ttft)
+	versions := s.engine.Versions()
+	p("spa_loaded_versions", "Policy versions loaded.", "gauge", len(versions))
+	used, slots := 0, 0
+	for _, v := range versions {
+		used += v.Running
+		slots += v.Slots
+	}
+	if slots > 0 {
+		p("spa_kv_cache_usage_ratio", "Share of KV-cache slots in use.", "gauge", float64(used)/float64(slots))
+	}
+	for _, v := range versions {
+		fmt.Fprintf(w, "spa_version_info{model=%q,latest=\"%v\"} 1\n", v.Name, v.Latest)
+	}
+}
+
+// sse writes Server-Sent Events.
+type sse struct {
+	w http.ResponseWriter
+	f http.Flusher
+}
+
+func newSSE(w http.ResponseWriter) *sse {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	f, _ := w.(http.Flusher)
+	return &sse{w: w, f: f}
+}
+
+func (s *sse) send(v any) {
+	data, _ := json.Marshal(v)
+	fmt.Fprintf(s.w, "data: %s\n\n", data)
+	if s.f != nil {
+		s.f.Flush()
+	}
+}
+
+func (s *sse) done() {
+	fmt.Fprint(s.w, "data: [DONE]\n\n")
+	if s.f != nil {
+		s.f.Flush()
+	}
+}

@@ -1,0 +1,338 @@
+package inference
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	openai "github.com/sashabaranov/go-openai"
+
+	_ "github.com/spa-rl/spa/envs/builtin"
+	"github.com/spa-rl/spa/model"
+	"github.com/spa-rl/spa/model/domain"
+	"github.com/spa-rl/spa/torchrt"
+)
+
+// servedCheckpoint writes a random tiny model with the domain tokenizer (vocabulary 320).
+func servedCheckpoint(t *testing.T, seed uint64) string {
+	t.Helper()
+	dir := t.TempDir()
+	size, imEnd, _, err := domain.Write(dir, domain.Options{VocabSize: 320, Seeds: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig()
+	cfg.VocabSize, cfg.EOSTokenID = size, model.IDList{imEnd}
+	ex := torchrt.NewExecutor()
+	defer ex.Close()
+	if err := ex.Do(context.Background(), func() error {
+		m, err := model.New(cfg, model.Options{Seed: seed})
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		return model.Save(dir, m, model.SaveOptions{})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func startServer(t *testing.T, sopts ServerOptions) (*Server, *httptest.Server) {
+	t.Helper()
+	s, err := Open(context.Background(), servedCheckpoint(t, 3), Options{Name: "spa", MaxBatch: 8, MaxModelLen: 192, KVCacheMB: 64}, sopts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(s)
+	t.Cleanup(func() { hs.Close(); s.Close() })
+	return s, hs
+}
+
+func client(hs *httptest.Server, key string) *openai.Client {
+	cfg := openai.DefaultConfig(key)
+	cfg.BaseURL = hs.URL + "/v1"
+	return openai.NewClientWithConfig(cfg)
+}
+
+// post sends raw JSON (for vLLM's extra fields, which go-openai cannot send) and decodes the reply.
+func post(t *testing.T, url, body string, out any) int {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			t.Fatalf("%s: %v: %s", url, err, data)
+		}
+	}
+	return resp.StatusCode
+}
+
+func TestOpenAIClientCompletionsAndChat(t *testing.T) {
+	_, hs := startServer(t, ServerOptions{})
+	c := client(hs, "")
+	ctx := context.Background()
+
+	models, err := c.ListModels(ctx)
+	if err != nil || len(models.Models) != 2 || models.Models[0].ID != "spa-v0" || models.Models[1].ID != "spa" {
+		t.Fatalf("models: %+v %v", models, err)
+	}
+	seed := 7
+	cr, err := c.CreateCompletion(ctx, openai.CompletionRequest{Model: "spa", Prompt: "Turn 1:\nState:\n", MaxTokens: 12, N: 3, Seed: &seed, LogProbs: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cr.Choices) != 3 || cr.Model != "spa-v0" || cr.Usage.CompletionTokens == 0 || cr.Usage.PromptTokens == 0 {
+		t.Fatalf("completion: %+v", cr)
+	}
+	for _, ch := range cr.Choices {
+		if len(ch.LogProbs.TokenLogprobs) == 0 || len(ch.LogProbs.TopLogprobs[0]) == 0 || ch.FinishReason == "" {
+			t.Errorf("choice %d: %+v", ch.Index, ch)
+		}
+	}
+	chat, err := c.CreateChatCompletion(ctx, openai.ChatCompletionRequest{Model: "spa-v0", MaxTokens: 10,
+		Messages: []openai.ChatCompletionMessage{{Role: "system", Content: "Solve it."}, {Role: "user", Content: "Turn 1:"}}})
+	if err != nil || len(chat.Choices) != 1 || chat.Choices[0].Message.Role != "assistant" {
+		t.Fatalf("chat: %+v %v", chat, err)
+	}
+
+	// Streaming gives the same text as the chunks concatenated, ending with a finish reason.
+	stream, err := c.CreateCompletionStream(ctx, openai.CompletionRequest{Model: "spa", Prompt: "Turn 1:", MaxTokens: 15, Seed: &seed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text strings.Builder
+	finish := ""
+	for {
+		chunk, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ch := range chunk.Choices {
+			text.WriteString(ch.Text)
+			if ch.FinishReason != "" {
+				finish = ch.FinishReason
+			}
+		}
+	}
+	stream.Close()
+	again, err := c.CreateCompletion(ctx, openai.CompletionRequest{Model: "spa", Prompt: "Turn 1:", MaxTokens: 15, Seed: &seed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if text.String() != again.Choices[0].Text || finish == "" {
+		t.Errorf("stream %q (finish %q) vs non-stream %q", text.String(), finish, again.Choices[0].Text)
+	}
+	cs, err := c.CreateChatCompletionStream(ctx, openai.ChatCompletionRequest{Model: "spa", MaxTokens: 8, Messages: []openai.ChatCompletionMessage{{Role: "user", Content: "hi"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunks := 0
+	for {
+		if _, err := cs.Recv(); err != nil {
+			if !errors.Is(err, io.EOF) {
+				t.Fatal(err)
+			}
+			break
+		}
+		chunks++
+	}
+	cs.Close()
+	if chunks < 2 {
+		t.Errorf("chat stream had %d chunks", chunks)
+	}
+}
+
+func TestTokenIDPromptsAndVLLMExtras(t *testing.T) {
+	_, hs := startServer(t, ServerOptions{})
+	var resp completionResponse
+	body := `{"model":"spa","prompt":[[5,6,7,8],[9,10]],"max_tokens":6,"temperature":0,"return_token_ids":true,"logprobs":0,"return_tokens_as_token_ids":true}`
+	if code := post(t, hs.URL+"/v1/completions", body, &resp); code != 200 {
+		t.Fatalf("status %d", code)
+	}
+	if len(resp.Choices) != 2 {
+		t.Fatalf("%d choices", len(resp.Choices))
+	}
+	for i, ch := range resp.Choices {
+		want := [][]int{{5, 6, 7, 8}, {9, 10}}[i]
+		if len(ch.PromptTokenIDs) != len(want) || ch.PromptTokenIDs[0] != want[0] {
+			t.Errorf("choice %d prompt_token_ids %v", i, ch.PromptTokenIDs)
+		}
+		if len(ch.TokenIDs) == 0 || len(ch.TokenIDs) != len(ch.Logprobs.TokenLogprobs) || !strings.HasPrefix(ch.Logprobs.Tokens[0], "token_id:") {
+			t.Errorf("choice %d: token_ids %v, logprobs %+v", i, ch.TokenIDs, ch.Logprobs)
+		}
+	}
+	// Greedy is deterministic across requests.
+	var again completionResponse
+	post(t, hs.URL+"/v1/completions", body, &again)
+	for i := range resp.Choices {
+		if a, b := resp.Choices[i].TokenIDs, again.Choices[i].TokenIDs; len(a) != len(b) || a[len(a)-1] != b[len(b)-1] {
+			t.Errorf("greedy choice %d differs: %v vs %v", i, a, b)
+		}
+	}
+	// Chat with return_token_ids gives the prompt ids at the top level.
+	var cr chatResponse
+	post(t, hs.URL+"/v1/chat/completions", `{"messages":[{"role":"user","content":"Turn 1:"}],"max_tokens":4,"return_token_ids":true,"logprobs":true,"top_logprobs":2}`, &cr)
+	if len(cr.PromptTokenIDs) == 0 || len(cr.Choices[0].TokenIDs) == 0 || len(cr.Choices[0].Logprobs.Content[0].TopLogprobs) != 2 {
+		t.Errorf("chat extras: %+v", cr)
+	}
+}
+
+func TestStopStringsAndStopTokens(t *testing.T) {
+	_, hs := startServer(t, ServerOptions{})
+	var first completionResponse
+	post(t, hs.URL+"/v1/completions", `{"prompt":"Turn 1:","max_tokens":30,"temperature":0,"return_token_ids":true,"ignore_eos":true}`, &first)
+	text := first.Choices[0].Text
+	ids := first.Choices[0].TokenIDs
+	if len(text) < 4 || len(ids) < 5 {
+		t.Skipf("greedy output too short to test stops: %q", text)
+	}
+	stop := text[2:4]
+	var r completionResponse
+	post(t, hs.URL+"/v1/completions", `{"prompt":"Turn 1:","max_tokens":30,"temperature":0,"ignore_eos":true,"stop":`+mustJSON(stop)+`}`, &r)
+	if got := r.Choices[0]; got.Text != text[:strings.Index(text, stop)] || *got.FinishReason != "stop" || got.StopReason != stop {
+		t.Errorf("stop %q: %+v (full %q)", stop, got, text)
+	}
+	post(t, hs.URL+"/v1/completions", `{"prompt":"Turn 1:","max_tokens":30,"temperature":0,"ignore_eos":true,"include_stop_str_in_output":true,"stop":[`+mustJSON(stop)+`]}`, &r)
+	if got := r.Choices[0].Text; !strings.HasSuffix(got, stop) {
+		t.Errorf("include_stop_str_in_output: %q", got)
+	}
+	var rs completionResponse
+	post(t, hs.URL+"/v1/completions", `{"prompt":"Turn 1:","max_tokens":30,"temperature":0,"ignore_eos":true,"return_token_ids":true,"stop_token_ids":[`+mustJSON(ids[3])+`]}`, &rs)
+	got := rs.Choices[0]
+	if n := len(got.TokenIDs); n == 0 || got.TokenIDs[n-1] != ids[3] || *got.FinishReason != "stop" || got.StopReason != float64(ids[3]) {
+		t.Errorf("stop_token_ids %d: %+v", ids[3], got)
+	}
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func TestErrorsAreOpenAIShaped(t *testing.T) {
+	_, hs := startServer(t, ServerOptions{})
+	cases := []struct {
+		path, body string
+		status     int
+		param      string
+	}{
+		{"/v1/completions", `{"prompt":`, 400, ""},
+		{"/v1/completions", `{"model":"nope","prompt":"x"}`, 404, "model"},
+		{"/v1/completions", `{"prompt":"x","temperature":-1}`, 400, "temperature"},
+		{"/v1/completions", `{"prompt":"x","top_p":0}`, 400, "top_p"},
+		{"/v1/completions", `{"prompt":"x","top_k":-5}`, 400, "top_k"},
+		{"/v1/completions", `{"prompt":"x","n":0}`, 400, "n"},
+		{"/v1/completions", `{"prompt":"x","max_tokens":0}`, 400, "max_tokens"},
+		{"/v1/completions", `{"prompt":"x","max_tokens":100000}`, 400, "prompt"},
+		{"/v1/completions", `{"prompt":[` + strings.Repeat("1,", 300) + `1]}`, 400, "prompt"},
+		{"/v1/completions", `{"prompt":[1, 999999]}`, 400, ""},
+		{"/v1/completions", `{"prompt":{}}`, 400, "prompt"},
+		{"/v1/completions", `{"prompt":"x","stop":5}`, 400, "stop"},
+		{"/v1/completions", `{"prompt":"x","logprobs":50}`, 400, "logprobs"},
+		{"/v1/chat/completions", `{"messages":[]}`, 400, "messages"},
+		{"/v1/chat/completions", `{"messages":[{"role":"tool","content":"x"}]}`, 400, "messages"},
+		{"/update_weights", `{"weight_dir":"/nonexistent","version":3}`, 400, "weight_dir"},
+		{"/update_weights", `{"version":3}`, 400, "weight_dir"},
+	}
+	for _, tc := range cases {
+		var e struct {
+			Error apiError `json:"error"`
+		}
+		status := post(t, hs.URL+tc.path, tc.body, &e)
+		if status != tc.status || e.Error.Message == "" || e.Error.Param != tc.param {
+			t.Errorf("%s %s: status %d, error %+v; want %d param %q", tc.path, tc.body, status, e.Error, tc.status, tc.param)
+		}
+	}
+	// The server still works after all that.
+	var ok completionResponse
+	if code := post(t, hs.URL+"/v1/completions", `{"prompt":"x","max_tokens":2}`, &ok); code != 200 {
+		t.Errorf("after errors: %d", code)
+	}
+}
+
+func TestAPIKeys(t *testing.T) {
+	_, hs := startServer(t, ServerOptions{APIKey: "k1", AdminKey: "admin"})
+	if _, err := client(hs, "wrong").ListModels(context.Background()); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("wrong key: %v", err)
+	}
+	if _, err := client(hs, "k1").ListModels(context.Background()); err != nil {
+		t.Errorf("right key: %v", err)
+	}
+	req, _ := http.NewRequest("POST", hs.URL+"/pause", nil)
+	req.Header.Set("Authorization", "Bearer k1")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 401 {
+		t.Errorf("pause with the API key instead of the admin key: %v %v", resp.StatusCode, err)
+	}
+	if resp, _ := http.Get(hs.URL + "/health"); resp.StatusCode != 200 {
+		t.Errorf("health needs no key: %d", resp.StatusCode)
+	}
+}
+
+// TestWeightUpdateUnderLoad swaps weights while requests stream in: none fails, and requests after
+// the update report the new version.
+func TestWeightUpdateUnderLoad(t *testing.T) {
+	s, hs := startServer(t, ServerOptions{})
+	next := servedCheckpoint(t, 99)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	failures, total := 0, 0
+	for w := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil; i++ {
+				var r completionResponse
+				code := post(t, hs.URL+"/v1/completions", `{"prompt":"Turn `+mustJSON(w*100+i)+`:","max_tokens":8}`, &r)
+				mu.Lock()
+				total++
+				if code != 200 || len(r.Choices) != 1 {
+					failures++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	var upd map[string]any
+	if code := post(t, hs.URL+"/update_weights", `{"weight_dir":`+mustJSON(next)+`,"version":1}`, &upd); code != 200 {
+		t.Fatalf("update: %d %v", code, upd)
+	}
+	var after completionResponse
+	post(t, hs.URL+"/v1/completions", `{"prompt":"x","max_tokens":3}`, &after)
+	cancel()
+	wg.Wait()
+	if failures != 0 || total < 6 {
+		t.Errorf("%d of %d requests failed during the update", failures, total)
+	}
+	if after.Model != "spa-v1" {
+		t.Errorf("after the update the response says model %q", after.Model)
+	}
+	// The old version is still addressable until evicted (max 2 versions).
+	var old completionResponse
+	if code := post(t, hs.URL+"/v1/completions", `{"model":"spa-v0","prompt":"x","max_tokens":3}`, &old); code != 200 || old.Model != "spa-v0" {
+		t.Errorf("old version: %d %q", code, old.Model)
+	}
+	names := []string{}
+	for _, v := range s.Engine().Versions() {
+		names = append(names, v.Name)
+	}
+	if len(names) != 2 {
+		t.Errorf("versions %v", names)
+	}
+	_ = bytes.MinRead
+}
