@@ -1,6 +1,9 @@
 package main
 
 import (
+	"io"
+	"net"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -27,5 +30,31 @@ func TestModelInitAndInfo(t *testing.T) {
 	// The checkpoint's tokenizer works with spa tokenize.
 	if code, _, errOut := spa(t, "model", "info", t.TempDir()); code == 0 || !strings.Contains(errOut, "config.json") {
 		t.Errorf("info of an empty dir: %d %s", code, errOut)
+	}
+}
+
+func TestServeCommand(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "tiny")
+	if code, _, errOut := spa(t, "model", "init", "--out", dir, "--vocab", "400", "--corpus-seeds", "5"); code != 0 {
+		t.Fatal(errOut)
+	}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close()
+	out := background(t, "serve", "--model", dir, "--listen", addr, "--set", "server.max_model_len=256", "--set", "server.api_key=secret")
+	waitFor(t, "spa serve", func() bool { return strings.Contains(out.String(), "spa serve: ") })
+	req, _ := http.NewRequest("POST", "http://"+addr+"/v1/completions", strings.NewReader(`{"prompt":"Turn 1:","max_tokens":5}`))
+	req.Header.Set("Authorization", "Bearer secret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"model":"spa-v0"`) {
+		t.Errorf("completion: %d %s", resp.StatusCode, body)
+	}
+	if code, _, errOut := spa(t, "serve"); code == 0 || !strings.Contains(errOut, "--model") {
+		t.Errorf("serve without a model: %d %s", code, errOut)
 	}
 }
