@@ -36,6 +36,9 @@ type Options struct {
 	// MaxVersions is how many versions stay loaded; loading one more evicts the oldest idle one.
 	// Zero means 2.
 	MaxVersions int
+	// PrefixCacheMB is the memory per version for reusing the keys and values of prompts that
+	// start like earlier sequences; zero means a quarter of KVCacheMB, negative disables it.
+	PrefixCacheMB int
 	// Device runs the models; the zero value is the CPU.
 	Device gotch.Device
 }
@@ -53,6 +56,8 @@ type Request struct {
 	StopTokenIDs []int
 	// TopLogprobs asks for the n most likely alternatives at each position.
 	TopLogprobs int
+	// CacheSalt isolates prefix-cache entries: only requests with the same salt share them.
+	CacheSalt string
 }
 
 // Token is one generated token.
@@ -98,6 +103,7 @@ type seq struct {
 	stops     map[int]bool
 	submitted time.Time
 	first     bool
+	all       []int // tokens whose keys and values are in the slot
 }
 
 type version struct {
@@ -106,6 +112,7 @@ type version struct {
 	number   int64
 	m        *model.Model
 	cache    *slotCache
+	prefix   *prefixCache
 	waiting  []*seq
 	running  []*seq // running[i] is in slot i
 	draining bool
@@ -131,6 +138,7 @@ type Engine struct {
 type stats struct {
 	generated, prompts, requests, aborted atomic.Int64
 	running, waiting                      atomic.Int64
+	prefixLookups, prefixHits, reused     atomic.Int64
 	ttftCount                             atomic.Int64
 	ttftNanos                             atomic.Int64
 }
@@ -151,6 +159,9 @@ func New(opts Options) *Engine {
 	}
 	if opts.MaxVersions <= 0 {
 		opts.MaxVersions = 2
+	}
+	if opts.PrefixCacheMB == 0 {
+		opts.PrefixCacheMB = opts.KVCacheMB / 4
 	}
 	if opts.Device.Name == "" {
 		opts.Device = gotch.CPU
@@ -225,6 +236,9 @@ func (e *Engine) LoadVersion(ctx context.Context, name string, number int64, dir
 			return fmt.Errorf("max_model_len %d exceeds the model's max_position_embeddings %d", e.opts.MaxModelLen, m.Config.MaxPositionEmbeddings)
 		}
 		v = &version{name: name, dir: dir, number: number, m: m, cache: newSlotCache(m, slots, e.opts.MaxModelLen), loaded: time.Now()}
+		if e.opts.PrefixCacheMB > 0 {
+			v.prefix = newPrefixCache(int64(e.opts.PrefixCacheMB)<<20, bytesPerSlot(m.Config, 1))
+		}
 		return nil
 	})
 	if err != nil {
@@ -268,6 +282,7 @@ func (e *Engine) evictLocked() {
 // free releases a version's tensors on the loader thread.
 func (e *Engine) free(v *version) {
 	_ = e.loader.Do(context.Background(), func() error {
+		v.prefix.drop()
 		v.cache.drop()
 		v.m.Close()
 		return nil
@@ -402,6 +417,7 @@ func (e *Engine) loop() {
 		if closed {
 			for _, v := range vs {
 				e.abortAll(v)
+				v.prefix.drop()
 				v.cache.drop()
 				v.m.Close()
 			}
@@ -463,6 +479,7 @@ func (e *Engine) stepVersion(v *version) bool {
 	if v.draining && len(v.running) == 0 && len(v.waiting) == 0 {
 		delete(e.versions, v.name)
 		e.mu.Unlock()
+		v.prefix.drop()
 		v.cache.drop()
 		v.m.Close()
 		return worked
@@ -477,16 +494,27 @@ func (e *Engine) prefill(v *version, s *seq) {
 	v.running = append(v.running, s)
 	e.stats.running.Add(1)
 	v.cache.lens[slot] = 0
-	T := len(s.req.Prompt)
+	prompt := s.req.Prompt
+	start := 0
+	if v.prefix != nil {
+		e.stats.prefixLookups.Add(1)
+		if hit := v.prefix.lookup(s.req.CacheSalt, prompt); hit != nil {
+			v.cache.copyPrefix(slot, hit.k, hit.v, hit.n)
+			start = hit.n
+			e.stats.prefixHits.Add(1)
+			e.stats.reused.Add(int64(start))
+		}
+	}
+	T := len(prompt) - start
 	if err := v.cache.begin(slot, 1, T); err != nil {
 		e.fail(v, slot, err)
 		return
 	}
 	pos := make([]int, T)
 	for i := range pos {
-		pos[i] = i
+		pos[i] = start + i
 	}
-	in, err := model.NewInputs([][]int{s.req.Prompt}, [][]int{pos}, T, func(_, t, j int) bool { return j <= t }, v.m.Device())
+	in, err := model.NewInputs([][]int{prompt[start:]}, [][]int{pos}, start+T, func(_, t, j int) bool { return j <= start+t }, v.m.Device())
 	if err != nil {
 		e.fail(v, slot, err)
 		return
@@ -498,6 +526,7 @@ func (e *Engine) prefill(v *version, s *seq) {
 		return
 	}
 	e.stats.prompts.Add(int64(T))
+	s.all = append(s.all[:0], prompt...)
 	if e.emit(v, s, logits[0]) {
 		e.retire(v, []int{slot})
 	}
@@ -560,6 +589,7 @@ func (e *Engine) decode(v *version) {
 	}
 	var done []int
 	for i, s := range v.running {
+		s.all = append(s.all, ids[i][0])
 		if e.emit(v, s, logits[i]) {
 			done = append(done, i)
 		}
@@ -640,6 +670,9 @@ func (e *Engine) fail(v *version, slot int, err error) {
 func (e *Engine) retire(v *version, slots []int) {
 	sort.Sort(sort.Reverse(sort.IntSlice(slots)))
 	for _, i := range slots {
+		if s := v.running[i]; v.prefix != nil && len(s.all) == v.cache.lens[i] {
+			v.prefix.store(s.req.CacheSalt, s.all, func(n int) ([]*ts.Tensor, []*ts.Tensor) { return v.cache.readPrefix(i, n) })
+		}
 		last := len(v.running) - 1
 		v.cache.move(last, i)
 		v.running[i] = v.running[last]

@@ -196,3 +196,49 @@ func TestSeededSamplingIsReproducible(t *testing.T) {
 		t.Errorf("different seeds gave the same 20 tokens: %v", a)
 	}
 }
+
+// TestPrefixCacheReusesTurnsExactly plays a three-turn conversation twice, with and without the
+// prefix cache: the tokens must be identical, and the cached run must reuse the earlier turns.
+func TestPrefixCacheReusesTurnsExactly(t *testing.T) {
+	dir := writeCheckpoint(t, 4)
+	play := func(prefixMB int, salt string) ([]int, *Engine) {
+		e := New(Options{MaxBatch: 2, MaxModelLen: 200, KVCacheMB: 16, PrefixCacheMB: prefixMB})
+		if err := e.LoadVersion(context.Background(), "v1", 1, dir); err != nil {
+			t.Fatal(err)
+		}
+		history := []int{}
+		for turn := range 3 {
+			for i := range 23 {
+				history = append(history, (turn*31+i*7)%90)
+			}
+			ch, err := e.Submit(context.Background(), Request{Prompt: history, MaxTokens: 17, CacheSalt: salt})
+			if err != nil {
+				t.Fatal(err)
+			}
+			toks, _ := collect(t, ch)
+			history = append(history, toks...)
+		}
+		return history, e
+	}
+	plain, e0 := play(-1, "")
+	defer e0.Close()
+	cached, e1 := play(8, "episode-1")
+	defer e1.Close()
+	if fmt.Sprint(plain) != fmt.Sprint(cached) {
+		t.Fatalf("prefix caching changed the tokens:\n%v\n%v", plain, cached)
+	}
+	lookups, hits, reused := e1.stats.prefixLookups.Load(), e1.stats.prefixHits.Load(), e1.stats.reused.Load()
+	t.Logf("prefix cache: %d lookups, %d hits, %d prompt tokens reused of %d", lookups, hits, reused, e1.stats.prompts.Load()+reused)
+	if hits != 2 || reused < 2*prefixBlock {
+		t.Errorf("turns 2 and 3 should hit the cache: %d hits, %d tokens reused", hits, reused)
+	}
+	if e0.stats.prefixHits.Load() != 0 {
+		t.Error("a disabled prefix cache hit")
+	}
+	// Another salt shares nothing.
+	ch, _ := e1.Submit(context.Background(), Request{Prompt: cached[:60], MaxTokens: 2, CacheSalt: "episode-2"})
+	collect(t, ch)
+	if e1.stats.prefixHits.Load() != hits {
+		t.Error("a different cache_salt reused another salt's entry")
+	}
+}

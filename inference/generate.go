@@ -57,7 +57,7 @@ func (s *Server) start(ctx context.Context, prompts [][]int, p params, modelName
 				seed = *p.seed + uint64(k)
 			}
 			req := Request{Model: modelName, Prompt: prompt, Sampling: p.sampling, Seed: seed, MaxTokens: p.maxTokens,
-				StopTokenIDs: append(append([]int(nil), stops...), s.eosFor(p)...), TopLogprobs: topLogprobs}
+				StopTokenIDs: append(append([]int(nil), stops...), s.eosFor(p)...), TopLogprobs: topLogprobs, CacheSalt: p.cacheSalt}
 			ch, err := s.engine.Submit(cctx, req)
 			if err != nil {
 				cancel()

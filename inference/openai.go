@@ -89,13 +89,15 @@ type params struct {
 	includeStop  bool
 	asTokenIDs   bool
 	returnIDs    bool
+	cacheSalt    string
 }
 
 const maxN = 64
 
 func (f *samplingFields) check() (params, error) {
 	p := params{sampling: sample.Params{Temperature: 1, TopP: 1, TopK: -1}, n: 1, skipSpecial: true, stopTokenIDs: f.StopTokenIDs,
-		ignoreEOS: f.IgnoreEOS, includeStop: f.IncludeStopStrInOutput, asTokenIDs: f.ReturnTokensAsTokenIDs, returnIDs: f.ReturnTokenIDs}
+		ignoreEOS: f.IgnoreEOS, includeStop: f.IncludeStopStrInOutput, asTokenIDs: f.ReturnTokensAsTokenIDs, returnIDs: f.ReturnTokenIDs,
+		cacheSalt: f.CacheSalt}
 	if f.Temperature != nil {
 		p.sampling.Temperature = *f.Temperature
 	}

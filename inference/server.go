@@ -468,6 +468,9 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 	if n := st.ttftCount.Load(); n > 0 {
 		ttft = float64(st.ttftNanos.Load()) / float64(n) / 1e9
 	}
+	p("spa_prefix_cache_lookups_total", "Prefills that looked for a cached prefix.", "counter", st.prefixLookups.Load())
+	p("spa_prefix_cache_hits_total", "Prefills that reused a cached prefix.", "counter", st.prefixHits.Load())
+	p("spa_prefix_cache_reused_tokens_total", "Prompt tokens taken from the prefix cache instead of computed.", "counter", st.reused.Load())
 	p("spa_time_to_first_token_seconds_mean", "Mean time from submission to the first token.", "gauge", ttft)
 	versions := s.engine.Versions()
 	p("spa_loaded_versions", "Policy versions loaded.", "gauge", len(versions))
