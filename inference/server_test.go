@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -335,4 +337,65 @@ func TestWeightUpdateUnderLoad(t *testing.T) {
 		t.Errorf("versions %v", names)
 	}
 	_ = bytes.MinRead
+}
+
+// TestNodeSDK drives the server with the official openai npm SDK (testdata/npm/check.mjs).
+func TestNodeSDK(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed; the openai npm SDK test is skipped")
+	}
+	if _, err := os.Stat("testdata/npm/node_modules/openai"); err != nil {
+		t.Skip("the openai npm package is missing (run 'make setup' or 'npm ci' in inference/testdata/npm)")
+	}
+	_, hs := startServer(t, ServerOptions{APIKey: "node-key"})
+	cmd := exec.Command(node, "check.mjs", hs.URL+"/v1", "node-key")
+	cmd.Dir = "testdata/npm"
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node: %v\n%s", err, out)
+	}
+	var got struct {
+		Models     []string
+		Completion struct {
+			Choices, Logprobs, Usage int
+			Model, Finish            string
+		}
+		TokenIDs struct {
+			Prompt    []int
+			Generated int
+		}
+		Chat struct {
+			Role     string
+			Logprobs int
+		}
+		Stream struct {
+			Chunks int
+			Equal  bool
+		}
+		UnknownModel struct {
+			Status  int
+			Message string
+		}
+		BadTemperature struct {
+			Status int
+			Param  string
+		}
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	t.Logf("%s", out)
+	switch {
+	case len(got.Models) != 2 || got.Completion.Choices != 2 || got.Completion.Model != "spa-v0" || got.Completion.Logprobs == 0:
+		t.Errorf("models/completion: %+v", got)
+	case len(got.TokenIDs.Prompt) != 3 || got.TokenIDs.Generated == 0:
+		t.Errorf("token ids: %+v", got.TokenIDs)
+	case got.Chat.Role != "assistant" || got.Chat.Logprobs == 0:
+		t.Errorf("chat: %+v", got.Chat)
+	case got.Stream.Chunks < 2 || !got.Stream.Equal:
+		t.Errorf("stream: %+v", got.Stream)
+	case got.UnknownModel.Status != 404 || got.BadTemperature.Status != 400 || got.BadTemperature.Param != "temperature":
+		t.Errorf("errors: %+v %+v", got.UnknownModel, got.BadTemperature)
+	}
 }

@@ -43,14 +43,16 @@ elif [ -f go.work ]; then
   say "removed go.work: this libtorch needs no patched gotch"
 fi
 
-# 4. The Node.js example environment's npm packages (its test runs it against spa's remote env).
-#    Optional: without node the test skips and says so.
-example=examples/node-env
+# 4. npm packages for the Node.js tests: the example environment (run through spa's remote env)
+#    and the official openai SDK (run against spa serve). Optional: without node those tests skip
+#    and say so.
 if command -v node >/dev/null && command -v npm >/dev/null; then
-  if [ ! -f "$example/node_modules/.package-lock.json" ] || [ "$example/package-lock.json" -nt "$example/node_modules/.package-lock.json" ]; then
-    say "installing $example's npm packages"
-    (cd "$example" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || say "warning: npm ci in $example failed; its test will skip"
-  fi
+  for dir in examples/node-env inference/testdata/npm; do
+    if [ ! -f "$dir/node_modules/.package-lock.json" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+      say "installing $dir's npm packages"
+      (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || say "warning: npm ci in $dir failed; its tests will skip"
+    fi
+  done
 else
-  say "node/npm not found: the Node.js example env test will skip"
+  say "node/npm not found: the Node.js tests will skip"
 fi
