@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -454,7 +455,8 @@ func (e *Engine) abortAll(v *version) {
 // step for the running ones. It reports whether there was anything to do.
 func (e *Engine) stepVersion(v *version) bool {
 	worked := false
-	for len(v.running) < v.cache.slots {
+	var admitted []*seq
+	for len(v.running)+len(admitted) < v.cache.slots {
 		e.mu.Lock()
 		if len(v.waiting) == 0 {
 			e.mu.Unlock()
@@ -469,7 +471,17 @@ func (e *Engine) stepVersion(v *version) bool {
 			e.finish(v, s, FinishAbort, -1)
 			continue
 		}
-		e.prefill(v, s)
+		admitted = append(admitted, s)
+	}
+	// Prefill in chunks whose padded size stays modest, so one long prompt does not make every
+	// short one pay for its length.
+	for len(admitted) > 0 {
+		n := 1
+		for n < len(admitted) && n < 16 && len(admitted[n].req.Prompt)*(n+1) <= 4096 {
+			n++
+		}
+		e.prefill(v, admitted[:n])
+		admitted = admitted[n:]
 	}
 	if len(v.running) > 0 {
 		e.decode(v)
@@ -488,48 +500,89 @@ func (e *Engine) stepVersion(v *version) bool {
 	return worked
 }
 
-// prefill computes a new sequence's prompt into a free slot and samples its first token.
-func (e *Engine) prefill(v *version, s *seq) {
-	slot := len(v.running)
-	v.running = append(v.running, s)
-	e.stats.running.Add(1)
-	v.cache.lens[slot] = 0
-	prompt := s.req.Prompt
-	start := 0
-	if v.prefix != nil {
-		e.stats.prefixLookups.Add(1)
-		if hit := v.prefix.lookup(s.req.CacheSalt, prompt); hit != nil {
-			v.cache.copyPrefix(slot, hit.k, hit.v, hit.n)
-			start = hit.n
-			e.stats.prefixHits.Add(1)
-			e.stats.reused.Add(int64(start))
+// prefill computes the prompts of new sequences in one forward pass, each in a fresh slot after
+// the running ones (reusing a cached prefix where there is one), and samples their first tokens.
+// Rows are padded on the right to the longest remaining prompt; padding writes keys and values
+// past a slot's length, which no later step can see and the next step overwrites.
+func (e *Engine) prefill(v *version, batch []*seq) {
+	hits := make([]*prefixEntry, len(batch))
+	starts := make([]int, len(batch))
+	T := 0
+	for i, s := range batch {
+		hits[i] = v.prefix.lookup(s.req.CacheSalt, s.req.Prompt)
+		if hits[i] != nil {
+			starts[i] = hits[i].n
+		}
+		T = max(T, len(s.req.Prompt)-starts[i])
+	}
+	// Padding to T must not run a row past the cache's end; such a batch goes one by one.
+	if len(batch) > 1 {
+		for i := range batch {
+			if starts[i]+T > v.cache.maxLen {
+				for _, s := range batch {
+					e.prefill(v, []*seq{s})
+				}
+				return
+			}
 		}
 	}
-	T := len(prompt) - start
-	if err := v.cache.begin(slot, 1, T); err != nil {
-		e.fail(v, slot, err)
+	first := len(v.running)
+	for i, s := range batch {
+		slot := first + i
+		v.running = append(v.running, s)
+		e.stats.running.Add(1)
+		v.cache.lens[slot] = 0
+		if v.prefix != nil {
+			e.stats.prefixLookups.Add(1)
+		}
+		if hits[i] != nil {
+			v.cache.copyPrefix(slot, hits[i].k, hits[i].v, hits[i].n)
+			e.stats.prefixHits.Add(1)
+			e.stats.reused.Add(int64(hits[i].n))
+		}
+	}
+	slots := make([]int, len(batch))
+	for i := range slots {
+		slots[i] = first + i
+	}
+	if err := v.cache.begin(first, len(batch), T); err != nil {
+		e.failSlots(v, slots, err)
 		return
 	}
-	pos := make([]int, T)
-	for i := range pos {
-		pos[i] = start + i
+	ids := make([][]int, len(batch))
+	pos := make([][]int, len(batch))
+	last := make([]int, len(batch))
+	for i, s := range batch {
+		rest := s.req.Prompt[starts[i]:]
+		last[i] = len(rest) - 1
+		ids[i] = make([]int, T)
+		pos[i] = make([]int, T)
+		copy(ids[i], rest)
+		for t := range T {
+			pos[i][t] = min(starts[i]+t, v.m.Config.MaxPositionEmbeddings-1)
+		}
 	}
-	in, err := model.NewInputs([][]int{prompt[start:]}, [][]int{pos}, start+T, func(_, t, j int) bool { return j <= start+t }, v.m.Device())
+	in, err := model.NewInputs(ids, pos, v.cache.Past()+T, func(b, t, j int) bool { return j <= starts[b]+t }, v.m.Device())
 	if err != nil {
-		e.fail(v, slot, err)
+		e.failSlots(v, slots, err)
 		return
 	}
-	logits, err := e.forward(v, in)
+	logits, err := e.forwardAt(v, in, last)
 	in.Drop()
 	if err != nil {
-		e.fail(v, slot, err)
+		e.failSlots(v, slots, err)
 		return
 	}
-	e.stats.prompts.Add(int64(T))
-	s.all = append(s.all[:0], prompt...)
-	if e.emit(v, s, logits[0]) {
-		e.retire(v, []int{slot})
+	var done []int
+	for i, s := range batch {
+		v.cache.lens[first+i] = len(s.req.Prompt) // Advance counted the padding too
+		e.stats.prompts.Add(int64(len(s.req.Prompt) - starts[i]))
+		s.all = append(s.all[:0], s.req.Prompt...)
+		if e.emit(v, s, logits[i]) {
+			done = append(done, first+i)
+		}
 	}
+	e.retire(v, done)
 }
 
 // decode runs one step for every running sequence.
@@ -600,21 +653,42 @@ func (e *Engine) decode(v *version) {
 // forward runs the model over the cache's current step and returns each row's last-position
 // logits, on the CPU.
 func (e *Engine) forward(v *version, in model.Inputs) ([][]float32, error) {
+	return e.forwardAt(v, in, nil)
+}
+
+// forwardAt is forward with the position to read per row (nil: the last one).
+func (e *Engine) forwardAt(v *version, in model.Inputs, at []int) ([][]float32, error) {
 	h, err := v.m.Forward(in, v.cache)
 	if err != nil {
 		return nil, err
 	}
 	size := h.MustSize()
-	last := h.MustNarrow(1, size[1]-1, 1, true)
-	lg := v.m.Logits(last).MustSqueezeDim(1, true).MustTo(gotch.CPU, true).MustContiguous(true)
-	last.MustDrop()
+	var rows *ts.Tensor
+	if at == nil {
+		rows = h.MustNarrow(1, size[1]-1, 1, true).MustSqueezeDim(1, true)
+	} else {
+		// Gather row b's hidden state at position at[b]: flatten [B, T, H] to [B*T, H].
+		idx := make([]int64, len(at))
+		for b, t := range at {
+			idx[b] = int64(b)*size[1] + int64(t)
+		}
+		index := ts.MustOfSlice(idx)
+		if !strings.EqualFold(v.m.Device().Name, gotch.CPU.Name) {
+			index = index.MustTo(v.m.Device(), true)
+		}
+		flat := h.MustView([]int64{size[0] * size[1], size[2]}, true)
+		rows = flat.MustIndexSelect(0, index, true)
+		index.MustDrop()
+	}
+	lg := v.m.Logits(rows).MustTo(gotch.CPU, true).MustContiguous(true)
+	rows.MustDrop()
 	V := int(lg.MustSize()[1])
-	flat := make([]float32, lg.Numel())
-	lg.MustCopyData(flat, lg.Numel())
+	flatLogits := make([]float32, lg.Numel())
+	lg.MustCopyData(flatLogits, lg.Numel())
 	lg.MustDrop()
 	out := make([][]float32, size[0])
 	for b := range out {
-		out[b] = flat[b*V : (b+1)*V]
+		out[b] = flatLogits[b*V : (b+1)*V]
 	}
 	return out, nil
 }
@@ -660,9 +734,11 @@ func (e *Engine) finish(v *version, s *seq, reason string, stop int) {
 	e.send(v, s, Event{FinishReason: reason, StopToken: stop})
 }
 
-func (e *Engine) fail(v *version, slot int, err error) {
-	e.send(v, v.running[slot], Event{FinishReason: FinishAbort, StopToken: -1, Err: err})
-	e.retire(v, []int{slot})
+func (e *Engine) failSlots(v *version, slots []int, err error) {
+	for _, slot := range slots {
+		e.send(v, v.running[slot], Event{FinishReason: FinishAbort, StopToken: -1, Err: err})
+	}
+	e.retire(v, slots)
 }
 
 // retire frees the given slots, moving the last running sequences into them so that running

@@ -26,6 +26,10 @@ type choice struct {
 	cancel  context.CancelFunc
 	err     error
 	stopHit bool
+	// decoded is the text of ids[:clean], which ends on a whole character; only the tokens after
+	// it are decoded again as new ones arrive.
+	decoded string
+	clean   int
 }
 
 type run struct {
@@ -128,7 +132,11 @@ func (r *run) apply(ce choiceEvent) (string, bool) {
 	if ev.Err != nil {
 		c.err = ev.Err
 	}
-	text := r.s.decode(c.ids, r.p.skipSpecial)
+	tail := r.s.decode(c.ids[c.clean:], r.p.skipSpecial)
+	text := c.decoded + tail
+	if !strings.HasSuffix(tail, "\uFFFD") {
+		c.decoded, c.clean = text, len(c.ids)
+	}
 	// A stop string ends the choice: the text is cut before it (or after, when asked), and the
 	// engine stops generating.
 	if i, stop := firstStop(text, r.p.stops); i >= 0 {

@@ -154,3 +154,29 @@ func randomBatch(rng *rand.Rand, batch, n, vocab int) ([][]int, [][]bool) {
 func (r BenchResult) String() string {
 	return fmt.Sprintf("%s batch %d: %.0f tokens/s", r.What, r.Batch, r.TokensPerSec)
 }
+
+// MeasureMatmul times n×n float32 matrix products on this machine's libtorch and returns FLOP/s,
+// the ceiling that achieved model FLOP/s is compared with.
+func MeasureMatmul(n, reps int) float64 {
+	a := ts.MustOnes([]int64{int64(n), int64(n)}, gotch.Float, gotch.CPU)
+	b := ts.MustOnes([]int64{int64(n), int64(n)}, gotch.Float, gotch.CPU)
+	defer a.MustDrop()
+	defer b.MustDrop()
+	a.MustMatmul(b, false).MustDrop()
+	start := time.Now()
+	for range reps {
+		a.MustMatmul(b, false).MustDrop()
+	}
+	return 2 * float64(n) * float64(n) * float64(n) * float64(reps) / time.Since(start).Seconds()
+}
+
+// FLOPsPerToken estimates the multiply-adds (×2) of decoding one token with ctx tokens of
+// context: every weight matrix once (the LM head included), plus attention over the context.
+func (c Config) FLOPsPerToken(ctx int) float64 {
+	H, I, hd := float64(c.HiddenSize), float64(c.IntermediateSize), float64(c.HeadDim())
+	q, kv := float64(c.NumAttentionHeads)*hd, float64(c.NumKeyValueHeads)*hd
+	perLayer := H*q + 2*H*kv + q*H + 3*H*I
+	weights := float64(c.NumHiddenLayers)*perLayer + float64(c.VocabSize)*H
+	attention := float64(c.NumHiddenLayers) * 2 * float64(ctx) * q
+	return 2 * (weights + attention)
+}

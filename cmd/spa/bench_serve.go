@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spa-rl/spa/inference"
+	"github.com/spa-rl/spa/model"
+	"github.com/spa-rl/spa/model/domain"
+)
+
+type serveBench struct {
+	Load            []inference.LoadResult    `json:"load"`
+	Baseline        inference.LoadResult      `json:"one_at_a_time"`
+	BatchingSpeedup float64                   `json:"batching_speedup"`
+	MatmulFLOPS     float64                   `json:"matmul_flops"`
+	ModelFLOPS      float64                   `json:"model_flops"`
+	HotReloadSec    float64                   `json:"hot_reload_seconds"`
+	MultiTurn       inference.MultiTurnResult `json:"multi_turn_cached"`
+	MultiTurnPlain  inference.MultiTurnResult `json:"multi_turn_uncached"`
+	PrefixSpeedup   float64                   `json:"prefix_speedup"`
+	PrefixHitRate   float64                   `json:"prefix_hit_rate"`
+}
+
+// localServer serves srv on a loopback port until the returned stop is called.
+func localServer(srv http.Handler) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	hs := &http.Server{Handler: srv}
+	go hs.Serve(ln)
+	return "http://" + ln.Addr().String() + "/v1", func() { hs.Close() }, nil
+}
+
+func newBenchServeCmd() *cobra.Command {
+	var asJSON bool
+	var duration time.Duration
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Throughput, time to first token, batching gain, hot reload and prefix caching of spa serve",
+		Long: `Measure the inference server on the tiny preset over real loopback HTTP:
+
+  - output tokens/s and time to first token (p50/p99) at concurrency 1, 8 and 64: streaming
+    requests of a 32-token prompt and 64 greedy tokens, back to back;
+  - the same concurrency-64 load against a one-request-at-a-time server (max batch 1), in the same
+    run; target: >= 8x its throughput;
+  - achieved FLOP/s at concurrency 64 as a share of a 1024x1024 matmul's FLOP/s measured here;
+  - hot reload: from writing new weights to the first response from the new version; target <= 1 s;
+  - a multi-turn workload (8 episodes x 5 turns, each re-sending its history) with and without
+    prefix caching: the speed-up and the share of prompt tokens taken from the cache.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			progress := func(s string) {
+				if !asJSON {
+					fmt.Fprintln(cmd.ErrOrStderr(), s)
+				}
+			}
+			dir, err := os.MkdirTemp("", "spa-bench-serve-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(dir)
+			ckpt := filepath.Join(dir, "v0")
+			progress("writing a tiny checkpoint...")
+			cfg, err := writeTinyCheckpoint(ckpt, 1)
+			if err != nil {
+				return err
+			}
+			open := func(maxBatch, prefixMB int) (*inference.Server, string, func(), error) {
+				srv, err := inference.Open(ctx, ckpt, inference.Options{MaxBatch: maxBatch, MaxModelLen: 512, KVCacheMB: 1024, PrefixCacheMB: prefixMB, MaxVersions: 2}, inference.ServerOptions{})
+				if err != nil {
+					return nil, "", nil, err
+				}
+				url, stopHTTP, err := localServer(srv)
+				if err != nil {
+					srv.Close()
+					return nil, "", nil, err
+				}
+				return srv, url, func() { stopHTTP(); srv.Close() }, nil
+			}
+			var res serveBench
+			prompt := make([]int, 32)
+			for i := range prompt {
+				prompt[i] = 3 + i*7%200
+			}
+			srv, url, closeSrv, err := open(64, 0)
+			if err != nil {
+				return err
+			}
+			for _, c := range []int{1, 8, 64} {
+				progress(fmt.Sprintf("load at concurrency %d...", c))
+				res.Load = append(res.Load, inference.Load(ctx, url, "", c, prompt, 64, duration))
+			}
+			progress("one request at a time, concurrency 64...")
+			_, baseURL, closeBase, err := open(1, 0)
+			if err != nil {
+				closeSrv()
+				return err
+			}
+			res.Baseline = inference.Load(ctx, baseURL, "", 64, prompt, 64, duration)
+			closeBase()
+			res.BatchingSpeedup = res.Load[2].TokensPerSec / res.Baseline.TokensPerSec
+			err = onTorchThread(func() error { res.MatmulFLOPS = model.MeasureMatmul(1024, 20); return nil })
+			if err != nil {
+				closeSrv()
+				return err
+			}
+			res.ModelFLOPS = res.Load[2].TokensPerSec * cfg.FLOPsPerToken(64)
+
+			progress("hot reload...")
+			res.HotReloadSec, err = measureHotReload(ctx, url, filepath.Join(dir, "v1"))
+			if err != nil {
+				closeSrv()
+				return err
+			}
+			closeSrv()
+			_ = srv
+
+			progress("multi-turn with and without prefix caching...")
+			for _, cached := range []bool{true, false} {
+				prefixMB := 256
+				if !cached {
+					prefixMB = -1
+				}
+				s, u, closeS, err := open(64, prefixMB)
+				if err != nil {
+					return err
+				}
+				r, err := inference.MultiTurn(ctx, u, 8, 5, 24, 16)
+				reused, computed := s.Engine().PrefixStats()
+				closeS()
+				if err != nil {
+					return err
+				}
+				if cached {
+					res.MultiTurn = r
+					res.PrefixHitRate = float64(reused) / float64(reused+computed)
+				} else {
+					res.MultiTurnPlain = r
+				}
+			}
+			res.PrefixSpeedup = res.MultiTurnPlain.Seconds / res.MultiTurn.Seconds
+
+			out := cmd.OutOrStdout()
+			if asJSON {
+				return json.NewEncoder(out).Encode(map[string]any{"machine": thisMachine(), "results": res})
+			}
+			m := thisMachine()
+			fmt.Fprintf(out, "%s, %d cores; tiny preset over loopback HTTP, 32-token prompts, 64 greedy tokens\n", m.CPU, m.Cores)
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "MEASUREMENT\tRESULT\tTARGET\t")
+			for _, l := range res.Load {
+				fmt.Fprintf(tw, "concurrency %d\t%s tok/s, TTFT p50 %.0f ms, p99 %.0f ms (%d requests, %d failed)\t\t\n", l.Concurrency, humanRate(l.TokensPerSec), l.TTFTp50ms, l.TTFTp99ms, l.Requests, l.Failed)
+			}
+			b := res.Baseline
+			fmt.Fprintf(tw, "one at a time, concurrency 64\t%s tok/s, TTFT p50 %.0f ms\t\t\n", humanRate(b.TokensPerSec), b.TTFTp50ms)
+			fmt.Fprintf(tw, "continuous batching gain\t%.1fx\t>= 8x %s\t\n", res.BatchingSpeedup, verdict(res.BatchingSpeedup >= 8))
+			fmt.Fprintf(tw, "achieved FLOP/s at concurrency 64\t%.2f GFLOP/s = %.1f%% of matmul (%.0f GFLOP/s)\t\t\n", res.ModelFLOPS/1e9, 100*res.ModelFLOPS/res.MatmulFLOPS, res.MatmulFLOPS/1e9)
+			fmt.Fprintf(tw, "hot reload (write weights -> first response)\t%.0f ms\t<= 1000 ms %s\t\n", res.HotReloadSec*1e3, verdict(res.HotReloadSec <= 1))
+			fmt.Fprintf(tw, "multi-turn, prefix cache on / off\t%.2fs / %.2fs = %.1fx, %.0f%% of prompt tokens from the cache\t\t\n",
+				res.MultiTurn.Seconds, res.MultiTurnPlain.Seconds, res.PrefixSpeedup, 100*res.PrefixHitRate)
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	cmd.Flags().DurationVar(&duration, "duration", 5*time.Second, "time per load measurement")
+	return cmd
+}
+
+// writeTinyCheckpoint writes a random tiny-preset checkpoint with a quickly trained domain tokenizer.
+func writeTinyCheckpoint(dir string, seed uint64) (model.Config, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return model.Config{}, err
+	}
+	size, imEnd, _, err := domain.Write(dir, domain.Options{VocabSize: 1024, Seeds: 20})
+	if err != nil {
+		return model.Config{}, err
+	}
+	cfg, err := model.Preset("tiny", size)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.EOSTokenID = model.IDList{imEnd}
+	return cfg, saveRandom(dir, cfg, seed)
+}
+
+func saveRandom(dir string, cfg model.Config, seed uint64) error {
+	return onTorchThread(func() error {
+		m, err := model.New(cfg, model.Options{Seed: seed})
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		return model.Save(dir, m, model.SaveOptions{})
+	})
+}
+
+// measureHotReload writes a new checkpoint, loads it through /update_weights and waits for the
+// first response that names the new version.
+func measureHotReload(ctx context.Context, url, dir string) (float64, error) {
+	src := strings.TrimSuffix(url, "/v1")
+	start := time.Now()
+	cfg, err := model.LoadConfig(filepath.Join(filepath.Dir(dir), "v0"))
+	if err != nil {
+		return 0, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, err
+	}
+	if err := saveRandom(dir, cfg, 2); err != nil {
+		return 0, err
+	}
+	body := fmt.Sprintf(`{"weight_dir":%q,"version":1}`, dir)
+	resp, err := http.Post(src+"/update_weights", "application/json", strings.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return 0, fmt.Errorf("update_weights: status %d", resp.StatusCode)
+	}
+	resp, err = http.Post(url+"/completions", "application/json", strings.NewReader(`{"model":"spa","prompt":[5,6,7],"max_tokens":1}`))
+	if err != nil {
+		return 0, err
+	}
+	var out struct {
+		Model string `json:"model"`
+	}
+	json.NewDecoder(resp.Body).Decode(&out)
+	resp.Body.Close()
+	if out.Model != "spa-v1" {
+		return 0, fmt.Errorf("after the update the server answered as %q", out.Model)
+	}
+	return time.Since(start).Seconds(), ctx.Err()
+}

@@ -1,0 +1,180 @@
+package inference
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// LoadResult is the outcome of a closed-loop load: concurrency clients each sending streaming
+// requests back to back.
+type LoadResult struct {
+	Concurrency  int     `json:"concurrency"`
+	Requests     int     `json:"requests"`
+	Tokens       int     `json:"tokens"`
+	Seconds      float64 `json:"seconds"`
+	TokensPerSec float64 `json:"tokens_per_sec"`
+	TTFTp50ms    float64 `json:"ttft_p50_ms"`
+	TTFTp99ms    float64 `json:"ttft_p99_ms"`
+	Failed       int     `json:"failed"`
+}
+
+// Load runs concurrency clients against baseURL (…/v1) for about d, each sending a streaming
+// completion of prompt (token ids) with maxTokens greedy tokens and ignore_eos, and measures output
+// tokens/s and time to first token.
+func Load(ctx context.Context, baseURL, apiKey string, concurrency int, prompt []int, maxTokens int, d time.Duration) LoadResult {
+	var mu sync.Mutex
+	res := LoadResult{Concurrency: concurrency}
+	var ttfts []time.Duration
+	body, _ := json.Marshal(map[string]any{"model": "spa", "prompt": prompt, "max_tokens": maxTokens, "temperature": 0,
+		"ignore_eos": true, "stream": true, "return_token_ids": true})
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency}}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Since(start) < d && ctx.Err() == nil {
+				t0 := time.Now()
+				tokens, first, err := streamTokens(ctx, client, baseURL+"/completions", apiKey, body)
+				mu.Lock()
+				res.Requests++
+				if err != nil {
+					res.Failed++
+				} else {
+					res.Tokens += tokens
+					ttfts = append(ttfts, first.Sub(t0))
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	res.Seconds = time.Since(start).Seconds()
+	res.TokensPerSec = float64(res.Tokens) / res.Seconds
+	if len(ttfts) > 0 {
+		slices.Sort(ttfts)
+		q := func(p float64) float64 { return float64(ttfts[int(p*float64(len(ttfts)-1))].Microseconds()) / 1e3 }
+		res.TTFTp50ms, res.TTFTp99ms = q(0.5), q(0.99)
+	}
+	return res
+}
+
+// streamTokens sends one streaming request and counts the token ids it streams back.
+func streamTokens(ctx context.Context, client *http.Client, url, apiKey string, body []byte) (int, time.Time, error) {
+	req, err := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(body))
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if apiKey != "" {
+		req.Header.Set("Authorization", "Bearer "+apiKey)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return 0, time.Time{}, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	n := 0
+	var first time.Time
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "data: ") || line == "data: [DONE]" {
+			continue
+		}
+		var chunk struct {
+			Choices []struct {
+				TokenIDs []int `json:"token_ids"`
+			} `json:"choices"`
+		}
+		if json.Unmarshal([]byte(line[6:]), &chunk) != nil {
+			continue
+		}
+		for _, c := range chunk.Choices {
+			if len(c.TokenIDs) > 0 && first.IsZero() {
+				first = time.Now()
+			}
+			n += len(c.TokenIDs)
+		}
+	}
+	if first.IsZero() {
+		return 0, first, fmt.Errorf("no tokens")
+	}
+	return n, first, sc.Err()
+}
+
+// MultiTurnResult is a conversation workload's outcome.
+type MultiTurnResult struct {
+	Episodes     int     `json:"episodes"`
+	Turns        int     `json:"turns"`
+	Seconds      float64 `json:"seconds"`
+	PromptTokens int     `json:"prompt_tokens"`
+}
+
+// MultiTurn plays episodes concurrent conversations of turns turns against baseURL: each turn
+// re-sends the whole history (as agents do) plus newTokens fresh tokens, and appends the reply.
+func MultiTurn(ctx context.Context, baseURL string, episodes, turns, newTokens, replyTokens int) (MultiTurnResult, error) {
+	res := MultiTurnResult{Episodes: episodes, Turns: turns}
+	var mu sync.Mutex
+	var firstErr error
+	start := time.Now()
+	var wg sync.WaitGroup
+	for ep := range episodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var history []int
+			for turn := range turns {
+				for i := range newTokens {
+					history = append(history, 3+(ep*97+turn*31+i*7)%200)
+				}
+				body, _ := json.Marshal(map[string]any{"model": "spa", "prompt": history, "max_tokens": replyTokens, "temperature": 0,
+					"ignore_eos": true, "return_token_ids": true, "cache_salt": fmt.Sprintf("episode-%d", ep)})
+				resp, err := http.Post(baseURL+"/completions", "application/json", bytes.NewReader(body))
+				if err != nil {
+					mu.Lock()
+					firstErr = err
+					mu.Unlock()
+					return
+				}
+				var out completionResponse
+				err = json.NewDecoder(resp.Body).Decode(&out)
+				resp.Body.Close()
+				if err != nil || len(out.Choices) != 1 {
+					mu.Lock()
+					firstErr = fmt.Errorf("turn %d: %v", turn, err)
+					mu.Unlock()
+					return
+				}
+				mu.Lock()
+				res.PromptTokens += len(history)
+				mu.Unlock()
+				history = append(history, out.Choices[0].TokenIDs...)
+			}
+		}()
+	}
+	wg.Wait()
+	res.Seconds = time.Since(start).Seconds()
+	return res, firstErr
+}
+
+// PrefixStats reads the engine's prefix-cache counters: reused and computed prompt tokens.
+func (e *Engine) PrefixStats() (reused, computed int64) {
+	return e.stats.reused.Load(), e.stats.prompts.Load()
+}
+
+// Generated is the number of tokens generated so far.
+func (e *Engine) Generated() int64 { return e.stats.generated.Load() }
