@@ -2,6 +2,7 @@ package inference
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -240,5 +241,103 @@ func TestPrefixCacheReusesTurnsExactly(t *testing.T) {
 	collect(t, ch)
 	if e1.stats.prefixHits.Load() != hits {
 		t.Error("a different cache_salt reused another salt's entry")
+	}
+}
+
+func TestCancelPauseAndVersionEviction(t *testing.T) {
+	dir := writeCheckpoint(t, 5)
+	e := New(Options{Name: "p", MaxBatch: 4, MaxModelLen: 200, KVCacheMB: 16, MaxVersions: 2})
+	defer e.Close()
+	ctx := context.Background()
+	if err := e.LoadVersion(ctx, "p-v0", 0, dir); err != nil {
+		t.Fatal(err)
+	}
+	// A client that goes away aborts its sequence at the next token boundary.
+	cctx, cancel := context.WithCancel(ctx)
+	ch, err := e.Submit(cctx, Request{Prompt: []int{1, 2, 3}, MaxTokens: 150})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-ch
+	cancel()
+	toks, ev := collect(t, ch)
+	if ev.FinishReason != FinishAbort || len(toks) >= 149 {
+		t.Errorf("cancelled request: %q after %d more tokens", ev.FinishReason, len(toks))
+	}
+	// Paused: requests queue and nothing is generated; resumed: they complete.
+	e.Pause()
+	before := e.Generated()
+	ch, _ = e.Submit(ctx, Request{Prompt: []int{4, 5}, MaxTokens: 3})
+	time.Sleep(100 * time.Millisecond)
+	if e.Generated() != before || !e.Paused() {
+		t.Error("tokens generated while paused")
+	}
+	e.Resume()
+	if _, ev := collect(t, ch); ev.FinishReason != FinishLength {
+		t.Errorf("after resume: %q", ev.FinishReason)
+	}
+	// A third version evicts the oldest idle one; the served name follows the latest.
+	for i, name := range []string{"p-v1", "p-v2"} {
+		if err := e.LoadVersion(ctx, name, int64(i+1), dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.LoadVersion(ctx, "p-v2", 3, dir); err == nil {
+		t.Error("a version name loaded twice")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(e.Versions()) != 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	var names []string
+	for _, v := range e.Versions() {
+		names = append(names, v.Name)
+	}
+	if fmt.Sprint(names) != "[p-v1 p-v2]" {
+		t.Errorf("versions after eviction: %v", names)
+	}
+	if _, err := e.Submit(ctx, Request{Model: "p-v0", Prompt: []int{1}}); err == nil || !errors.Is(err, ErrUnknownModel) {
+		t.Errorf("evicted version: %v", err)
+	}
+	if name, _ := e.Resolve("p"); name != "p-v2" {
+		t.Errorf("served name resolves to %q", name)
+	}
+	for _, bad := range []Request{{Prompt: nil}, {Prompt: make([]int, 200)}, {Prompt: []int{1}, MaxTokens: 500}, {Prompt: []int{1000}}} {
+		if _, err := e.Submit(ctx, bad); err == nil {
+			t.Errorf("submitted %d tokens, max %d, first %v", len(bad.Prompt), bad.MaxTokens, bad.Prompt)
+		}
+	}
+}
+
+func TestPrefixCacheEvictsUnderBudget(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	perTok := int64(100)
+	c := newPrefixCache(50*perTok, perTok) // room for 50 tokens: three 16-token entries
+	mk := func(n int) ([]*ts.Tensor, []*ts.Tensor) {
+		return []*ts.Tensor{ts.MustZeros([]int64{int64(n), 2}, gotch.Float, gotch.CPU)}, []*ts.Tensor{ts.MustZeros([]int64{int64(n), 2}, gotch.Float, gotch.CPU)}
+	}
+	seqOf := func(x int) []int {
+		s := make([]int, 20)
+		for i := range s {
+			s[i] = x
+		}
+		return s
+	}
+	for x := range 4 {
+		c.store("", seqOf(x), mk)
+	}
+	if c.lru.Len() != 3 || c.used > c.budget {
+		t.Fatalf("%d entries, %d of %d bytes", c.lru.Len(), c.used, c.budget)
+	}
+	if c.lookup("", seqOf(0)) != nil {
+		t.Error("the least recently used entry survived")
+	}
+	if c.lookup("", seqOf(3)) == nil || c.lookup("salt", seqOf(3)) != nil {
+		t.Error("lookup by salt is wrong")
+	}
+	c.drop()
+	if c.used != 0 {
+		t.Errorf("%d bytes after drop", c.used)
 	}
 }
