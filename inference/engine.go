@@ -672,7 +672,7 @@ func (e *Engine) forwardAt(v *version, in model.Inputs, at []int) ([][]float32, 
 		for b, t := range at {
 			idx[b] = int64(b)*size[1] + int64(t)
 		}
-		index := ts.MustOfSlice(idx)
+		index := model.Int64Tensor(idx, int64(len(idx)))
 		if !strings.EqualFold(v.m.Device().Name, gotch.CPU.Name) {
 			index = index.MustTo(v.m.Device(), true)
 		}
@@ -680,11 +680,10 @@ func (e *Engine) forwardAt(v *version, in model.Inputs, at []int) ([][]float32, 
 		rows = flat.MustIndexSelect(0, index, true)
 		index.MustDrop()
 	}
-	lg := v.m.Logits(rows).MustTo(gotch.CPU, true).MustContiguous(true)
+	lg := v.m.Logits(rows)
 	rows.MustDrop()
 	V := int(lg.MustSize()[1])
-	flatLogits := make([]float32, lg.Numel())
-	lg.MustCopyData(flatLogits, lg.Numel())
+	flatLogits := model.Float32s(lg)
 	lg.MustDrop()
 	out := make([][]float32, size[0])
 	for b := range out {

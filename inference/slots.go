@@ -76,7 +76,7 @@ func (c *slotCache) Append(layer int, k, v *ts.Tensor) (*ts.Tensor, *ts.Tensor) 
 			idx = append(idx, int64(s*c.maxLen+c.lens[s]+t))
 		}
 	}
-	index := ts.MustOfSlice(idx)
+	index := model.Int64Tensor(idx, int64(len(idx)))
 	if dev := c.k[layer].MustDevice(); dev.Name != gotch.CPU.Name {
 		index = index.MustTo(dev, true)
 	}

@@ -48,7 +48,7 @@ func MeasureTraining(cfg Config, batch, seqLen, steps int) (BenchResult, error) 
 		return BenchResult{}, err
 	}
 	defer in.Drop()
-	tgt := ts.MustOfSlice(targets)
+	tgt := Int64Tensor(targets, int64(len(targets)))
 	defer tgt.MustDrop()
 	step := func() error {
 		h, err := m.Forward(in, nil)

@@ -33,15 +33,7 @@ func (m *Model) Params() map[string]Param {
 }
 
 func tensorParam(t *ts.Tensor) Param {
-	shape := t.MustSize()
-	c := t.MustDetach(false).MustTotype(gotch.Float, true).MustTo(gotch.CPU, true).MustContiguous(true)
-	defer c.MustDrop()
-	p := Param{Shape: make([]int, len(shape)), Data: make([]float32, c.Numel())}
-	for i, s := range shape {
-		p.Shape[i] = int(s)
-	}
-	c.MustCopyData(p.Data, c.Numel())
-	return p
+	return Param{Shape: shapeInts(t.MustSize()), Data: Float32s(t)}
 }
 
 // SetParams copies values into the model. Every parameter must be present with its shape;
@@ -83,7 +75,7 @@ func (m *Model) SetParams(params map[string]Param, ignore ...string) error {
 	}
 	for name, v := range vars {
 		p := params[name]
-		src := ts.MustOfSlice(p.Data).MustView(shape64(p.Shape), true)
+		src := Float32Tensor(p.Data, shape64(p.Shape)...)
 		if v.DType() != gotch.Float {
 			src = src.MustTotype(v.DType(), true)
 		}

@@ -132,9 +132,9 @@ func MakeInputs(tokens [][]int, valid [][]bool, device gotch.Device) (Inputs, er
 		}
 	}
 	in := Inputs{
-		IDs:       ts.MustOfSlice(ids).MustView([]int64{int64(B), int64(T)}, true),
-		Positions: ts.MustOfSlice(pos).MustView([]int64{int64(B), int64(T)}, true),
-		Mask:      ts.MustOfSlice(mask).MustView([]int64{int64(B), 1, int64(T), int64(K)}, true),
+		IDs:       Int64Tensor(ids, int64(B), int64(T)),
+		Positions: Int64Tensor(pos, int64(B), int64(T)),
+		Mask:      Float32Tensor(mask, int64(B), 1, int64(T), int64(K)),
 	}
 	if !isCPU(device) {
 		in.IDs, in.Positions, in.Mask = in.IDs.MustTo(device, true), in.Positions.MustTo(device, true), in.Mask.MustTo(device, true)
@@ -278,9 +278,9 @@ func NewInputs(ids, positions [][]int, keys int, allowed func(b, t, key int) boo
 		}
 	}
 	in := Inputs{
-		IDs:       ts.MustOfSlice(flatIDs).MustView([]int64{int64(B), int64(T)}, true),
-		Positions: ts.MustOfSlice(flatPos).MustView([]int64{int64(B), int64(T)}, true),
-		Mask:      ts.MustOfSlice(mask).MustView([]int64{int64(B), 1, int64(T), int64(keys)}, true),
+		IDs:       Int64Tensor(flatIDs, int64(B), int64(T)),
+		Positions: Int64Tensor(flatPos, int64(B), int64(T)),
+		Mask:      Float32Tensor(mask, int64(B), 1, int64(T), int64(keys)),
 	}
 	if !isCPU(device) {
 		in.IDs, in.Positions, in.Mask = in.IDs.MustTo(device, true), in.Positions.MustTo(device, true), in.Mask.MustTo(device, true)

@@ -142,10 +142,7 @@ func (m *Model) hasVar(name string) bool {
 }
 
 func (m *Model) addParam(p *nn.Path, name string, data []float32, dims []int64) (*ts.Tensor, error) {
-	t, err := ts.NewTensorFromData(data, dims)
-	if err != nil {
-		return nil, err
-	}
+	t := Float32Tensor(data, dims...)
 	if !isCPU(m.device) {
 		t = t.MustTo(m.device, true)
 	}
@@ -170,8 +167,8 @@ func ropeTables(cfg Config, device gotch.Device) (*ts.Tensor, *ts.Tensor) {
 			sin[p*hd+i], sin[p*hd+i+hd/2] = s, s
 		}
 	}
-	ct := ts.MustOfSlice(cos).MustView([]int64{int64(n), int64(hd)}, true)
-	st := ts.MustOfSlice(sin).MustView([]int64{int64(n), int64(hd)}, true)
+	ct := Float32Tensor(cos, int64(n), int64(hd))
+	st := Float32Tensor(sin, int64(n), int64(hd))
 	if !isCPU(device) {
 		ct, st = ct.MustTo(device, true), st.MustTo(device, true)
 	}
