@@ -1,0 +1,216 @@
+package rollout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spa-rl/spa/bus"
+	"github.com/spa-rl/spa/envs"
+	"github.com/spa-rl/spa/model/chat"
+	"github.com/spa-rl/spa/model/tokenizer"
+)
+
+// EpisodeOptions configure one episode.
+type EpisodeOptions struct {
+	PromptOptions
+	// MaxTurns bounds the turns (SPA: 5).
+	MaxTurns int
+	// MaxTokens bounds each response.
+	MaxTokens   int
+	Temperature float64
+	TopP        float64
+	// Model is the name sent to the server ("" lets a spa server pick its latest version).
+	Model string
+	// Identity recorded in the trajectory.
+	Run, ID, Group, Worker string
+	Seed                   int64
+	// SampleSeed, when set, seeds the server's sampler per turn (SampleSeed + turn).
+	SampleSeed *int64
+}
+
+// Tokens is what token mode needs from the policy's checkpoint.
+type Tokens struct {
+	Tok      *tokenizer.Tokenizer
+	Template *chat.Template
+	// endTurn is <|im_end|>'s id: a response that lacks it (cut by max_tokens) gets one appended
+	// before the next user message, so the sequence stays well-formed ChatML.
+	endTurn int
+}
+
+// NewTokens checks that the tokenizer has ChatML's markers.
+func NewTokens(tok *tokenizer.Tokenizer, tmpl *chat.Template) (*Tokens, error) {
+	end, ok := tok.ID("<|im_end|>")
+	if _, ok2 := tok.ID("<|im_start|>"); !ok || !ok2 {
+		return nil, errors.New("token mode needs a ChatML tokenizer (<|im_start|>, <|im_end|>)")
+	}
+	return &Tokens{Tok: tok, Template: tmpl, endTurn: end}, nil
+}
+
+// Play runs one episode of env (already made, not yet reset) with llm and returns its trajectory.
+// With tokens it runs in token mode: the episode's token sequence is built once and only ever
+// appended to, so the learner trains on exactly what was sampled. Without, it runs in chat mode
+// (messages are re-sent each turn) and the trajectory has no token ids.
+func Play(ctx context.Context, env envs.Env, llm LLM, tokens *Tokens, o EpisodeOptions) (*bus.Trajectory, error) {
+	if o.MaxTurns <= 0 {
+		o.MaxTurns = 5
+	}
+	if o.MaxActionsPerTurn <= 0 {
+		o.MaxActionsPerTurn = 5
+	}
+	if o.MaxTokens <= 0 {
+		o.MaxTokens = 256
+	}
+	if o.Render == "" {
+		o.Render = envs.Coords
+	}
+	spec := env.Spec()
+	started := time.Now()
+	var envTime, genTime time.Duration
+	t0 := time.Now()
+	if err := env.Reset(o.Seed); err != nil {
+		return nil, fmt.Errorf("reset %s seed %d: %w", spec.Name, o.Seed, err)
+	}
+	envTime += time.Since(t0)
+	tr := &bus.Trajectory{
+		Schema: bus.TrajectorySchema, ID: o.ID, Run: o.Run, Env: spec.Name, Variant: spec.Variant, Seed: o.Seed,
+		Group: o.Group, Mode: string(o.Mode), Render: string(o.Render), Worker: o.Worker,
+	}
+	state := env.Render(o.Render)
+	left := spec.MaxActions
+	user := o.Intro(spec) + "\n\n" + o.TurnText(spec, 1, state, left)
+	msgs := []chat.Message{{Role: "system", Content: SystemPrompt}, {Role: "user", Content: user}}
+	var seq []int
+	var delta []int
+	if tokens != nil {
+		text, err := tokens.Template.Render(msgs, true)
+		if err != nil {
+			return nil, err
+		}
+		seq = tokens.Tok.Encode(text)
+		delta = seq
+	}
+	var version string
+	for turn := 1; turn <= o.MaxTurns; turn++ {
+		req := GenRequest{Model: o.Model, MaxTokens: o.MaxTokens, Temperature: o.Temperature, TopP: o.TopP}
+		if o.SampleSeed != nil {
+			s := *o.SampleSeed + int64(turn)
+			req.Seed = &s
+		}
+		if tokens != nil {
+			req.PromptIDs = seq
+		} else {
+			req.Messages = msgs
+		}
+		t0 := time.Now()
+		resp, err := llm.Generate(ctx, req)
+		genTime += time.Since(t0)
+		if err != nil {
+			return nil, fmt.Errorf("turn %d: %w", turn, err)
+		}
+		if version == "" {
+			version = resp.Model
+		} else if resp.Model != version {
+			// A policy swap mid-episode would mix behaviour policies in one trajectory; the
+			// learner needs to know, so keep the first and record the change in the error.
+			return nil, fmt.Errorf("turn %d: the server answered as %q after %q; an episode must stay on one policy version", turn, resp.Model, version)
+		}
+		parsed := Parse(resp.Text, o.Mode, o.MaxActionsPerTurn)
+		t := bus.Turn{
+			Messages: []bus.Message{{Role: "user", Content: msgs[len(msgs)-1].Content}, {Role: "assistant", Content: resp.Text}},
+			State:    state, FormatOK: parsed.FormatOK, Actions: []string{}, Valid: []bool{},
+		}
+		if tokens != nil {
+			t.PromptIDs = append(bus.TokenIDs(nil), toInt32(delta)...)
+			t.ResponseIDs = append(bus.TokenIDs(nil), toInt32(resp.TokenIDs)...)
+			t.Logprobs = append(bus.LogProbs(nil), resp.Logprobs...)
+			t.LossMask = make(bus.Mask, len(resp.TokenIDs))
+			for i := range t.LossMask {
+				t.LossMask[i] = 1
+			}
+			seq = append(seq, resp.TokenIDs...)
+		}
+		// Execute the answer's actions until the episode ends.
+		invalid := !parsed.FormatOK
+		done := false
+		t0 = time.Now()
+		for _, a := range parsed.Actions {
+			st, err := env.Step(a)
+			if errors.Is(err, envs.ErrEpisodeDone) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("turn %d: step %q: %w", turn, a, err)
+			}
+			t.Actions = append(t.Actions, a)
+			t.Valid = append(t.Valid, st.Valid)
+			t.Reward += st.Reward
+			if !st.Valid {
+				invalid = true
+				continue
+			}
+			left--
+			if st.Success {
+				tr.Success = true
+			}
+			if st.Done {
+				done = true
+				break
+			}
+		}
+		envTime += time.Since(t0)
+		if invalid {
+			t.Reward += FormatPenalty
+		}
+		if left <= 0 {
+			done = true
+		}
+		t.Done = done || turn == o.MaxTurns
+		tr.Reward += t.Reward
+		state = env.Render(o.Render)
+		tr.Turns = append(tr.Turns, t)
+		if t.Done {
+			break
+		}
+		next := RewardText(t.Reward) + "\n" + o.TurnText(spec, turn+1, state, left)
+		msgs = append(msgs, chat.Message{Role: "assistant", Content: resp.Text}, chat.Message{Role: "user", Content: next})
+		if tokens != nil {
+			text := "\n<|im_start|>user\n" + next + "<|im_end|>\n<|im_start|>assistant\n"
+			delta = tokens.Tok.Encode(text)
+			if n := len(resp.TokenIDs); n == 0 || resp.TokenIDs[n-1] != tokens.endTurn {
+				delta = append([]int{tokens.endTurn}, delta...)
+			}
+			seq = append(seq, delta...)
+		}
+	}
+	tr.FinalState = state
+	tr.Model = version
+	tr.PolicyVersion = versionNumber(version)
+	tr.Timing = bus.Timing{Started: started.UTC(), Finished: time.Now().UTC(), GenerateSeconds: genTime.Seconds(), EnvSeconds: envTime.Seconds()}
+	return tr, tr.Validate()
+}
+
+func toInt32(ids []int) []int32 {
+	out := make([]int32, len(ids))
+	for i, id := range ids {
+		out[i] = int32(id)
+	}
+	return out
+}
+
+// versionNumber reads N from a model name ending in "-vN" (spa's versions); other names give 0.
+func versionNumber(model string) int64 {
+	var n int64
+	for i := len(model) - 1; i >= 0; i-- {
+		c := model[i]
+		if c >= '0' && c <= '9' {
+			continue
+		}
+		if c == 'v' && i > 0 && model[i-1] == '-' && i < len(model)-1 {
+			fmt.Sscanf(model[i+1:], "%d", &n)
+		}
+		break
+	}
+	return n
+}

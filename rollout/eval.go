@@ -1,0 +1,175 @@
+package rollout
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+
+	"github.com/spa-rl/spa/envs"
+)
+
+// PassAtK is the unbiased estimator of pass@k from n samples with c successes (Chen et al. 2021):
+// 1 - C(n-c, k) / C(n, k), computed as a product to stay exact for large n.
+func PassAtK(n, c, k int) float64 {
+	if k <= 0 || n <= 0 || k > n {
+		return math.NaN()
+	}
+	if n-c < k {
+		return 1
+	}
+	p := 1.0
+	for i := n - c + 1; i <= n; i++ {
+		p *= 1 - float64(k)/float64(i)
+	}
+	return 1 - p
+}
+
+// EvalOptions configure Evaluate.
+type EvalOptions struct {
+	Episode EpisodeOptions
+	// Puzzles are seeds 0..Puzzles-1 (fixed, so evaluations compare); K samples each.
+	Puzzles, K int
+	// Concurrency is how many episodes run at once.
+	Concurrency int
+	// Progress, if set, is called after each episode with (done, total).
+	Progress func(done, total int)
+}
+
+// EvalResult summarises an evaluation (SPA.md "Metrics").
+type EvalResult struct {
+	Env      string  `json:"env"`
+	Variant  string  `json:"variant"`
+	Model    string  `json:"model"`
+	Puzzles  int     `json:"puzzles"`
+	K        int     `json:"k"`
+	Episodes int     `json:"episodes"`
+	Pass1    float64 `json:"pass_at_1"`
+	// PassK is the share of puzzles with at least one success among their K samples;
+	// PassKUnbiased the estimator averaged over puzzles (equal to PassK when n = k).
+	PassK         float64 `json:"pass_at_k"`
+	PassKUnbiased float64 `json:"pass_at_k_unbiased"`
+	MeanReward    float64 `json:"mean_reward"`
+	MeanActions   float64 `json:"mean_actions"`
+	FormatErrors  float64 `json:"format_error_rate"`
+	Failed        int     `json:"failed_episodes"`
+}
+
+// Evaluate plays K samples of each puzzle and computes Pass@1, Pass@k and the rest. newEnv makes
+// a fresh environment per episode. An episode that fails (the server keeps erroring) counts as a
+// failure of its puzzle and is reported in Failed, not silently dropped.
+func Evaluate(ctx context.Context, newEnv func() (envs.Env, error), llm LLM, tokens *Tokens, o EvalOptions) (EvalResult, error) {
+	if o.Puzzles <= 0 || o.K <= 0 {
+		return EvalResult{}, fmt.Errorf("evaluate: puzzles and k must be positive, got %d and %d", o.Puzzles, o.K)
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 16
+	}
+	type job struct{ puzzle, sample int }
+	jobs := make(chan job)
+	type outcome struct {
+		puzzle              int
+		success, failed     bool
+		reward              float64
+		actions, turns      int
+		formatErrors        int
+		model, env, variant string
+	}
+	results := make(chan outcome)
+	var wg sync.WaitGroup
+	for range o.Concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				out := outcome{puzzle: j.puzzle}
+				env, err := newEnv()
+				if err == nil {
+					eo := o.Episode
+					eo.Seed = int64(j.puzzle)
+					eo.ID = fmt.Sprintf("eval-%d-%d", j.puzzle, j.sample)
+					eo.Run = "eval"
+					seed := int64(j.puzzle*1000 + j.sample)
+					eo.SampleSeed = &seed
+					t, perr := Play(ctx, env, llm, tokens, eo)
+					err = perr
+					if t != nil {
+						out.success, out.reward, out.model, out.env, out.variant = t.Success, t.Reward, t.Model, t.Env, t.Variant
+						out.turns = len(t.Turns)
+						for _, turn := range t.Turns {
+							for _, v := range turn.Valid {
+								if v {
+									out.actions++
+								}
+							}
+							if !turn.FormatOK {
+								out.formatErrors++
+							}
+						}
+					}
+					if c, ok := env.(interface{ Close() error }); ok {
+						_ = c.Close()
+					}
+				}
+				out.failed = err != nil
+				results <- out
+			}
+		}()
+	}
+	go func() {
+		for p := range o.Puzzles {
+			for s := range o.K {
+				select {
+				case jobs <- job{p, s}:
+				case <-ctx.Done():
+				}
+			}
+		}
+		close(jobs)
+		wg.Wait()
+		close(results)
+	}()
+	res := EvalResult{Puzzles: o.Puzzles, K: o.K}
+	success := make([]int, o.Puzzles)
+	var turns, formatErrors int
+	total := o.Puzzles * o.K
+	for out := range results {
+		res.Episodes++
+		if out.failed {
+			res.Failed++
+		}
+		if out.success {
+			success[out.puzzle]++
+			res.Pass1++
+		}
+		res.MeanReward += out.reward
+		res.MeanActions += float64(out.actions)
+		turns += out.turns
+		formatErrors += out.formatErrors
+		if res.Model == "" {
+			res.Model, res.Env, res.Variant = out.model, out.env, out.variant
+		}
+		if o.Progress != nil {
+			o.Progress(res.Episodes, total)
+		}
+	}
+	if ctx.Err() != nil {
+		return res, ctx.Err()
+	}
+	n := float64(res.Episodes)
+	res.Pass1 /= n
+	res.MeanReward /= n
+	res.MeanActions /= n
+	if turns > 0 {
+		res.FormatErrors = float64(formatErrors) / float64(turns)
+	}
+	for _, c := range success {
+		if c > 0 {
+			res.PassK++
+		}
+		res.PassKUnbiased += PassAtK(o.K, c, o.K)
+	}
+	res.PassK /= float64(o.Puzzles)
+	res.PassKUnbiased /= float64(o.Puzzles)
+	return res, nil
+}
