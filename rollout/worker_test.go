@@ -1,0 +1,135 @@
+package rollout
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/spa-rl/spa/bus"
+	"github.com/spa-rl/spa/envs"
+)
+
+// TestRoutingSticksSpreadsAndSurvivesAFailingServer runs workers over three fake servers, one of
+// which starts failing mid-run: every episode is published once, every episode's turns went to one
+// server, and the load was spread.
+func TestRoutingSticksSpreadsAndSurvivesAFailingServer(t *testing.T) {
+	tk := domainTokens(t)
+	var urls []string
+	for s := range 3 {
+		hs, _ := fakeServer(t, tk, func(n int, _ map[string]any) (int, string) {
+			if s == 2 && n > 6 {
+				return 500, ""
+			}
+			return 200, "<think>x</think><answer>Up || Left</answer>"
+		})
+		urls = append(urls, hs.URL)
+	}
+	var llms []LLM
+	for _, u := range urls {
+		c, err := NewClient(ClientOptions{BaseURL: u, Retries: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		llms = append(llms, c)
+	}
+	router, err := NewRouter(urls, llms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var published []*bus.Trajectory
+	var pmu sync.Mutex
+	stats, err := RunWorkers(context.Background(), WorkerOptions{
+		Run: "route", Worker: "w1", Workers: 6, Groups: 8, GroupSize: 4,
+		Episode: EpisodeOptions{PromptOptions: PromptOptions{Mode: Base, MaxActionsPerTurn: 5}, MaxTurns: 3},
+		NewEnv:  func() (envs.Env, error) { return envs.New("frozenlake", "") },
+		Router:  router, Tokens: tk,
+		Publish: func(_ context.Context, tr *bus.Trajectory) error {
+			pmu.Lock()
+			published = append(published, tr)
+			pmu.Unlock()
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(published) != 32 || stats.Episodes != 32 || stats.Failed != 0 {
+		t.Fatalf("published %d, stats %+v", len(published), stats)
+	}
+	ids := map[string]bool{}
+	for _, tr := range published {
+		if ids[tr.ID] {
+			t.Errorf("trajectory %s published twice", tr.ID)
+		}
+		ids[tr.ID] = true
+	}
+	// Stickiness is checked directly in TestStickyEpisodes; here, that load spread and the
+	// failing server was noticed.
+	st := router.Stats()
+	t.Logf("servers: %+v; restarts %d", st, stats.Restarts)
+	for i := range 2 {
+		if st[i].Episodes == 0 {
+			t.Errorf("server %d got no episodes", i)
+		}
+	}
+	if st[2].Failures == 0 || stats.Restarts == 0 {
+		t.Errorf("the failing server was not noticed: %+v, restarts %d", st[2], stats.Restarts)
+	}
+	// Groups share seeds.
+	seeds := map[string]int64{}
+	for _, tr := range published {
+		if s, ok := seeds[tr.Group]; ok && s != tr.Seed {
+			t.Errorf("group %s has seeds %d and %d", tr.Group, s, tr.Seed)
+		}
+		seeds[tr.Group] = tr.Seed
+	}
+	if len(seeds) != 8 {
+		t.Errorf("%d groups", len(seeds))
+	}
+}
+
+// TestStickyEpisodes checks directly that one episode's turns all reach one server.
+func TestStickyEpisodes(t *testing.T) {
+	tk := domainTokens(t)
+	counts := make([]int, 3)
+	var mu sync.Mutex
+	var llms []LLM
+	var names []string
+	for s := range 3 {
+		names = append(names, fmt.Sprint("s", s))
+		llms = append(llms, countingLLM{inner: &scripted{responses: []string{"<think>x</think><answer>Up</answer>"}, tok: tk.Tok}, n: &counts[s], mu: &mu})
+	}
+	router, _ := NewRouter(names, llms)
+	llm, _ := router.Episode()
+	env, _ := envs.New("sokoban", "")
+	tr, err := Play(context.Background(), env, llm, tk, EpisodeOptions{PromptOptions: PromptOptions{Mode: Base, MaxActionsPerTurn: 5}, MaxTurns: 4, Run: "r", ID: "x", Seed: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonzero := 0
+	for _, c := range counts {
+		if c > 0 {
+			nonzero++
+			if c != len(tr.Turns) {
+				t.Errorf("a server got %d of %d turns", c, len(tr.Turns))
+			}
+		}
+	}
+	if nonzero != 1 {
+		t.Errorf("turns went to %d servers: %v", nonzero, counts)
+	}
+}
+
+type countingLLM struct {
+	inner LLM
+	n     *int
+	mu    *sync.Mutex
+}
+
+func (c countingLLM) Generate(ctx context.Context, req GenRequest) (GenResponse, error) {
+	c.mu.Lock()
+	*c.n++
+	c.mu.Unlock()
+	return c.inner.Generate(ctx, req)
+}
