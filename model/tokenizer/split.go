@@ -15,6 +15,8 @@ const gpt2Pattern = `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]
 // regexp2's default (.NET) syntax has it, and its \s is Unicode White_Space as in Hugging Face.
 type splitter struct {
 	re *regexp2.Regexp
+	// qwen is set when the pattern is QwenPattern, which qwenSplit implements without regexp2.
+	qwen bool
 }
 
 func newSplitter(pattern string) (*splitter, error) {
@@ -22,10 +24,18 @@ func newSplitter(pattern string) (*splitter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pre-tokenizer regex: %w", err)
 	}
-	return &splitter{re: re}, nil
+	return &splitter{re: re, qwen: pattern == QwenPattern}, nil
 }
 
 func (s *splitter) split(text string) []string {
+	if s.qwen {
+		return qwenSplit([]rune(text))
+	}
+	return s.splitRegexp(text)
+}
+
+// splitRegexp splits with the regex itself (any pattern; the reference for qwenSplit).
+func (s *splitter) splitRegexp(text string) []string {
 	runes := []rune(text)
 	var pieces []string
 	last := 0

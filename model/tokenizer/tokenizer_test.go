@@ -221,3 +221,27 @@ func byteVocab() map[string]int {
 	}
 	return v
 }
+
+// FuzzQwenSplitMatchesRegexp checks the hand-written Qwen pre-tokenizer against regexp2 running
+// the pattern itself.
+func FuzzQwenSplitMatchesRegexp(f *testing.F) {
+	sp, err := newSplitter(QwenPattern)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []string{"Hello world", "  two  spaces \n\n x", "I'm here, they'LL see 'Re", "a\r\n\r\nb", "中文 é 😀 123 4.5", "\t\tdef f():\n    return 1\n", "$$$ !!\n\nx", " \u00a0\u3000 a\u0085b", "'x '' 's", "   "} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want := sp.splitRegexp(s)
+		got := qwenSplit([]rune(s))
+		if len(got) != len(want) {
+			t.Fatalf("%q: %q, regexp2 %q", s, got, want)
+		}
+		for i := range got {
+			if got[i] != want[i] {
+				t.Fatalf("%q: %q, regexp2 %q", s, got, want)
+			}
+		}
+	})
+}
