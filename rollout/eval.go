@@ -56,9 +56,10 @@ type EvalResult struct {
 }
 
 // Evaluate plays K samples of each puzzle and computes Pass@1, Pass@k and the rest. newEnv makes
-// a fresh environment per episode. An episode that fails (the server keeps erroring) counts as a
+// a fresh environment per episode, and pick the LLM for it (Router.Episode spreads episodes over
+// servers and keeps each on one). An episode that fails (the server keeps erroring) counts as a
 // failure of its puzzle and is reported in Failed, not silently dropped.
-func Evaluate(ctx context.Context, newEnv func() (envs.Env, error), llm LLM, tokens *Tokens, o EvalOptions) (EvalResult, error) {
+func Evaluate(ctx context.Context, newEnv func() (envs.Env, error), pick func() (LLM, error), tokens *Tokens, o EvalOptions) (EvalResult, error) {
 	if o.Puzzles <= 0 || o.K <= 0 {
 		return EvalResult{}, fmt.Errorf("evaluate: puzzles and k must be positive, got %d and %d", o.Puzzles, o.K)
 	}
@@ -84,6 +85,10 @@ func Evaluate(ctx context.Context, newEnv func() (envs.Env, error), llm LLM, tok
 			for j := range jobs {
 				out := outcome{puzzle: j.puzzle}
 				env, err := newEnv()
+				var llm LLM
+				if err == nil {
+					llm, err = pick()
+				}
 				if err == nil {
 					eo := o.Episode
 					eo.Seed = int64(j.puzzle)

@@ -360,7 +360,7 @@ func TestEvaluateCountsPassAtK(t *testing.T) {
 		solutions[s] = solve(t, s)
 	}
 	llm := &seedAware{solutions: solutions, tok: tk.Tok}
-	res, err := Evaluate(context.Background(), func() (envs.Env, error) { return envs.New("sokoban", "6x6-1box") }, llm, tk, EvalOptions{
+	res, err := Evaluate(context.Background(), func() (envs.Env, error) { return envs.New("sokoban", "6x6-1box") }, func() (LLM, error) { return llm, nil }, tk, EvalOptions{
 		Episode: EpisodeOptions{PromptOptions: PromptOptions{Mode: Base, MaxActionsPerTurn: 5}, MaxTurns: 5},
 		Puzzles: 4, K: 3, Concurrency: 3,
 	})

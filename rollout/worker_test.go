@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/spa-rl/spa/bus"
 	"github.com/spa-rl/spa/envs"
@@ -132,4 +133,73 @@ func (c countingLLM) Generate(ctx context.Context, req GenRequest) (GenResponse,
 	*c.n++
 	c.mu.Unlock()
 	return c.inner.Generate(ctx, req)
+}
+
+// modelRecorder answers instantly and records the model each request named.
+type modelRecorder struct {
+	inner  LLM
+	mu     sync.Mutex
+	models map[string]int
+	delay  time.Duration
+}
+
+func (m *modelRecorder) Generate(ctx context.Context, req GenRequest) (GenResponse, error) {
+	m.mu.Lock()
+	m.models[req.Model]++
+	m.mu.Unlock()
+	if m.delay > 0 {
+		time.Sleep(m.delay)
+	}
+	resp, err := m.inner.Generate(ctx, req)
+	resp.Model = req.Model
+	return resp, err
+}
+
+func TestPolicySwapAndGracefulDrain(t *testing.T) {
+	tk := domainTokens(t)
+	rec := &modelRecorder{inner: NewInstantLLM("<think>x</think><answer>Up</answer>", tk), models: map[string]int{}, delay: 20 * time.Millisecond}
+	router, _ := NewRouter([]string{"r"}, []LLM{rec})
+	policy := make(chan bus.Policy, 1)
+	policy <- bus.Policy{Version: 4, Model: "spa-v4"}
+	ctx, cancel := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	var published []*bus.Trajectory
+	done := make(chan WorkerStats)
+	go func() {
+		stats, err := RunWorkers(ctx, WorkerOptions{
+			Run: "swap", Worker: "w", Workers: 4, GroupSize: 2, Router: router, Tokens: tk, Policy: policy,
+			Episode: EpisodeOptions{PromptOptions: PromptOptions{Mode: Base, MaxActionsPerTurn: 5}, MaxTurns: 5, Model: "spa-v0"},
+			NewEnv:  func() (envs.Env, error) { return envs.New("sokoban", "") },
+			Publish: func(_ context.Context, tr *bus.Trajectory) error {
+				mu.Lock()
+				published = append(published, tr)
+				mu.Unlock()
+				return nil
+			},
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- stats
+	}()
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	stats := <-done
+	mu.Lock()
+	defer mu.Unlock()
+	if stats.Failed != 0 || int(stats.Episodes) != len(published) || len(published) == 0 {
+		t.Fatalf("stats %+v, published %d", stats, len(published))
+	}
+	// Every episode in flight at the cancel finished all its turns and was published.
+	for _, tr := range published {
+		if !tr.Turns[len(tr.Turns)-1].Done {
+			t.Errorf("trajectory %s was cut short", tr.ID)
+		}
+		if tr.Model != "spa-v4" && tr.Model != "spa-v0" {
+			t.Errorf("model %q", tr.Model)
+		}
+	}
+	if rec.models["spa-v4"] == 0 {
+		t.Errorf("the policy update was not used: %v", rec.models)
+	}
 }
