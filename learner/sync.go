@@ -1,0 +1,215 @@
+package learner
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spa-rl/spa/bus"
+	"github.com/spa-rl/spa/inference"
+)
+
+// Version is a checkpoint to put into service.
+type Version struct {
+	Number int64
+	// Model is the name clients will request it by ("spa-v3").
+	Model string
+	// Dir is the checkpoint (or LoRA adapter) directory, as the server sees it.
+	Dir string
+}
+
+// Syncer loads a version into one inference server. The backends below are the servers spa
+// works with; each call has a timeout, and a dead server is an error, never a hang.
+type Syncer interface {
+	Sync(ctx context.Context, v Version) error
+	// Name identifies the server in errors and logs.
+	Name() string
+}
+
+// httpSyncer posts one JSON request and checks the answer.
+type httpSyncer struct {
+	name, url, key string
+	body           func(Version) any
+	// check reads a 2xx body for servers that report failure inside it (SGLang's success flag).
+	check  func([]byte) error
+	client *http.Client
+}
+
+func (h *httpSyncer) Name() string { return h.name }
+
+func (h *httpSyncer) Sync(ctx context.Context, v Version) error {
+	data, _ := json.Marshal(h.body(v))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.url, bytes.NewReader(data))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if h.key != "" {
+		req.Header.Set("Authorization", "Bearer "+h.key)
+	}
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s: %w", h.url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s: %s: %s", h.url, resp.Status, strings.TrimSpace(string(body)))
+	}
+	if h.check != nil {
+		return h.check(body)
+	}
+	return nil
+}
+
+func newHTTP(name, base, path, key string, body func(Version) any) *httpSyncer {
+	return &httpSyncer{name: name, url: strings.TrimRight(strings.TrimSuffix(strings.TrimRight(base, "/"), "/v1"), "/") + path, key: key, body: body,
+		client: &http.Client{}}
+}
+
+// SpaServer syncs a spa serve over HTTP: POST /update_weights {"weight_dir", "version", "model"}.
+func SpaServer(baseURL, adminKey string) Syncer {
+	return newHTTP("spa "+baseURL, baseURL, "/update_weights", adminKey, func(v Version) any {
+		return map[string]any{"weight_dir": v.Dir, "version": v.Number, "model": v.Model}
+	})
+}
+
+// VLLMLoRA loads a LoRA adapter into vLLM at run time (vLLM must run with
+// VLLM_ALLOW_RUNTIME_LORA_UPDATING=True): POST /v1/load_lora_adapter {"lora_name", "lora_path",
+// "load_inplace": true}. Requests then name the adapter as their model.
+func VLLMLoRA(baseURL, apiKey string) Syncer {
+	return newHTTP("vllm-lora "+baseURL, baseURL, "/v1/load_lora_adapter", apiKey, func(v Version) any {
+		return map[string]any{"lora_name": v.Model, "lora_path": v.Dir, "load_inplace": true}
+	})
+}
+
+// VLLMReload reloads full weights from a directory through an HTTP endpoint that takes one, as
+// RL frameworks add to vLLM's server (path, e.g. "/update_weights"; body {"weight_dir"}).
+func VLLMReload(baseURL, apiKey, path string) Syncer {
+	if path == "" {
+		path = "/update_weights"
+	}
+	return newHTTP("vllm "+baseURL, baseURL, path, apiKey, func(v Version) any {
+		return map[string]any{"weight_dir": v.Dir, "version": v.Number}
+	})
+}
+
+// SGLang reloads weights from disk: POST /update_weights_from_disk {"model_path"}; SGLang answers
+// 200 with {"success": false, "message"} when the load fails, so the body is checked too.
+func SGLang(baseURL, apiKey string) Syncer {
+	s := newHTTP("sglang "+baseURL, baseURL, "/update_weights_from_disk", apiKey, func(v Version) any {
+		return map[string]any{"model_path": v.Dir}
+	})
+	s.check = func(body []byte) error {
+		var r struct {
+			Success *bool  `json:"success"`
+			Message string `json:"message"`
+		}
+		if json.Unmarshal(body, &r) == nil && r.Success != nil && !*r.Success {
+			return fmt.Errorf("%s: update failed: %s", s.url, r.Message)
+		}
+		return nil
+	}
+	return s
+}
+
+// Embedded syncs the in-process engine of the single-process default, without HTTP.
+func Embedded(e *inference.Engine) Syncer { return embedded{e} }
+
+type embedded struct{ e *inference.Engine }
+
+func (embedded) Name() string { return "embedded" }
+
+func (s embedded) Sync(ctx context.Context, v Version) error {
+	return s.e.LoadVersion(ctx, v.Model, v.Number, v.Dir)
+}
+
+// Fleet syncs every server, retrying the ones that fail, and reports any it could not update.
+type Fleet struct {
+	Servers []Syncer
+	// Timeout bounds one attempt on one server; zero means 2 minutes (loading a large model).
+	Timeout time.Duration
+	// Attempts per server; zero means 3.
+	Attempts int
+	// Policies, when set with Run, records the new version in the spa_policy KV bucket once every
+	// server has it, which is what tells rollout workers to switch.
+	Policies *bus.Policies
+	Run      string
+}
+
+// SyncError lists the servers a sync could not update.
+type SyncError struct {
+	Version Version
+	Failed  map[string]error
+}
+
+func (e *SyncError) Error() string {
+	var parts []string
+	for name, err := range e.Failed {
+		parts = append(parts, fmt.Sprintf("%s: %v", name, err))
+	}
+	return fmt.Sprintf("sync %s to %d server(s) failed: %s", e.Version.Model, len(e.Failed), strings.Join(parts, "; "))
+}
+
+// Sync puts v on every server concurrently. A server that fails is retried with backoff; if some
+// still fail, the error names them and the policy version is not published, so no worker asks
+// for a model a server lacks.
+func (f *Fleet) Sync(ctx context.Context, v Version) error {
+	if len(f.Servers) == 0 {
+		return errors.New("sync: no servers")
+	}
+	timeout, attempts := f.Timeout, f.Attempts
+	if timeout <= 0 {
+		timeout = 2 * time.Minute
+	}
+	if attempts <= 0 {
+		attempts = 3
+	}
+	var mu sync.Mutex
+	failed := map[string]error{}
+	var wg sync.WaitGroup
+	for _, s := range f.Servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+		attempts:
+			for a := range attempts {
+				if a > 0 {
+					select {
+					case <-time.After(time.Duration(a) * 500 * time.Millisecond):
+					case <-ctx.Done():
+						err = ctx.Err()
+						break attempts
+					}
+				}
+				actx, cancel := context.WithTimeout(ctx, timeout)
+				err = s.Sync(actx, v)
+				cancel()
+				if err == nil {
+					return
+				}
+			}
+			mu.Lock()
+			failed[s.Name()] = err
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if len(failed) > 0 {
+		return &SyncError{Version: v, Failed: failed}
+	}
+	if f.Policies != nil {
+		if err := f.Policies.Set(ctx, f.Run, bus.Policy{Version: v.Number, Model: v.Model, WeightDir: v.Dir}); err != nil {
+			return fmt.Errorf("sync %s: servers updated, but the policy version was not recorded: %w", v.Model, err)
+		}
+	}
+	return nil
+}

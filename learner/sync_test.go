@@ -1,0 +1,166 @@
+package learner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spa-rl/spa/bus"
+	_ "github.com/spa-rl/spa/envs/builtin"
+	"github.com/spa-rl/spa/inference"
+	"github.com/spa-rl/spa/model"
+	"github.com/spa-rl/spa/model/domain"
+	"github.com/spa-rl/spa/torchrt"
+)
+
+// recorder is a fake server that checks the documented request shape of one endpoint.
+func recorder(t *testing.T, path string, fail int, reply string, check func(map[string]any) error) (*httptest.Server, *atomic.Int64) {
+	var calls atomic.Int64
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := calls.Add(1)
+		if r.URL.Path != path || r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/json" {
+			http.Error(w, "wrong endpoint "+r.Method+" "+r.URL.Path, 404)
+			return
+		}
+		var body map[string]any
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		if err := check(body); err != nil {
+			http.Error(w, err.Error(), 422)
+			return
+		}
+		if int(n) <= fail {
+			http.Error(w, "busy", 503)
+			return
+		}
+		w.Write([]byte(reply))
+	}))
+	t.Cleanup(hs.Close)
+	return hs, &calls
+}
+
+func TestSyncBackendsSendDocumentedRequests(t *testing.T) {
+	v := Version{Number: 3, Model: "spa-v3", Dir: "/ckpt/v3"}
+	lora, loraCalls := recorder(t, "/v1/load_lora_adapter", 0, `{}`, func(b map[string]any) error {
+		if b["lora_name"] != "spa-v3" || b["lora_path"] != "/ckpt/v3" || b["load_inplace"] != true {
+			return errors.New("bad lora body")
+		}
+		return nil
+	})
+	sg, sgCalls := recorder(t, "/update_weights_from_disk", 1, `{"success": true, "message": "ok"}`, func(b map[string]any) error {
+		if b["model_path"] != "/ckpt/v3" {
+			return errors.New("bad sglang body")
+		}
+		return nil
+	})
+	full, _ := recorder(t, "/update_weights", 0, `{}`, func(b map[string]any) error {
+		if b["weight_dir"] != "/ckpt/v3" {
+			return errors.New("bad reload body")
+		}
+		return nil
+	})
+	f := &Fleet{Servers: []Syncer{VLLMLoRA(lora.URL+"/v1", ""), SGLang(sg.URL, ""), VLLMReload(full.URL, "", "")}, Attempts: 3}
+	if err := f.Sync(context.Background(), v); err != nil {
+		t.Fatal(err)
+	}
+	if loraCalls.Load() != 1 || sgCalls.Load() != 2 {
+		t.Errorf("calls: lora %d, sglang %d (one retry expected)", loraCalls.Load(), sgCalls.Load())
+	}
+	// SGLang's 200 with success=false is a failure; a dead server is one too, named in the error.
+	bad, _ := recorder(t, "/update_weights_from_disk", 0, `{"success": false, "message": "no such dir"}`, func(map[string]any) error { return nil })
+	dead := httptest.NewServer(http.NotFoundHandler())
+	dead.Close()
+	f = &Fleet{Servers: []Syncer{SGLang(bad.URL, ""), VLLMLoRA(dead.URL, ""), VLLMLoRA(lora.URL, "")}, Attempts: 2, Timeout: time.Second}
+	err := f.Sync(context.Background(), v)
+	var se *SyncError
+	if !errors.As(err, &se) || len(se.Failed) != 2 || !strings.Contains(err.Error(), "no such dir") || !strings.Contains(err.Error(), "vllm-lora "+dead.URL) {
+		t.Errorf("partial failure: %v", err)
+	}
+	// A hung server costs the timeout per attempt, not forever.
+	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { time.Sleep(1200 * time.Millisecond) }))
+	defer hung.Close()
+	start := time.Now()
+	f = &Fleet{Servers: []Syncer{SpaServer(hung.URL, "")}, Attempts: 1, Timeout: 200 * time.Millisecond}
+	if err := f.Sync(context.Background(), v); err == nil || time.Since(start) > 2*time.Second {
+		t.Errorf("hung server: %v after %s", err, time.Since(start))
+	}
+}
+
+// TestSyncEmbeddedServerAndPolicy loads a new checkpoint into a real spa server over HTTP and
+// in process, and records the version in the policy KV only after every server has it.
+func TestSyncEmbeddedServerAndPolicy(t *testing.T) {
+	dirs := make([]string, 3)
+	ex := torchrt.NewExecutor()
+	defer ex.Close()
+	for i := range dirs {
+		dirs[i] = t.TempDir()
+		size, imEnd, _, err := domain.Write(dirs[i], domain.Options{VocabSize: 300, Seeds: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, _ := model.Preset("tiny", size)
+		cfg.NumHiddenLayers, cfg.MaxPositionEmbeddings, cfg.EOSTokenID = 1, 256, model.IDList{imEnd}
+		if err := ex.Do(context.Background(), func() error {
+			m, err := model.New(cfg, model.Options{Seed: uint64(i)})
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			return model.Save(dirs[i], m, model.SaveOptions{})
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	srv, err := inference.Open(ctx, dirs[0], inference.Options{MaxModelLen: 128, KVCacheMB: 16, MaxVersions: 3}, inference.ServerOptions{AdminKey: "adm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	other, err := inference.Open(ctx, dirs[0], inference.Options{MaxModelLen: 128, KVCacheMB: 16}, inference.ServerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+
+	b, err := bus.Open(ctx, bus.Options{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	pols, err := bus.OpenPolicies(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &Fleet{Servers: []Syncer{SpaServer(hs.URL+"/v1", "adm"), Embedded(other.Engine())}, Policies: pols, Run: "r1"}
+	if err := f.Sync(ctx, Version{Number: 1, Model: "spa-v1", Dir: dirs[1]}); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []*inference.Engine{srv.Engine(), other.Engine()} {
+		if name, _ := e.Resolve("spa"); name != "spa-v1" {
+			t.Errorf("latest is %q after the sync", name)
+		}
+	}
+	if p, err := pols.Get(ctx, "r1"); err != nil || p.Version != 1 || p.Model != "spa-v1" {
+		t.Errorf("policy %+v %v", p, err)
+	}
+	// A sync that fails on one server leaves the policy where it was.
+	f.Servers = append(f.Servers, SpaServer("http://127.0.0.1:1", ""))
+	f.Attempts, f.Timeout = 1, time.Second
+	if err := f.Sync(ctx, Version{Number: 2, Model: "spa-v2", Dir: dirs[2]}); err == nil {
+		t.Fatal("sync with a dead server succeeded")
+	}
+	if p, _ := pols.Get(ctx, "r1"); p.Version != 1 {
+		t.Errorf("policy moved to %d despite a failed sync", p.Version)
+	}
+}
