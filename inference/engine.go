@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"runtime"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -596,24 +595,18 @@ func (e *Engine) decode(v *version) {
 		}
 	}
 	if len(gone) > 0 {
-		for _, i := range gone {
-			e.send(v, v.running[i], Event{FinishReason: FinishAbort, StopToken: -1})
-		}
-		e.retire(v, gone)
+		e.failSlots(v, gone, nil)
 		n = len(v.running)
 		if n == 0 {
 			return
 		}
 	}
+	all := make([]int, n)
+	for i := range all {
+		all[i] = i
+	}
 	if err := v.cache.begin(0, n, 1); err != nil {
-		for i := range v.running {
-			e.send(v, v.running[i], Event{FinishReason: FinishAbort, StopToken: -1, Err: err})
-		}
-		all := make([]int, n)
-		for i := range all {
-			all[i] = i
-		}
-		e.retire(v, all)
+		e.failSlots(v, all, err)
 		return
 	}
 	ids := make([][]int, n)
@@ -625,19 +618,13 @@ func (e *Engine) decode(v *version) {
 	}
 	in, err := model.NewInputs(ids, pos, v.cache.Past()+1, func(b, _, j int) bool { return j <= lens[b] }, v.m.Device())
 	if err != nil {
-		panic(err) // shapes are built above; a failure here is a bug
+		e.failSlots(v, all, err)
+		return
 	}
 	logits, err := e.forward(v, in)
 	in.Drop()
 	if err != nil {
-		for i := range v.running {
-			e.send(v, v.running[i], Event{FinishReason: FinishAbort, StopToken: -1, Err: err})
-		}
-		all := make([]int, n)
-		for i := range all {
-			all[i] = i
-		}
-		e.retire(v, all)
+		e.failSlots(v, all, err)
 		return
 	}
 	var done []int
@@ -672,10 +659,7 @@ func (e *Engine) forwardAt(v *version, in model.Inputs, at []int) ([][]float32, 
 		for b, t := range at {
 			idx[b] = int64(b)*size[1] + int64(t)
 		}
-		index := model.Int64Tensor(idx, int64(len(idx)))
-		if !strings.EqualFold(v.m.Device().Name, gotch.CPU.Name) {
-			index = index.MustTo(v.m.Device(), true)
-		}
+		index := model.ToDevice(model.Int64Tensor(idx, int64(len(idx))), v.m.Device())
 		flat := h.MustView([]int64{size[0] * size[1], size[2]}, true)
 		rows = flat.MustIndexSelect(0, index, true)
 		index.MustDrop()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"runtime"
 	"sync"
 	"testing"
@@ -18,13 +17,7 @@ import (
 	"github.com/spa-rl/spa/torchrt"
 )
 
-func TestMain(m *testing.M) {
-	if err := torchrt.Reexec(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { torchrt.RunTests(m) }
 
 func testConfig() model.Config {
 	return model.Config{

@@ -188,12 +188,8 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 				sse.send(completionResponse{ID: id, Object: "text_completion", Created: created, Model: s.engine.Name(), Choices: []completionChoice{{Index: c.index, Text: e}}})
 			}
 		}
-		for ce := range ru.events {
-			text, finished := ru.apply(ce)
+		ru.stream(sse, p.returnIDs || req.Logprobs != nil, func(ce choiceEvent, text string, finished bool) any {
 			n := len(ce.c.ids)
-			if text == "" && !finished && ce.ev.Token != nil && !p.returnIDs && req.Logprobs == nil {
-				continue
-			}
 			ch := completionChoice{Index: ce.c.index, Text: text}
 			if ce.ev.Token != nil && p.returnIDs {
 				ch.TokenIDs = []int{ce.ev.Token.ID}
@@ -208,18 +204,15 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 				f := ce.c.finish
 				ch.FinishReason, ch.StopReason = &f, ce.c.stop
 			}
-			sse.send(completionResponse{ID: id, Object: "text_completion", Created: created, Model: ce.c.version, Choices: []completionChoice{ch}})
-		}
+			return completionResponse{ID: id, Object: "text_completion", Created: created, Model: ce.c.version, Choices: []completionChoice{ch}}
+		})
 		if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
 			sse.send(completionResponse{ID: id, Object: "text_completion", Created: created, Model: ru.version(), Choices: []completionChoice{}, Usage: ru.usage()})
 		}
 		sse.done()
 		return
 	}
-	for ce := range ru.events {
-		ru.apply(ce)
-	}
-	if err := ru.failed(r); err != nil {
+	if err := ru.wait(r); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -280,12 +273,8 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 			sse.send(chatResponse{ID: id, Object: "chat.completion.chunk", Created: created, Model: s.engine.Name(),
 				Choices: []chatChoice{{Index: c.index, Delta: &chatMessage{Role: "assistant"}}}})
 		}
-		for ce := range ru.events {
-			text, finished := ru.apply(ce)
+		ru.stream(sse, p.returnIDs || req.Logprobs, func(ce choiceEvent, text string, finished bool) any {
 			n := len(ce.c.ids)
-			if text == "" && !finished && !p.returnIDs && !req.Logprobs {
-				continue
-			}
 			ch := chatChoice{Index: ce.c.index, Delta: &chatMessage{Content: text}}
 			if ce.ev.Token != nil && p.returnIDs {
 				ch.TokenIDs = []int{ce.ev.Token.ID}
@@ -297,18 +286,15 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 				f := ce.c.finish
 				ch.FinishReason, ch.StopReason = &f, ce.c.stop
 			}
-			sse.send(chatResponse{ID: id, Object: "chat.completion.chunk", Created: created, Model: ce.c.version, Choices: []chatChoice{ch}})
-		}
+			return chatResponse{ID: id, Object: "chat.completion.chunk", Created: created, Model: ce.c.version, Choices: []chatChoice{ch}}
+		})
 		if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
 			sse.send(chatResponse{ID: id, Object: "chat.completion.chunk", Created: created, Model: ru.version(), Choices: []chatChoice{}, Usage: ru.usage()})
 		}
 		sse.done()
 		return
 	}
-	for ce := range ru.events {
-		ru.apply(ce)
-	}
-	if err := ru.failed(r); err != nil {
+	if err := ru.wait(r); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -328,6 +314,26 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		resp.Choices = append(resp.Choices, ch)
 	}
 	writeJSON(w, resp)
+}
+
+// stream sends one chunk per engine event that carries text, a finish, or (when everyToken) a
+// token the client asked to see; chunk builds the response object for the event.
+func (r *run) stream(sse *sse, everyToken bool, chunk func(ce choiceEvent, text string, finished bool) any) {
+	for ce := range r.events {
+		text, finished := r.apply(ce)
+		if text == "" && !finished && (!everyToken || ce.ev.Token == nil) {
+			continue
+		}
+		sse.send(chunk(ce, text, finished))
+	}
+}
+
+// wait takes every engine event into its choice, for a non-streaming response.
+func (r *run) wait(req *http.Request) error {
+	for ce := range r.events {
+		r.apply(ce)
+	}
+	return r.failed(req)
 }
 
 // failed reports an engine failure (not a client disconnect) as a 500.

@@ -76,10 +76,7 @@ func (c *slotCache) Append(layer int, k, v *ts.Tensor) (*ts.Tensor, *ts.Tensor) 
 			idx = append(idx, int64(s*c.maxLen+c.lens[s]+t))
 		}
 	}
-	index := model.Int64Tensor(idx, int64(len(idx)))
-	if dev := c.k[layer].MustDevice(); dev.Name != gotch.CPU.Name {
-		index = index.MustTo(dev, true)
-	}
+	index := model.ToDevice(model.Int64Tensor(idx, int64(len(idx))), c.k[layer].MustDevice())
 	defer index.MustDrop()
 	out := make([]*ts.Tensor, 2)
 	for i, pair := range [2][2]*ts.Tensor{{c.k[layer], k}, {c.v[layer], v}} {

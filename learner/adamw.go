@@ -34,24 +34,15 @@ func NewAdamW(vs *nn.VarStore, beta1, beta2, eps, weightDecay float64) *AdamW {
 	sort.Strings(names)
 	o := &AdamW{Beta1: beta1, Beta2: beta2, Eps: eps, WeightDecay: weightDecay}
 	for _, name := range names {
+		// Variables returns copies of the handles; a copy names the same libtorch tensor, so
+		// gradients and in-place updates through it reach the parameter.
 		v := vars[name]
 		o.names = append(o.names, name)
-		o.params = append(o.params, paramByName(vs, name))
+		o.params = append(o.params, &v)
 		o.m = append(o.m, v.MustZerosLike(false))
 		o.v = append(o.v, v.MustZerosLike(false))
 	}
 	return o
-}
-
-// paramByName finds the variable's own handle (Variables returns copies of the handles).
-func paramByName(vs *nn.VarStore, name string) *ts.Tensor {
-	v := vs.Variables()[name]
-	for _, t := range vs.TrainableVariables() {
-		if t.Ctensor() == v.Ctensor() {
-			return t
-		}
-	}
-	return &v
 }
 
 // Close frees the moment tensors.
@@ -141,8 +132,8 @@ func (o *AdamW) Update(lr, clip float64) (norm float64, applied bool) {
 func (o *AdamW) State() map[string]model.Param {
 	out := map[string]model.Param{}
 	for i, name := range o.names {
-		out["exp_avg/"+name] = model.Param{Shape: shapeOf(o.m[i]), Data: model.Float32s(o.m[i])}
-		out["exp_avg_sq/"+name] = model.Param{Shape: shapeOf(o.v[i]), Data: model.Float32s(o.v[i])}
+		out["exp_avg/"+name] = model.ParamOf(o.m[i])
+		out["exp_avg_sq/"+name] = model.ParamOf(o.v[i])
 	}
 	return out
 }
@@ -155,33 +146,16 @@ func (o *AdamW) LoadState(state map[string]model.Param, step int64) error {
 			if !ok {
 				return fmt.Errorf("optimizer state lacks %s", k)
 			}
-			if fmt.Sprint(p.Shape) != fmt.Sprint(shapeOf(dst)) {
-				return fmt.Errorf("optimizer state %s has shape %v, want %v", k, p.Shape, shapeOf(dst))
+			if fmt.Sprint(p.Shape) != fmt.Sprint(dst.MustSize()) {
+				return fmt.Errorf("optimizer state %s has shape %v, want %v", k, p.Shape, dst.MustSize())
 			}
-			src := model.Float32Tensor(p.Data, toInt64(p.Shape)...)
+			src := p.Tensor()
 			ts.NoGrad(func() { dst.Copy_(src) })
 			src.MustDrop()
 		}
 	}
 	o.Step = step
 	return nil
-}
-
-func shapeOf(t *ts.Tensor) []int {
-	s := t.MustSize()
-	out := make([]int, len(s))
-	for i, v := range s {
-		out[i] = int(v)
-	}
-	return out
-}
-
-func toInt64(s []int) []int64 {
-	out := make([]int64, len(s))
-	for i, v := range s {
-		out[i] = int64(v)
-	}
-	return out
 }
 
 // WarmupCosine is the learning rate at step (0-based) of total: a linear warmup over the first

@@ -1,9 +1,7 @@
 package learner
 
 import (
-	"fmt"
 	"math"
-	"os"
 	"runtime"
 	"testing"
 
@@ -13,13 +11,7 @@ import (
 	"github.com/spa-rl/spa/torchrt"
 )
 
-func TestMain(m *testing.M) {
-	if err := torchrt.Reexec(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { torchrt.RunTests(m) }
 
 func lock(t *testing.T) {
 	runtime.LockOSThread()

@@ -27,14 +27,18 @@ type Param struct {
 func (m *Model) Params() map[string]Param {
 	out := map[string]Param{}
 	for name, v := range m.vs.Variables() {
-		out[name] = tensorParam(&v)
+		out[name] = ParamOf(&v)
 	}
 	return out
 }
 
-func tensorParam(t *ts.Tensor) Param {
+// ParamOf copies a tensor's shape and values out as float32.
+func ParamOf(t *ts.Tensor) Param {
 	return Param{Shape: shapeInts(t.MustSize()), Data: Float32s(t)}
 }
+
+// Tensor makes a CPU float tensor of the parameter.
+func (p Param) Tensor() *ts.Tensor { return Float32Tensor(p.Data, shape64(p.Shape)...) }
 
 // SetParams copies values into the model. Every parameter must be present with its shape;
 // names the model does not have are an error too, unless listed in ignore.
@@ -75,13 +79,11 @@ func (m *Model) SetParams(params map[string]Param, ignore ...string) error {
 	}
 	for name, v := range vars {
 		p := params[name]
-		src := Float32Tensor(p.Data, shape64(p.Shape)...)
+		src := p.Tensor()
 		if v.DType() != gotch.Float {
 			src = src.MustTotype(v.DType(), true)
 		}
-		if !isCPU(m.device) {
-			src = src.MustTo(m.device, true)
-		}
+		src = ToDevice(src, m.device)
 		dst := v
 		ts.NoGrad(func() { dst.Copy_(src) })
 		src.MustDrop()

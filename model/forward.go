@@ -136,9 +136,7 @@ func MakeInputs(tokens [][]int, valid [][]bool, device gotch.Device) (Inputs, er
 		Positions: Int64Tensor(pos, int64(B), int64(T)),
 		Mask:      Float32Tensor(mask, int64(B), 1, int64(T), int64(K)),
 	}
-	if !isCPU(device) {
-		in.IDs, in.Positions, in.Mask = in.IDs.MustTo(device, true), in.Positions.MustTo(device, true), in.Mask.MustTo(device, true)
-	}
+	in.IDs, in.Positions, in.Mask = ToDevice(in.IDs, device), ToDevice(in.Positions, device), ToDevice(in.Mask, device)
 	return in, nil
 }
 
@@ -282,9 +280,7 @@ func NewInputs(ids, positions [][]int, keys int, allowed func(b, t, key int) boo
 		Positions: Int64Tensor(flatPos, int64(B), int64(T)),
 		Mask:      Float32Tensor(mask, int64(B), 1, int64(T), int64(keys)),
 	}
-	if !isCPU(device) {
-		in.IDs, in.Positions, in.Mask = in.IDs.MustTo(device, true), in.Positions.MustTo(device, true), in.Mask.MustTo(device, true)
-	}
+	in.IDs, in.Positions, in.Mask = ToDevice(in.IDs, device), ToDevice(in.Positions, device), ToDevice(in.Mask, device)
 	return in, nil
 }
 

@@ -51,7 +51,7 @@ func paddedLogits(t *testing.T, m *Model, in hfInputs) [][][]float32 {
 		}
 		lg := m.Logits(h)
 		h.MustDrop()
-		p := tensorParam(lg)
+		p := ParamOf(lg)
 		lg.MustDrop()
 		B, T, V := p.Shape[0], p.Shape[1], p.Shape[2]
 		for b := range B {

@@ -80,6 +80,7 @@ func New(cfg Config, opts Options) (*Model, error) {
 	H, I, V := cfg.HiddenSize, cfg.IntermediateSize, cfg.VocabSize
 	hd, nh, nkv := cfg.HeadDim(), cfg.NumAttentionHeads, cfg.NumKeyValueHeads
 	var err error
+	var added []string
 	// add registers a parameter under its full Hugging Face name. Each name is built from the
 	// root: gotch's Path.Sub appends to a shared slice, so sibling paths made from one parent
 	// overwrite each other's names.
@@ -94,9 +95,7 @@ func New(cfg Config, opts Options) (*Model, error) {
 		}
 		var t *ts.Tensor
 		t, err = m.addParam(p, parts[len(parts)-1], data, dims)
-		if err == nil && !m.hasVar(name) {
-			err = fmt.Errorf("parameter %s was registered under another name", name)
-		}
+		added = append(added, name)
 		return t
 	}
 	m.embed = add("model.embed_tokens.weight", normal(V*H), int64(V), int64(H))
@@ -128,6 +127,15 @@ func New(cfg Config, opts Options) (*Model, error) {
 		m.score = add("score.weight", normal(H), 1, int64(H))
 		m.scoreB = add("score.bias", fill(1, 0), 1)
 	}
+	if err == nil {
+		vars := m.vs.Variables()
+		for _, name := range added {
+			if _, ok := vars[name]; !ok {
+				err = fmt.Errorf("parameter %s was registered under another name", name)
+				break
+			}
+		}
+	}
 	if err != nil {
 		m.Close()
 		return nil, fmt.Errorf("new model: %w", err)
@@ -136,16 +144,8 @@ func New(cfg Config, opts Options) (*Model, error) {
 	return m, nil
 }
 
-func (m *Model) hasVar(name string) bool {
-	_, ok := m.vs.Variables()[name]
-	return ok
-}
-
 func (m *Model) addParam(p *nn.Path, name string, data []float32, dims []int64) (*ts.Tensor, error) {
-	t := Float32Tensor(data, dims...)
-	if !isCPU(m.device) {
-		t = t.MustTo(m.device, true)
-	}
+	t := ToDevice(Float32Tensor(data, dims...), m.device)
 	param, err := p.Add(name, t, true)
 	t.MustDrop()
 	return param, err
@@ -167,12 +167,7 @@ func ropeTables(cfg Config, device gotch.Device) (*ts.Tensor, *ts.Tensor) {
 			sin[p*hd+i], sin[p*hd+i+hd/2] = s, s
 		}
 	}
-	ct := Float32Tensor(cos, int64(n), int64(hd))
-	st := Float32Tensor(sin, int64(n), int64(hd))
-	if !isCPU(device) {
-		ct, st = ct.MustTo(device, true), st.MustTo(device, true)
-	}
-	return ct, st
+	return ToDevice(Float32Tensor(cos, int64(n), int64(hd)), device), ToDevice(Float32Tensor(sin, int64(n), int64(hd)), device)
 }
 
 // Close frees the model's tensors.
@@ -205,6 +200,15 @@ func (m *Model) NumParams() int64 {
 
 // isCPU compares by name: gotch builds CPU devices with different Values.
 func isCPU(d gotch.Device) bool { return d.Name == "" || d.Name == gotch.CPU.Name }
+
+// ToDevice moves a CPU tensor to d (dropping the CPU copy), or returns it as is when d is the CPU.
+// Tensors built from Go slices start on the CPU; this is the one place they move.
+func ToDevice(t *ts.Tensor, d gotch.Device) *ts.Tensor {
+	if isCPU(d) {
+		return t
+	}
+	return t.MustTo(d, true)
+}
 
 // linear is x @ w^T (+ b).
 func linear(x, w, b *ts.Tensor) *ts.Tensor {

@@ -19,13 +19,7 @@ import (
 	"github.com/spa-rl/spa/torchrt"
 )
 
-func TestMain(m *testing.M) {
-	if err := torchrt.Reexec(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { torchrt.RunTests(m) }
 
 // lockThread keeps a test's torch work on one OS thread: libtorch's grad mode is per thread, and
 // each test runs on its own goroutine.
@@ -101,7 +95,7 @@ func logitsOf(t *testing.T, m *Model, seqs [][]int) [][][]float32 {
 		}
 		lg := m.Logits(h)
 		h.MustDrop()
-		p := tensorParam(lg)
+		p := ParamOf(lg)
 		lg.MustDrop()
 		V := m.Config.VocabSize
 		for b := range seqs {
@@ -191,7 +185,7 @@ func TestCacheMatchesFullRecompute(t *testing.T) {
 			h.MustDrop()
 			last := lg.MustNarrow(1, int64(len(tok[0])-1), 1, true)
 			defer last.MustDrop()
-			return tensorParam(last).Data
+			return ParamOf(last).Data
 		}
 		got := step(tokens)
 		for s := 0; ; s++ {

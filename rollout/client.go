@@ -28,7 +28,9 @@ type GenRequest struct {
 	MaxTokens   int
 	Temperature float64
 	TopP        float64
-	Seed        *int64
+	// TopK samples from the k most likely tokens; 0 disables it.
+	TopK int
+	Seed *int64
 }
 
 // GenResponse is the sampled turn.
@@ -209,6 +211,9 @@ func (c *Client) once(ctx context.Context, req GenRequest) (GenResponse, error) 
 	}}
 	if req.TopP > 0 {
 		ex.extra["top_p"] = req.TopP
+	}
+	if req.TopK > 0 {
+		ex.extra["top_k"] = req.TopK
 	}
 	if req.Seed != nil {
 		ex.extra["seed"] = *req.Seed

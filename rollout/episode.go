@@ -21,6 +21,7 @@ type EpisodeOptions struct {
 	MaxTokens   int
 	Temperature float64
 	TopP        float64
+	TopK        int
 	// Model is the name sent to the server ("" lets a spa server pick its latest version).
 	Model string
 	// Identity recorded in the trajectory.
@@ -93,7 +94,7 @@ func Play(ctx context.Context, env envs.Env, llm LLM, tokens *Tokens, o EpisodeO
 	}
 	var version string
 	for turn := 1; turn <= o.MaxTurns; turn++ {
-		req := GenRequest{Model: o.Model, MaxTokens: o.MaxTokens, Temperature: o.Temperature, TopP: o.TopP}
+		req := GenRequest{Model: o.Model, MaxTokens: o.MaxTokens, Temperature: o.Temperature, TopP: o.TopP, TopK: o.TopK}
 		if o.SampleSeed != nil {
 			s := *o.SampleSeed + int64(turn)
 			req.Seed = &s

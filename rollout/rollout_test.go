@@ -310,14 +310,14 @@ func TestClientSendsTokenIDsAndRetries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := c.Generate(context.Background(), GenRequest{Model: "m", PromptIDs: []int{5, 6, 7}, MaxTokens: 9, Temperature: 0})
+	resp, err := c.Generate(context.Background(), GenRequest{Model: "m", PromptIDs: []int{5, 6, 7}, MaxTokens: 9, Temperature: 0, TopK: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if calls.Load() != 3 || resp.Model != "spa-v1" || len(resp.TokenIDs) == 0 || len(resp.Logprobs) != len(resp.TokenIDs) {
 		t.Fatalf("%d calls, %+v", calls.Load(), resp)
 	}
-	if fmt.Sprint(seen["prompt"]) != "[5 6 7]" || seen["return_token_ids"] != true || seen["temperature"] != 0.0 || seen["max_tokens"] != 9.0 {
+	if fmt.Sprint(seen["prompt"]) != "[5 6 7]" || seen["return_token_ids"] != true || seen["temperature"] != 0.0 || seen["max_tokens"] != 9.0 || seen["top_k"] != 4.0 {
 		t.Errorf("request body: %v", seen)
 	}
 	// A server that keeps failing gives up with the attempts counted; a 400 is not retried.

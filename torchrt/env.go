@@ -80,3 +80,15 @@ func Reexec() error {
 	}
 	return nil
 }
+
+// RunTests is the TestMain of every package whose tests use libtorch: it tunes the runtime as the
+// spa binary does (Reexec), then runs the tests and exits with their status.
+//
+//	func TestMain(m *testing.M) { torchrt.RunTests(m) }
+func RunTests(m interface{ Run() int }) {
+	if err := Reexec(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}

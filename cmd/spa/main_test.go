@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,13 +12,7 @@ import (
 	"github.com/spa-rl/spa/torchrt"
 )
 
-func TestMain(m *testing.M) {
-	if err := torchrt.Reexec(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { torchrt.RunTests(m) }
 
 // spa runs the CLI in-process and returns its exit code and output.
 func spa(t *testing.T, args ...string) (int, string, string) {

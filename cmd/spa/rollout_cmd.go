@@ -51,7 +51,7 @@ func episodeOptions(c config.Config) (rollout.EpisodeOptions, error) {
 	return rollout.EpisodeOptions{
 		PromptOptions: rollout.PromptOptions{Mode: mode, Render: render, MaxActionsPerTurn: c.Rollout.MaxActionsPerTurn},
 		MaxTurns:      c.Rollout.MaxTurns, MaxTokens: c.Rollout.MaxTokens, Temperature: c.Rollout.Temperature,
-		TopP: c.Rollout.TopP, Model: c.Rollout.Model,
+		TopP: c.Rollout.TopP, TopK: c.Rollout.TopK, Model: c.Rollout.Model,
 	}, nil
 }
 
