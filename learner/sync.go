@@ -21,8 +21,10 @@ type Version struct {
 	Number int64
 	// Model is the name clients will request it by ("spa-v3").
 	Model string
-	// Dir is the checkpoint (or LoRA adapter) directory, as the server sees it.
+	// Dir is the checkpoint directory (LoRA merged in), as the server sees it.
 	Dir string
+	// AdapterDir is the PEFT adapter directory of a LoRA run; backends that load adapters use it.
+	AdapterDir string
 }
 
 // Syncer loads a version into one inference server. The backends below are the servers spa
@@ -86,7 +88,11 @@ func SpaServer(baseURL, adminKey string) Syncer {
 // "load_inplace": true}. Requests then name the adapter as their model.
 func VLLMLoRA(baseURL, apiKey string) Syncer {
 	return newHTTP("vllm-lora "+baseURL, baseURL, "/v1/load_lora_adapter", apiKey, func(v Version) any {
-		return map[string]any{"lora_name": v.Model, "lora_path": v.Dir, "load_inplace": true}
+		dir := v.AdapterDir
+		if dir == "" {
+			dir = v.Dir
+		}
+		return map[string]any{"lora_name": v.Model, "lora_path": dir, "load_inplace": true}
 	})
 }
 

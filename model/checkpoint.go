@@ -13,6 +13,7 @@ import (
 
 	"github.com/nlpodyssey/safetensors"
 	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/nn"
 	"github.com/sugarme/gotch/ts"
 )
 
@@ -43,7 +44,12 @@ func (p Param) Tensor() *ts.Tensor { return Float32Tensor(p.Data, shape64(p.Shap
 // SetParams copies values into the model. Every parameter must be present with its shape;
 // names the model does not have are an error too, unless listed in ignore.
 func (m *Model) SetParams(params map[string]Param, ignore ...string) error {
-	vars := m.vs.Variables()
+	return setVars(m.vs, m.device, params, ignore...)
+}
+
+// setVars copies params into vs's variables; see SetParams.
+func setVars(vs *nn.VarStore, device gotch.Device, params map[string]Param, ignore ...string) error {
+	vars := vs.Variables()
 	var missing, extra, bad []string
 	for name, v := range vars {
 		p, ok := params[name]
@@ -83,7 +89,7 @@ func (m *Model) SetParams(params map[string]Param, ignore ...string) error {
 		if v.DType() != gotch.Float {
 			src = src.MustTotype(v.DType(), true)
 		}
-		src = ToDevice(src, m.device)
+		src = ToDevice(src, device)
 		dst := v
 		ts.NoGrad(func() { dst.Copy_(src) })
 		src.MustDrop()
@@ -121,7 +127,8 @@ type SaveOptions struct {
 }
 
 // Save writes a Hugging Face checkpoint: config.json, generation_config.json and
-// model.safetensors with Hugging Face parameter names, loadable by transformers and vLLM.
+// model.safetensors with Hugging Face parameter names, loadable by transformers and vLLM. A model
+// with LoRA adapters is saved with the adapters merged into the weights.
 func Save(dir string, m *Model, opts SaveOptions) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("save model: %w", err)
@@ -136,7 +143,7 @@ func Save(dir string, m *Model, opts SaveOptions) error {
 		return fmt.Errorf("save model: dtype %q (want float32 or bfloat16)", opts.DType)
 	}
 	views := map[string]safetensors.TensorView{}
-	for name, p := range m.Params() {
+	for name, p := range m.mergedParams() {
 		data := encodeFloats(p.Data, dtype)
 		shape := make([]uint64, len(p.Shape))
 		for i, s := range p.Shape {

@@ -174,7 +174,7 @@ func (m *Model) Forward(in Inputs, cache KV) (*ts.Tensor, error) {
 		h = h.MustAdd(a, true)
 		a.MustDrop()
 		x = rmsNorm(h, l.postNorm, m.Config.RMSNormEps)
-		f := m.mlp(l, x)
+		f := m.mlp(l, i, x)
 		x.MustDrop()
 		h = h.MustAdd(f, true)
 		f.MustDrop()
@@ -196,9 +196,9 @@ func (m *Model) attention(l *block, layer int, x, cos, sin, mask *ts.Tensor, kv 
 	heads := func(t *ts.Tensor, n int64) *ts.Tensor { // [B, T, n·hd] -> [B, n, T, hd]
 		return t.MustView([]int64{B, T, n, hd}, true).MustTranspose(1, 2, true)
 	}
-	q0 := heads(linear(x, l.qW, l.qB), nh)
-	k0 := heads(linear(x, l.kW, l.kB), nkv)
-	v := heads(linear(x, l.vW, l.vB), nkv)
+	q0 := heads(m.proj(layer, "q_proj", x, l.qW, l.qB), nh)
+	k0 := heads(m.proj(layer, "k_proj", x, l.kW, l.kB), nkv)
+	v := heads(m.proj(layer, "v_proj", x, l.vW, l.vB), nkv)
 	q := rotate(q0, cos, sin, hd)
 	k := rotate(k0, cos, sin, hd)
 	q0.MustDrop()
@@ -221,18 +221,18 @@ func (m *Model) attention(l *block, layer int, x, cos, sin, mask *ts.Tensor, kv 
 	out := probs.MustMatmul(v, true)
 	v.MustDrop()
 	out = out.MustTranspose(1, 2, true).MustContiguous(true).MustView([]int64{B, T, nh * hd}, true)
-	y := linear(out, l.oW, nil)
+	y := m.proj(layer, "o_proj", out, l.oW, nil)
 	out.MustDrop()
 	return y
 }
 
 // mlp is the SwiGLU feed-forward: down(silu(gate(x)) · up(x)).
-func (m *Model) mlp(l *block, x *ts.Tensor) *ts.Tensor {
-	g := linear(x, l.gateW, nil).MustSilu(true)
-	u := linear(x, l.upW, nil)
+func (m *Model) mlp(l *block, layer int, x *ts.Tensor) *ts.Tensor {
+	g := m.proj(layer, "gate_proj", x, l.gateW, nil).MustSilu(true)
+	u := m.proj(layer, "up_proj", x, l.upW, nil)
 	gu := g.MustMul(u, true)
 	u.MustDrop()
-	y := linear(gu, l.downW, nil)
+	y := m.proj(layer, "down_proj", gu, l.downW, nil)
 	gu.MustDrop()
 	return y
 }

@@ -39,6 +39,8 @@ type Model struct {
 	scoreB *ts.Tensor // score.bias [1], or nil
 
 	cos, sin *ts.Tensor // rotary tables [max positions, head dim]
+
+	lora *lora // adapters, or nil
 }
 
 // block is one decoder layer.
@@ -81,20 +83,13 @@ func New(cfg Config, opts Options) (*Model, error) {
 	hd, nh, nkv := cfg.HeadDim(), cfg.NumAttentionHeads, cfg.NumKeyValueHeads
 	var err error
 	var added []string
-	// add registers a parameter under its full Hugging Face name. Each name is built from the
-	// root: gotch's Path.Sub appends to a shared slice, so sibling paths made from one parent
-	// overwrite each other's names.
+	// add registers a parameter under its full Hugging Face name.
 	add := func(name string, data []float32, dims ...int64) *ts.Tensor {
 		if err != nil {
 			return nil
 		}
-		parts := strings.Split(name, ".")
-		p := m.vs.Root()
-		for _, part := range parts[:len(parts)-1] {
-			p = p.Sub(part)
-		}
 		var t *ts.Tensor
-		t, err = m.addParam(p, parts[len(parts)-1], data, dims)
+		t, err = addVar(m.vs, m.device, name, data, dims)
 		added = append(added, name)
 		return t
 	}
@@ -144,9 +139,17 @@ func New(cfg Config, opts Options) (*Model, error) {
 	return m, nil
 }
 
-func (m *Model) addParam(p *nn.Path, name string, data []float32, dims []int64) (*ts.Tensor, error) {
-	t := ToDevice(Float32Tensor(data, dims...), m.device)
-	param, err := p.Add(name, t, true)
+// addVar registers a trainable parameter under its full dotted name. Each name is built from
+// the root: gotch's Path.Sub appends to a shared slice, so sibling paths made from one parent
+// overwrite each other's names, and gotch refuses dots inside one path element.
+func addVar(vs *nn.VarStore, device gotch.Device, name string, data []float32, dims []int64) (*ts.Tensor, error) {
+	parts := strings.Split(name, ".")
+	p := vs.Root()
+	for _, part := range parts[:len(parts)-1] {
+		p = p.Sub(part)
+	}
+	t := ToDevice(Float32Tensor(data, dims...), device)
+	param, err := p.Add(parts[len(parts)-1], t, true)
 	t.MustDrop()
 	return param, err
 }
@@ -180,6 +183,10 @@ func (m *Model) Close() {
 	if m.vs != nil {
 		m.vs.Destroy()
 		m.vs = nil
+	}
+	if m.lora != nil {
+		m.lora.vs.Destroy()
+		m.lora = nil
 	}
 }
 

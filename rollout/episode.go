@@ -177,11 +177,7 @@ func Play(ctx context.Context, env envs.Env, llm LLM, tokens *Tokens, o EpisodeO
 		next := RewardText(t.Reward) + "\n" + o.TurnText(spec, turn+1, state, left)
 		msgs = append(msgs, chat.Message{Role: "assistant", Content: resp.Text}, chat.Message{Role: "user", Content: next})
 		if tokens != nil {
-			text := "\n<|im_start|>user\n" + next + "<|im_end|>\n<|im_start|>assistant\n"
-			delta = tokens.Tok.Encode(text)
-			if n := len(resp.TokenIDs); n == 0 || resp.TokenIDs[n-1] != tokens.endTurn {
-				delta = append([]int{tokens.endTurn}, delta...)
-			}
+			delta = tokens.userTurn(resp.TokenIDs, next)
 			seq = append(seq, delta...)
 		}
 	}
@@ -190,6 +186,58 @@ func Play(ctx context.Context, env envs.Env, llm LLM, tokens *Tokens, o EpisodeO
 	tr.PolicyVersion = versionNumber(version)
 	tr.Timing = bus.Timing{Started: started.UTC(), Finished: time.Now().UTC(), GenerateSeconds: genTime.Seconds(), EnvSeconds: envTime.Seconds()}
 	return tr, tr.Validate()
+}
+
+// userTurn is what follows an assistant response in the append-only sequence: <|im_end|> when
+// the response was cut before it, then the next user message and the assistant header, as
+// ChatML renders them.
+func (t *Tokens) userTurn(response []int, user string) []int {
+	delta := t.Tok.Encode("\n<|im_start|>user\n" + user + "<|im_end|>\n<|im_start|>assistant\n")
+	if n := len(response); n == 0 || response[n-1] != t.endTurn {
+		delta = append([]int{t.endTurn}, delta...)
+	}
+	return delta
+}
+
+// Conversation lays out a finished conversation (system, user, then alternating assistant and
+// user messages) as the token sequence an episode in token mode would have produced, with the
+// assistant's tokens, its <|im_end|> included, marked. The world-model SFT data is built this way,
+// so the policy is fine-tuned on exactly the layout it samples in.
+func (t *Tokens) Conversation(msgs []chat.Message) (ids []int, assistant []bool, err error) {
+	first := 0
+	for first < len(msgs) && msgs[first].Role != "assistant" {
+		first++
+	}
+	if first == 0 || first == len(msgs) {
+		return nil, nil, errors.New("conversation: want system/user messages, then at least one assistant message")
+	}
+	text, err := t.Template.Render(msgs[:first], true)
+	if err != nil {
+		return nil, nil, err
+	}
+	ids = t.Tok.Encode(text)
+	assistant = make([]bool, len(ids))
+	for i := first; i < len(msgs); i++ {
+		m := msgs[i]
+		switch {
+		case m.Role == "assistant" && msgs[i-1].Role != "assistant":
+			resp := append(t.Tok.Encode(m.Content), t.endTurn)
+			ids = append(ids, resp...)
+			for range resp {
+				assistant = append(assistant, true)
+			}
+		case m.Role == "user" && msgs[i-1].Role == "assistant":
+			if i == len(msgs)-1 {
+				continue // a trailing user message (the last reward) has nothing to train
+			}
+			delta := t.userTurn([]int{t.endTurn}, m.Content)
+			ids = append(ids, delta...)
+			assistant = append(assistant, make([]bool, len(delta))...)
+		default:
+			return nil, nil, fmt.Errorf("conversation: message %d (%s) after %s; want assistant and user messages alternating", i, m.Role, msgs[i-1].Role)
+		}
+	}
+	return ids, assistant, nil
 }
 
 func toInt32(ids []int) []int32 {

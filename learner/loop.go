@@ -1,0 +1,273 @@
+package learner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/spa-rl/spa/bus"
+)
+
+// Batch is one step's trajectories and what was set aside while gathering them.
+type Batch struct {
+	Trajs []*bus.Trajectory
+	// Seqs are the trajectories' stream positions (empty for sources without a stream).
+	Seqs []uint64
+	// Stale counts trajectories dropped for coming from too old a policy; Invalid those that
+	// could not be decoded or trained on (chat mode).
+	Stale, Invalid int
+	deliveries     []bus.Delivery
+}
+
+// Source hands the learner trajectories.
+type Source interface {
+	// Next gathers n trajectories sampled by policy version minVersion or newer, dropping and
+	// counting older ones. It blocks until it has n or ctx ends.
+	Next(ctx context.Context, n int, minVersion int64) (Batch, error)
+	// Done acknowledges a batch once its step is checkpointed.
+	Done(ctx context.Context, b Batch) error
+	// Skip acknowledges, without handing them out, the positions a step already trained on
+	// before the learner stopped (TrainerState.Consumed).
+	Skip(seqs []uint64)
+}
+
+// BusSource reads trajectories from the run's durable consumer.
+type BusSource struct {
+	C *bus.Consumer
+	// Wait bounds one fetch; zero means 2 s.
+	Wait time.Duration
+	skip map[uint64]bool
+	// extra holds trajectories fetched beyond a batch's n, for the next batch.
+	extra []bus.Delivery
+}
+
+// Skip implements Source.
+func (s *BusSource) Skip(seqs []uint64) {
+	if s.skip == nil {
+		s.skip = map[uint64]bool{}
+	}
+	for _, q := range seqs {
+		s.skip[q] = true
+	}
+}
+
+// Next implements Source. Stale, untrainable and skipped trajectories are acknowledged as soon
+// as they are seen (they will never be used, and a late acknowledgement would let the server
+// redeliver them); the rest are acknowledged by Done.
+func (s *BusSource) Next(ctx context.Context, n int, minVersion int64) (Batch, error) {
+	var b Batch
+	wait := s.Wait
+	if wait <= 0 {
+		wait = 2 * time.Second
+	}
+	for len(b.Trajs) < n {
+		if ctx.Err() != nil {
+			s.extra = append(b.deliveries, s.extra...)
+			return Batch{}, ctx.Err()
+		}
+		ds := s.extra
+		s.extra = nil
+		if len(ds) == 0 {
+			var err error
+			if ds, err = s.C.Fetch(ctx, n-len(b.Trajs), wait); err != nil {
+				if ctx.Err() != nil {
+					continue
+				}
+				return Batch{}, err
+			}
+		}
+		var drop []bus.Delivery
+		for _, d := range ds {
+			switch {
+			case s.skip[d.Seq]:
+				// Kept in the set: a redelivery can arrive again before this acknowledgement lands.
+				drop = append(drop, d)
+			case d.Traj.PolicyVersion < minVersion:
+				drop = append(drop, d)
+				b.Stale++
+			case !trainable(d.Traj):
+				drop = append(drop, d)
+				b.Invalid++
+			case len(b.Trajs) < n:
+				b.Trajs = append(b.Trajs, d.Traj)
+				b.Seqs = append(b.Seqs, d.Seq)
+				b.deliveries = append(b.deliveries, d)
+			default:
+				s.extra = append(s.extra, d)
+			}
+		}
+		if err := s.C.Ack(context.WithoutCancel(ctx), drop); err != nil {
+			return Batch{}, err
+		}
+	}
+	return b, nil
+}
+
+// Done implements Source.
+func (s *BusSource) Done(ctx context.Context, b Batch) error { return s.C.Ack(ctx, b.deliveries) }
+
+func trainable(t *bus.Trajectory) bool {
+	_, err := FromTrajectory(t)
+	return err == nil
+}
+
+// RunOptions configure the PPO loop.
+type RunOptions struct {
+	// Steps is the number of PPO steps in the whole run (a resumed run does the rest).
+	Steps int
+	// BatchSize is trajectories per step (groups × group size).
+	BatchSize int
+	// MaxOffPolicySteps: a trajectory from version v is used at version V only when V − v is
+	// below it (1: only the current policy's).
+	MaxOffPolicySteps int
+	Checkpoints       *Checkpointer
+	// Fleet receives each new version; nil trains without serving (tests, offline runs).
+	Fleet *Fleet
+	// ModelName names version v for the servers (spa's "<prefix>-v<v>").
+	ModelName func(v int64) string
+	// StartVersion is the version of the initial weights.
+	StartVersion int64
+	Seed         uint64
+	// Resume continues from the newest checkpoint in Checkpoints.Dir.
+	Resume bool
+	// AfterStep is called after each step is checkpointed and synced (validation, logging); an
+	// error stops the run.
+	AfterStep func(ctx context.Context, r StepReport) error
+}
+
+// StepReport is one PPO step: what was trained on, the metrics, and where the time went.
+type StepReport struct {
+	Step    int        `json:"step"`
+	Version int64      `json:"version"`
+	Metrics PPOMetrics `json:"metrics"`
+	Stale   int        `json:"stale"`
+	Invalid int        `json:"invalid"`
+	// Times in seconds: waiting for trajectories (generation), critic and reference scoring,
+	// the updates, saving the checkpoint, and the weight sync.
+	GenerateS float64 `json:"generate_s"`
+	ScoreS    float64 `json:"score_s"`
+	UpdateS   float64 `json:"update_s"`
+	SaveS     float64 `json:"save_s"`
+	SyncS     float64 `json:"sync_s"`
+	Totals    Totals  `json:"totals"`
+	// Checkpoint is the step's checkpoint directory.
+	Checkpoint string `json:"checkpoint"`
+}
+
+// Run trains until o.Steps steps are done: gather a batch, update, checkpoint, sync the servers
+// (which points the policy KV at the new version), then acknowledge the batch. A step that
+// fails to sync stops the run with the servers named; its checkpoint is kept.
+func (p *PPO) Run(ctx context.Context, src Source, o RunOptions) (TrainerState, error) {
+	if o.BatchSize <= 0 || o.Steps <= 0 {
+		return TrainerState{}, fmt.Errorf("ppo: steps %d and batch size %d must be positive", o.Steps, o.BatchSize)
+	}
+	if o.MaxOffPolicySteps <= 0 {
+		o.MaxOffPolicySteps = 1
+	}
+	if o.ModelName == nil {
+		o.ModelName = func(v int64) string { return fmt.Sprintf("spa-v%d", v) }
+	}
+	st := TrainerState{Stage: "ppo", Seed: o.Seed, Version: o.StartVersion}
+	if o.Resume && o.Checkpoints != nil {
+		ckpt, saved, err := Latest(o.Checkpoints.Dir)
+		switch {
+		case IsNotExist(err):
+		case err != nil:
+			return st, err
+		default:
+			if saved.Stage != "ppo" {
+				return st, fmt.Errorf("ppo: resume: %s is a %s checkpoint", ckpt, saved.Stage)
+			}
+			if err := p.restore(ckpt, saved); err != nil {
+				return st, err
+			}
+			st = saved
+			src.Skip(saved.Consumed)
+		}
+	}
+	p.o.Seed = st.Seed
+	for st.Step < o.Steps {
+		r := StepReport{Step: st.Step + 1}
+		t0 := time.Now()
+		batch, err := src.Next(ctx, o.BatchSize, st.Version-int64(o.MaxOffPolicySteps)+1)
+		if err != nil {
+			return st, fmt.Errorf("ppo step %d: gather trajectories: %w", r.Step, err)
+		}
+		r.GenerateS = time.Since(t0).Seconds()
+		r.Stale, r.Invalid = batch.Stale, batch.Invalid
+		met, err := p.Update(batch.Trajs, st.Step)
+		if err != nil {
+			return st, fmt.Errorf("ppo step %d: %w", r.Step, err)
+		}
+		r.Metrics, r.ScoreS, r.UpdateS = met, met.ScoreTime, met.UpdateTime
+		st.Step++
+		st.Version++
+		st.ActorOptStep = p.ActorOpt.Step
+		if p.CriticOpt != nil {
+			st.CriticOptStep = p.CriticOpt.Step
+		}
+		st.Consumed = batch.Seqs
+		st.Totals.Trained += int64(met.Kept)
+		st.Totals.Filtered += int64(met.Filtered)
+		st.Totals.Stale += int64(batch.Stale)
+		st.Totals.Invalid += int64(batch.Invalid)
+		st.Finished = st.Step == o.Steps
+		r.Version, r.Totals = st.Version, st.Totals
+
+		var saved Saved
+		if o.Checkpoints != nil {
+			t0 = time.Now()
+			if saved, err = o.Checkpoints.Save(fmt.Sprintf("step-%06d", st.Step), p.Actor, p.Critic, p.ActorOpt, p.CriticOpt, st); err != nil {
+				return st, err
+			}
+			r.SaveS = time.Since(t0).Seconds()
+			r.Checkpoint = saved.Dir
+		}
+		if o.Fleet != nil {
+			if saved.Dir == "" {
+				return st, errors.New("ppo: weight sync needs checkpoints to load from")
+			}
+			t0 = time.Now()
+			dir, _ := filepath.Abs(saved.Dir)
+			adapter := ""
+			if saved.AdapterDir != "" {
+				adapter, _ = filepath.Abs(saved.AdapterDir)
+			}
+			if err := o.Fleet.Sync(ctx, Version{Number: st.Version, Model: o.ModelName(st.Version), Dir: dir, AdapterDir: adapter}); err != nil {
+				return st, fmt.Errorf("ppo step %d: %w", r.Step, err)
+			}
+			r.SyncS = time.Since(t0).Seconds()
+		}
+		if err := src.Done(ctx, batch); err != nil {
+			return st, fmt.Errorf("ppo step %d: acknowledge trajectories: %w", r.Step, err)
+		}
+		if o.AfterStep != nil {
+			if err := o.AfterStep(ctx, r); err != nil {
+				return st, err
+			}
+		}
+	}
+	return st, nil
+}
+
+// restore loads a PPO checkpoint's weights and optimiser moments.
+func (p *PPO) restore(ckpt string, st TrainerState) error {
+	if err := restoreWeights(p.Actor, ckpt); err != nil {
+		return err
+	}
+	if err := LoadOptimizer(ckpt, p.ActorOpt, st.ActorOptStep); err != nil {
+		return err
+	}
+	if p.Critic != nil {
+		cdir := filepath.Join(ckpt, "critic")
+		if err := restoreWeights(p.Critic, cdir); err != nil {
+			return err
+		}
+		if err := LoadOptimizer(cdir, p.CriticOpt, st.CriticOptStep); err != nil {
+			return err
+		}
+	}
+	return nil
+}
