@@ -85,6 +85,9 @@ type Learner struct {
 	Beta2             float64 `yaml:"beta2" doc:"AdamW beta2" check:"[0,1)"`
 	WeightDecay       float64 `yaml:"weight_decay" doc:"AdamW weight decay" check:">=0"`
 	GradClip          float64 `yaml:"grad_clip" doc:"clip the global gradient norm; 0 disables" check:">=0"`
+	MicroBatch        int     `yaml:"micro_batch" doc:"sequences per forward pass (gradient accumulation); 0 means a whole batch" check:">=0"`
+	SaveDType         string  `yaml:"save_dtype" doc:"dtype of saved weights: float32 (exact resume) or bfloat16" check:"oneof=float32 bfloat16"`
+	KeepCheckpoints   int     `yaml:"keep_checkpoints" doc:"older checkpoints kept besides the newest; 0 keeps all" check:">=0"`
 	SFT               SFT     `yaml:"sft"`
 	PPO               PPO     `yaml:"ppo"`
 	LoRA              LoRA    `yaml:"lora"`
@@ -152,6 +155,7 @@ func Default() Config {
 		},
 		Learner: Learner{
 			Device: "cpu", MaxOffPolicySteps: 1, Beta1: 0.9, Beta2: 0.95, WeightDecay: 0.01, GradClip: 1,
+			MicroBatch: 8, SaveDType: "float32", KeepCheckpoints: 2,
 			SFT: SFT{LR: 1e-4, Epochs: 5, BatchSize: 16, WarmupRatio: 0.1, MaxLength: 2048},
 			PPO: PPO{
 				Steps: 1000, ActorLR: 1e-6, CriticLR: 1e-5, ClipLow: 0.2, ClipHigh: 0.28, DualClip: 3,

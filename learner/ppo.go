@@ -15,13 +15,13 @@ import (
 // PPOOptions are SPA.md's PPO settings (clip 0.2/0.28, dual clip 3, entropy 0.001, γ = λ = 1,
 // actor lr 1e-6, critic lr 1e-5, value clip 0.5, keep 25% of groups, one mini-batch).
 type PPOOptions struct {
-	ActorLR, CriticLR                    float64
-	ClipLow, ClipHigh, DualClip          float64
-	EntropyCoef, KLCoef                  float64
-	Gamma, Lambda, ValueClip             float64
-	KeepGroupRatio                       float64
-	MiniBatches, Epochs                  int
-	Beta1, Beta2, WeightDecay, GradClip  float64
+	ActorLR, CriticLR                   float64
+	ClipLow, ClipHigh, DualClip         float64
+	EntropyCoef, KLCoef                 float64
+	Gamma, Lambda, ValueClip            float64
+	KeepGroupRatio                      float64
+	MiniBatches, Epochs                 int
+	Beta1, Beta2, WeightDecay, GradClip float64
 	// Advantage is "gae" (token-level, reward on the last token), "turn-gae" (bi-level: each
 	// turn's reward on its last token, discounted by γ and λ between turns only) or "grpo"
 	// (group-normalised episode reward, no critic).
@@ -39,7 +39,7 @@ type PPOOptions struct {
 type PPO struct {
 	// Actor is the policy; Critic a separate model with a value head (nil for GRPO); Ref the
 	// frozen reference for the KL penalty (nil when KLCoef is 0).
-	Actor, Critic, Ref *model.Model
+	Actor, Critic, Ref  *model.Model
 	ActorOpt, CriticOpt *AdamW
 	o                   PPOOptions
 }

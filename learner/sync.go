@@ -219,3 +219,29 @@ func (f *Fleet) Sync(ctx context.Context, v Version) error {
 	}
 	return nil
 }
+
+// SyncBackends are the names ParseSyncer accepts.
+var SyncBackends = []string{"spa", "vllm-lora", "vllm-reload", "sglang"}
+
+// ParseSyncer reads a backend spec "NAME=URL" (spa, vllm-lora, vllm-reload or sglang), as
+// `spa learn --sync` takes it; key is the bearer token for the server's admin endpoints.
+func ParseSyncer(spec, key string) (Syncer, error) {
+	name, url, ok := strings.Cut(spec, "=")
+	if !ok || url == "" {
+		return nil, fmt.Errorf("sync %q: want BACKEND=URL with BACKEND one of %s", spec, strings.Join(SyncBackends, ", "))
+	}
+	if !strings.HasPrefix(url, "http://") && !strings.HasPrefix(url, "https://") {
+		return nil, fmt.Errorf("sync %q: %q is not an http(s) URL", spec, url)
+	}
+	switch name {
+	case "spa":
+		return SpaServer(url, key), nil
+	case "vllm-lora":
+		return VLLMLoRA(url, key), nil
+	case "vllm-reload":
+		return VLLMReload(url, key, ""), nil
+	case "sglang":
+		return SGLang(url, key), nil
+	}
+	return nil, fmt.Errorf("sync %q: unknown backend %q (want %s)", spec, name, strings.Join(SyncBackends, ", "))
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -146,6 +147,33 @@ func TestEvalAndRolloutAgainstSpaServe(t *testing.T) {
 			t.Errorf("trajectory %s: model %q, %d turns, text:\n%s", tr.ID, tr.Model, len(tr.Turns), text)
 		}
 	}
+	// spa learn trains a PPO step on those trajectories, loads the result into the server and
+	// moves the run's policy version.
+	ckpt := filepath.Join(t.TempDir(), "ppo")
+	code, lOut, errOut := spa(t, "learn", "--stage", "ppo", "--model", dir, "--bus", busURL, "--run", "r7", "--sync", "spa="+endpoint, "--out", ckpt,
+		"--set", "learner.ppo.steps=1", "--set", "rollout.groups=2", "--set", "rollout.group_size=2", "--set", "learner.ppo.keep_group_ratio=1")
+	if code != 0 || !strings.Contains(lOut, "ppo: 1 steps, version 1; trained on 4 trajectories") {
+		t.Fatalf("learn ppo: %d %s %s", code, lOut, errOut)
+	}
+	if code, pOut, errOut := spa(t, "policy", "show", "--bus", busURL, "--run", "r7"); code != 0 || !strings.Contains(pOut, "spa-v1") {
+		t.Errorf("policy after learn: %d %s %s", code, pOut, errOut)
+	}
+	models, err := http.Get(endpoint + "/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := io.ReadAll(models.Body)
+	models.Body.Close()
+	if !strings.Contains(string(mb), `"spa-v1"`) {
+		t.Errorf("server models after learn: %s", mb)
+	}
+	if code, _, errOut := spa(t, "learn", "--stage", "ppo", "--model", dir, "--run", "r7"); code == 0 || !strings.Contains(errOut, "--bus") {
+		t.Errorf("learn ppo without a bus: %d %s", code, errOut)
+	}
+	if code, _, errOut := spa(t, "learn", "--stage", "ppo", "--model", dir, "--bus", busURL, "--run", "r7", "--sync", "vllm=http://x"); code == 0 || !strings.Contains(errOut, "unknown backend") {
+		t.Errorf("learn ppo with a bad backend: %d %s", code, errOut)
+	}
+
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -154,5 +182,45 @@ func TestEvalAndRolloutAgainstSpaServe(t *testing.T) {
 	resp.Body.Close()
 	if !strings.Contains(string(metrics), "spa_prefix_cache_hits_total") || strings.Contains(string(metrics), "spa_prefix_cache_hits_total 0\n") {
 		t.Errorf("multi-turn episodes never hit the prefix cache:\n%s", metrics)
+	}
+}
+
+// TestLearnSFTCommand fine-tunes a tiny model on a JSON-lines file and checks the checkpoint is a
+// complete, loadable Hugging Face directory; bad input fails with a message that names it.
+func TestLearnSFTCommand(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "tiny")
+	if code, _, errOut := spa(t, "model", "init", "--out", dir, "--vocab", "400", "--corpus-seeds", "5"); code != 0 {
+		t.Fatal(errOut)
+	}
+	data := filepath.Join(t.TempDir(), "sft.jsonl")
+	var lines []string
+	for i := range 6 {
+		lines = append(lines, fmt.Sprintf(`{"messages":[{"role":"system","content":"You're a helpful assistant."},{"role":"user","content":"Turn 1:\nState:\n#P_%d#"},{"role":"assistant","content":"<think><observation>#P_#</observation><prediction>#_P#</prediction></think><answer>Right</answer>"}]}`, i))
+	}
+	os.WriteFile(data, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+	out := filepath.Join(t.TempDir(), "sft")
+	code, stdout, errOut := spa(t, "learn", "--stage", "sft", "--model", dir, "--data", data, "--out", out, "--val-share", "0.34",
+		"--set", "learner.sft.epochs=2", "--set", "learner.sft.batch_size=2")
+	if code != 0 || !strings.Contains(stdout, "sft: 4 steps") || !strings.Contains(errOut, "4 training and 2 validation sequences") {
+		t.Fatalf("learn sft: %d %s %s", code, stdout, errOut)
+	}
+	for _, f := range []string{"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "trainer_state.json", "optimizer.safetensors"} {
+		if _, err := os.Stat(filepath.Join(out, "step-000004", f)); err != nil {
+			t.Errorf("checkpoint lacks %s", f)
+		}
+	}
+	if code, info, errOut := spa(t, "model", "info", filepath.Join(out, "step-000004")); code != 0 || !strings.Contains(info, "chatml") {
+		t.Errorf("model info of the checkpoint: %d %s %s", code, info, errOut)
+	}
+	metrics, _ := os.ReadFile(filepath.Join(out, "metrics.jsonl"))
+	if n := strings.Count(string(metrics), `"stage":"sft"`); n != 4 {
+		t.Errorf("metrics.jsonl has %d sft lines, want 4", n)
+	}
+	os.WriteFile(data, []byte("{\"messages\": 3}\n"), 0o644)
+	if code, _, errOut := spa(t, "learn", "--stage", "sft", "--model", dir, "--data", data, "--out", out); code == 0 || !strings.Contains(errOut, "sft.jsonl:1") {
+		t.Errorf("bad data: %d %s", code, errOut)
+	}
+	if code, _, errOut := spa(t, "learn", "--stage", "rl", "--model", dir); code == 0 || !strings.Contains(errOut, "want sft or ppo") {
+		t.Errorf("bad stage: %d %s", code, errOut)
 	}
 }

@@ -61,7 +61,7 @@ Configuration is layered: defaults < --config YAML < SPA_* environment variables
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(newVersionCmd(), newConfigCmd(), newDoctorCmd(), newEnvCmd(), newBenchCmd(),
-		newBusCmd(), newTrajCmd(), newPolicyCmd(), newTokenizeCmd(), newModelCmd(), newServeCmd(), newEvalCmd(), newRolloutCmd())
+		newBusCmd(), newTrajCmd(), newPolicyCmd(), newTokenizeCmd(), newModelCmd(), newServeCmd(), newEvalCmd(), newRolloutCmd(), newLearnCmd())
 	return root
 }
 

@@ -1,0 +1,341 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spa-rl/spa/bus"
+	"github.com/spa-rl/spa/config"
+	"github.com/spa-rl/spa/learner"
+	"github.com/spa-rl/spa/model"
+)
+
+func newLearnCmd() *cobra.Command {
+	var stage, modelDir, out, data, valData, run, adminKey, prefix string
+	var syncs []string
+	var valShare float64
+	var resume bool
+	var maxSteps int
+	cmd := &cobra.Command{
+		Use:   "learn --stage sft|ppo --model DIR ...",
+		Short: "Train: world-model SFT on JSON-lines data, or PPO on the bus's trajectories",
+		Long: `--stage sft fine-tunes --model on --data (JSON lines of {"messages": [...]}, as 'spa run'
+writes to runs/<id>/sft.jsonl): cross-entropy on the assistant turns only, AdamW with warmup and
+cosine decay, gradient clipping, learner.sft.epochs epochs, validation loss after each epoch on
+--val (or a --val-share of the data), and a checkpoint after every epoch.
+
+--stage ppo trains --model on the trajectories of --run from --bus: learner.ppo.steps steps of
+rollout.groups x rollout.group_size trajectories, dropping those sampled by a policy
+learner.max_off_policy_steps or more versions old. After each step it writes a checkpoint and, with
+--sync, loads it into every server (spa, vllm-lora, vllm-reload or sglang; repeat the flag), then
+points the run's policy KV at the new version, which is what rollout workers follow.
+
+Checkpoints are Hugging Face directories (servable by 'spa serve' and vLLM; with learner.lora.rank
+> 0 also a PEFT adapter in adapter/) with trainer_state.json and the optimiser moments, under --out;
+--resume continues from the newest one exactly. Ctrl-C saves a checkpoint and stops (SFT) or stops
+between steps (PPO). Settings come from learner.* (see 'spa config print').`,
+		Args: cobra.NoArgs,
+	}
+	cf := addConfigFlags(cmd)
+	fs := cmd.Flags()
+	fs.StringVar(&stage, "stage", "", "sft or ppo")
+	fs.StringVar(&modelDir, "model", "", "initial checkpoint directory (Hugging Face format)")
+	fs.StringVar(&out, "out", "", "checkpoint directory (default <run.dir>/<run id>/<stage>)")
+	fs.BoolVar(&resume, "resume", false, "continue from the newest checkpoint in --out")
+	fs.StringVar(&data, "data", "", "sft: training data, JSON lines of {\"messages\": [...]}")
+	fs.StringVar(&valData, "val", "", "sft: validation data (default: --val-share of --data)")
+	fs.Float64Var(&valShare, "val-share", 0.05, "sft: share of --data held out for validation when --val is not given")
+	fs.IntVar(&maxSteps, "max-steps", 0, "sft: stop after this many optimiser steps (0: every epoch)")
+	fs.StringVar(&run, "run", "", "ppo: run id whose trajectories to train on (default run.id)")
+	fs.StringArrayVar(&syncs, "sync", nil, "ppo: BACKEND=URL of a server to load each version into (spa, vllm-lora, vllm-reload, sglang)")
+	fs.StringVar(&adminKey, "admin-key", "", "ppo: bearer token for the servers' weight endpoints (default server.admin_key)")
+	fs.StringVar(&prefix, "model-prefix", "spa", "ppo: versions are served as <prefix>-v<N>")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		cfg, err := cf.load()
+		if err != nil {
+			return err
+		}
+		if modelDir == "" {
+			return errors.New("pass --model DIR (the checkpoint to start from)")
+		}
+		ctx, stop := signalContext(cmd.Context())
+		defer stop()
+		switch stage {
+		case "sft":
+			if data == "" {
+				return errors.New("--stage sft needs --data FILE (JSON lines of {\"messages\": [...]})")
+			}
+			if out == "" {
+				out = filepath.Join(cfg.Run.Dir, orDefault(cfg.Run.ID, "learn"), "sft")
+			}
+			return learnSFT(ctx, cmd, cfg, modelDir, out, data, valData, valShare, maxSteps, resume)
+		case "ppo":
+			if run == "" {
+				run = cfg.Run.ID
+			}
+			if err := bus.CheckName("run", run); err != nil {
+				return fmt.Errorf("%w (pass --run RUN)", err)
+			}
+			if cfg.Bus.URL == "" {
+				return errors.New("--stage ppo reads trajectories from a bus: pass --bus nats://HOST:PORT")
+			}
+			if out == "" {
+				out = filepath.Join(cfg.Run.Dir, run, "ppo")
+			}
+			if adminKey == "" {
+				adminKey = cfg.Server.AdminKey
+			}
+			var servers []learner.Syncer
+			for _, s := range syncs {
+				sy, err := learner.ParseSyncer(s, adminKey)
+				if err != nil {
+					return err
+				}
+				servers = append(servers, sy)
+			}
+			return learnPPO(ctx, cmd, cfg, modelDir, out, run, prefix, servers, resume)
+		}
+		return fmt.Errorf("--stage %q: want sft or ppo", stage)
+	}
+	return cmd
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+// loadPolicy loads a checkpoint on the configured device, with LoRA adapters when configured.
+func loadPolicy(dir string, l config.Learner, seed uint64) (*model.Model, error) {
+	dev, err := model.ParseDevice(l.Device)
+	if err != nil {
+		return nil, err
+	}
+	m, err := model.Load(dir, model.Options{Device: dev})
+	if err != nil {
+		return nil, err
+	}
+	if l.LoRA.Rank > 0 {
+		if err := m.EnableLoRA(model.LoRAOptions{Rank: l.LoRA.Rank, Alpha: l.LoRA.Alpha, Targets: l.LoRA.Targets, Seed: seed}); err != nil {
+			m.Close()
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// metricsLog appends JSON lines to a file.
+type metricsLog struct{ f *os.File }
+
+func openMetrics(path string) (*metricsLog, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return &metricsLog{f}, nil
+}
+
+func (l *metricsLog) write(v any) {
+	data, _ := json.Marshal(v)
+	_, _ = l.f.Write(append(data, '\n'))
+}
+
+func (l *metricsLog) Close() error { return l.f.Close() }
+
+func learnSFT(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelDir, out, data, valData string, valShare float64, maxSteps int, resume bool) error {
+	tokens, err := loadTokens(modelDir)
+	if err != nil {
+		return err
+	}
+	exs, err := learner.ReadSFTExamples(data)
+	if err != nil {
+		return err
+	}
+	seqs, dropped, err := learner.SFTSequences(tokens, exs, cfg.Learner.SFT.MaxLength, cfg.Learner.SFT.MaskState)
+	if err != nil {
+		return err
+	}
+	var val []learner.Sequence
+	if valData != "" {
+		vex, err := learner.ReadSFTExamples(valData)
+		if err != nil {
+			return err
+		}
+		if val, _, err = learner.SFTSequences(tokens, vex, cfg.Learner.SFT.MaxLength, cfg.Learner.SFT.MaskState); err != nil {
+			return err
+		}
+	} else if n := int(valShare * float64(len(seqs))); n > 0 && n < len(seqs) {
+		seqs, val = seqs[:len(seqs)-n], seqs[len(seqs)-n:]
+	}
+	w := cmd.ErrOrStderr()
+	fmt.Fprintf(w, "sft: %d training and %d validation sequences from %s", len(seqs), len(val), data)
+	if dropped > 0 {
+		fmt.Fprintf(w, " (%d longer than learner.sft.max_length %d dropped)", dropped, cfg.Learner.SFT.MaxLength)
+	}
+	fmt.Fprintln(w)
+	metrics, err := openMetrics(filepath.Join(out, "metrics.jsonl"))
+	if err != nil {
+		return err
+	}
+	defer metrics.Close()
+	var res learner.SFTResult
+	err = onTorchThread(func() error {
+		m, err := loadPolicy(modelDir, cfg.Learner, uint64(cfg.Run.Seed))
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		o := learner.SFTOptionsFrom(cfg.Learner, uint64(cfg.Run.Seed))
+		o.Checkpoints = &learner.Checkpointer{Dir: out, TokenizerDir: modelDir, DType: cfg.Learner.SaveDType, Keep: cfg.Learner.KeepCheckpoints}
+		o.Resume, o.StopAfter = resume, maxSteps
+		o.Progress = func(p learner.SFTProgress) {
+			metrics.write(map[string]any{"stage": "sft", "step": p.Step, "epoch": p.Epoch, "loss": p.Loss, "val_loss": jsonFloat(p.ValLoss), "grad_norm": p.GradNorm, "lr": p.LR, "tokens": p.Tokens})
+			drawStep(w, "sft", p.Step, p.Steps, p.Elapsed, fmt.Sprintf("epoch %d loss %.4f val %.4f lr %.2g", p.Epoch, p.Loss, p.ValLoss, p.LR))
+		}
+		res, err = learner.TrainSFT(ctx, m, seqs, val, o)
+		return err
+	})
+	fmt.Fprintln(w)
+	if err != nil {
+		if errors.Is(err, context.Canceled) && res.Checkpoint != "" {
+			return fmt.Errorf("interrupted; saved %s (continue with --resume)", res.Checkpoint)
+		}
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "sft: %d steps, train loss %.4f, val loss %.4f, %.0f tokens/s; checkpoint %s\n", res.Steps, res.TrainLoss, res.ValLoss, res.TokensPerSec, res.Checkpoint)
+	return nil
+}
+
+// jsonFloat maps NaN (no value yet) to nil, which JSON can hold.
+func jsonFloat(x float64) any {
+	if x != x {
+		return nil
+	}
+	return x
+}
+
+// drawStep draws one progress line with an ETA from the steps done so far.
+func drawStep(w io.Writer, label string, step, steps int, elapsed time.Duration, detail string) {
+	eta := ""
+	if step > 0 && steps > step {
+		eta = " eta " + (elapsed / time.Duration(step) * time.Duration(steps-step)).Round(time.Second).String()
+	}
+	fmt.Fprintf(w, "\r%s %d/%d%s  %s   ", label, step, steps, eta, detail)
+}
+
+func learnPPO(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelDir, out, run, prefix string, servers []learner.Syncer, resume bool) error {
+	b, err := bus.Open(ctx, busOptions(cfg.Bus, "spa-learn"))
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if _, err := bus.EnsureTrajStream(ctx, b.JS, bus.StreamOptions{}); err != nil {
+		return err
+	}
+	cons, err := bus.NewConsumer(ctx, b, run, bus.ConsumerOptions{})
+	if err != nil {
+		return err
+	}
+	pols, err := bus.OpenPolicies(ctx, b)
+	if err != nil {
+		return err
+	}
+	start := int64(0)
+	if p, err := pols.Get(ctx, run); err == nil {
+		start = p.Version
+	}
+	var fleet *learner.Fleet
+	if len(servers) > 0 {
+		fleet = &learner.Fleet{Servers: servers, Policies: pols, Run: run}
+	}
+	metrics, err := openMetrics(filepath.Join(out, "metrics.jsonl"))
+	if err != nil {
+		return err
+	}
+	defer metrics.Close()
+	w := cmd.ErrOrStderr()
+	steps := cfg.Learner.PPO.Steps
+	batch := cfg.Rollout.Groups * cfg.Rollout.GroupSize
+	fmt.Fprintf(w, "ppo: run %s, %d steps of %d trajectories, from version %d; checkpoints in %s\n", run, steps, batch, start, out)
+	began := time.Now()
+	var st learner.TrainerState
+	err = onTorchThread(func() error {
+		ppo, closeAll, err := newPPO(modelDir, cfg, uint64(cfg.Run.Seed))
+		if err != nil {
+			return err
+		}
+		defer closeAll()
+		st, err = ppo.Run(ctx, &learner.BusSource{C: cons}, learner.RunOptions{
+			Steps: steps, BatchSize: batch, MaxOffPolicySteps: cfg.Learner.MaxOffPolicySteps,
+			Checkpoints:  &learner.Checkpointer{Dir: out, TokenizerDir: modelDir, DType: cfg.Learner.SaveDType, Keep: cfg.Learner.KeepCheckpoints},
+			Fleet:        fleet,
+			ModelName:    func(v int64) string { return fmt.Sprintf("%s-v%d", prefix, v) },
+			StartVersion: start, Seed: uint64(cfg.Run.Seed), Resume: resume,
+			AfterStep: func(_ context.Context, r learner.StepReport) error {
+				metrics.write(r)
+				m := r.Metrics
+				drawStep(w, "ppo", r.Step, steps, time.Since(began), fmt.Sprintf("v%d reward %.3f success %.0f%% pg %.3f vf %.3f kl %.4f | gen %.1fs update %.1fs sync %.1fs",
+					r.Version, m.Reward, 100*m.Success, m.PolicyLoss, m.ValueLoss, m.ApproxKL, r.GenerateS, r.UpdateS, r.SyncS))
+				return nil
+			},
+		})
+		return err
+	})
+	fmt.Fprintln(w)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "ppo: %d steps, version %d; trained on %d trajectories (%d filtered, %d stale, %d invalid)\n",
+		st.Step, st.Version, st.Totals.Trained, st.Totals.Filtered, st.Totals.Stale, st.Totals.Invalid)
+	return nil
+}
+
+// newPPO loads the actor (with LoRA when configured), makes the critic from it (none for GRPO)
+// and the reference policy (when kl_coef > 0). close frees them all.
+func newPPO(modelDir string, cfg config.Config, seed uint64) (*learner.PPO, func(), error) {
+	actor, err := loadPolicy(modelDir, cfg.Learner, seed)
+	if err != nil {
+		return nil, nil, err
+	}
+	models := []*model.Model{actor}
+	closeAll := func() {
+		for _, m := range models {
+			m.Close()
+		}
+	}
+	var critic, ref *model.Model
+	if cfg.Learner.PPO.Advantage != "grpo" {
+		if critic, err = model.NewCritic(actor, seed+1); err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		models = append(models, critic)
+	}
+	if cfg.Learner.PPO.KLCoef > 0 {
+		dev, _ := model.ParseDevice(cfg.Learner.Device)
+		if ref, err = model.Load(modelDir, model.Options{Device: dev}); err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		models = append(models, ref)
+	}
+	p, err := learner.NewPPO(actor, critic, ref, learner.PPOOptionsFrom(cfg.Learner, cfg.Rollout.Temperature, seed))
+	if err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	return p, func() { p.Close(); closeAll() }, nil
+}
