@@ -55,24 +55,6 @@ func lowTokenReward(ids []int, vocab int) float64 {
 	return float64(n) / float64(len(ids))
 }
 
-// toyTrajectory is one single-turn episode of the toy task.
-func toyTrajectory(run string, version int64, group, i int, prompt, resp []int, lps []float64, reward float64) *bus.Trajectory {
-	turn := bus.Turn{Messages: []bus.Message{}, Actions: []string{}, Valid: []bool{}, FormatOK: true, Done: true, Reward: reward}
-	for _, id := range prompt {
-		turn.PromptIDs = append(turn.PromptIDs, int32(id))
-	}
-	for j, id := range resp {
-		turn.ResponseIDs = append(turn.ResponseIDs, int32(id))
-		turn.Logprobs = append(turn.Logprobs, float32(lps[j]))
-		turn.LossMask = append(turn.LossMask, 1)
-	}
-	return &bus.Trajectory{
-		Schema: bus.TrajectorySchema, ID: fmt.Sprintf("%s-v%d-g%d-%d", run, version, group, i), Run: run, Env: "toy",
-		Group: fmt.Sprintf("g%d", group), PolicyVersion: version, Model: fmt.Sprintf("spa-v%d", version),
-		Turns: []bus.Turn{turn}, Reward: reward, Success: reward == 1,
-	}
-}
-
 // TestPPORaisesRewardThroughBusAndServer runs the production loop on a toy task: an embedded
 // server samples with the current version, trajectories travel through JetStream, the learner
 // updates actor and critic, checkpoints, syncs the server and moves the policy KV, and the
@@ -152,7 +134,7 @@ func TestPPORaisesRewardThroughBusAndServer(t *testing.T) {
 						}
 						r := lowTokenReward(ids, cfg.VocabSize)
 						total += r
-						if err := pub.Publish(genCtx, toyTrajectory(run, pol.Version, g, i, prompt, ids, lps, r)); err != nil {
+						if err := pub.Publish(genCtx, benchTrajectory(run, pol.Version, g, i, prompt, ids, lps, r)); err != nil {
 							return err
 						}
 					}

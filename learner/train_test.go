@@ -182,7 +182,7 @@ func toyBatch(run string, step, n, vocab int) []*bus.Trajectory {
 			resp[j] = (step*31 + i*7 + j*13) % vocab
 			lps[j] = -math.Log(float64(vocab)) + 0.01*float64(j)
 		}
-		tr := toyTrajectory(run, 0, g, i, prompt, resp, lps, float64((i+step)%3)/2)
+		tr := benchTrajectory(run, 0, g, i, prompt, resp, lps, float64((i+step)%3)/2)
 		tr.ID = fmt.Sprintf("%s-s%d-%d", run, step, i)
 		tr.Group = fmt.Sprintf("s%d-g%d", step, g)
 		out = append(out, tr)

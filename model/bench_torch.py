@@ -72,14 +72,15 @@ class Model(torch.nn.Module):
         emb = torch.cat([ang, ang], -1)
         self.cos_t, self.sin_t = emb.cos(), emb.sin()
 
-    def forward(self, ids, pos, mask, caches=None):
-        B, T = ids.shape
+    def hidden(self, ids, pos, mask, caches=None):
         cos, sin = self.cos_t[pos].unsqueeze(1), self.sin_t[pos].unsqueeze(1)
         h = self.embed(ids)
         for i, b in enumerate(self.blocks):
             h = b(h, cos, sin, mask, None if caches is None else caches[i])
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.c["rms_norm_eps"]) * self.normw
-        return h @ self.embed.weight.t()
+        return h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.c["rms_norm_eps"]) * self.normw
+
+    def forward(self, ids, pos, mask, caches=None):
+        return self.hidden(ids, pos, mask, caches) @ self.embed.weight.t()
 
 
 def causal(T, P=0):
@@ -132,6 +133,12 @@ def main():
     torch.set_num_threads(job["threads"])
     torch.manual_seed(0)
     model = Model(job["config"])
+    # spa's (and Hugging Face's) Qwen2 init: normal(0, 0.02) weights, zero biases.
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Linear, torch.nn.Embedding)):
+            torch.nn.init.normal_(m.weight, 0.0, 0.02)
+            if getattr(m, "bias", None) is not None:
+                torch.nn.init.zeros_(m.bias)
     out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "results": []}
     b, t, s = job["train"]
     out["results"].append(train(model, b, t, s))

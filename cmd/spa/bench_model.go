@@ -111,40 +111,49 @@ libtorch 1.13); without PyTorch the table says so and shows spa alone. Target: t
 // runTorchBench runs the PyTorch eager twin of the measurement and returns its results in the
 // same order as spa's.
 func runTorchBench(ctx context.Context, python string, cfg model.Config, threads, steps int, gens [][3]int) ([]model.BenchResult, string, error) {
-	if _, err := exec.LookPath(python); err != nil {
-		return nil, "", fmt.Errorf("%s not found", python)
+	job := map[string]any{"config": cfg, "threads": threads, "train": []int{8, 256, steps}, "generate": gens}
+	var res struct {
+		Torch   string              `json:"torch"`
+		Results []model.BenchResult `json:"results"`
 	}
-	dir, err := os.MkdirTemp("", "spa-bench-model-")
+	err := runPython(ctx, python, map[string]string{"bench_torch.py": model.TorchBenchScript}, "bench_torch.py", job, &res)
+	return res.Results, res.Torch, err
+}
+
+// runPython writes scripts into a temporary directory, runs main with the JSON job as its
+// argument, and decodes its one line of JSON output into out.
+func runPython(ctx context.Context, python string, scripts map[string]string, main string, job, out any) error {
+	if _, err := exec.LookPath(python); err != nil {
+		return fmt.Errorf("%s not found", python)
+	}
+	dir, err := os.MkdirTemp("", "spa-bench-")
 	if err != nil {
-		return nil, "", err
+		return err
 	}
 	defer os.RemoveAll(dir)
-	script := filepath.Join(dir, "bench_torch.py")
-	if err := os.WriteFile(script, []byte(model.TorchBenchScript), 0o644); err != nil {
-		return nil, "", err
+	for name, text := range scripts {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			return err
+		}
 	}
-	job, _ := json.Marshal(map[string]any{"config": cfg, "threads": threads, "train": []int{8, 256, steps}, "generate": gens})
+	data, _ := json.Marshal(job)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	c := exec.CommandContext(ctx, python, script, string(job))
+	c := exec.CommandContext(ctx, python, filepath.Join(dir, main), string(data))
 	// The environment is this process's, after torchrt's re-exec: the same OMP_NUM_THREADS and
 	// OPENBLAS_CORETYPE, so both sides use the same kernels and threads.
 	c.Env = os.Environ()
 	outBytes, err := c.Output()
 	if err != nil {
 		if ee, ok := err.(*exec.ExitError); ok && len(ee.Stderr) > 0 {
-			return nil, "", fmt.Errorf("%s: %s (install Debian's python3-torch for the comparison)", python, lastLine(string(ee.Stderr)))
+			return fmt.Errorf("%s: %s (install Debian's python3-torch for the comparison)", python, lastLine(string(ee.Stderr)))
 		}
-		return nil, "", fmt.Errorf("%s: %w", python, err)
+		return fmt.Errorf("%s: %w", python, err)
 	}
-	var res struct {
-		Torch   string              `json:"torch"`
-		Results []model.BenchResult `json:"results"`
+	if err := json.Unmarshal(outBytes, out); err != nil {
+		return fmt.Errorf("PyTorch bench output: %w", err)
 	}
-	if err := json.Unmarshal(outBytes, &res); err != nil {
-		return nil, "", fmt.Errorf("PyTorch bench output: %w", err)
-	}
-	return res.Results, res.Torch, nil
+	return nil
 }
 
 func lastLine(s string) string {
