@@ -169,7 +169,7 @@ type engineSource struct {
 	batches int
 }
 
-func (s *engineSource) Skip([]uint64)                      {}
+func (s *engineSource) Skip([]uint64)                     {}
 func (s *engineSource) Done(context.Context, Batch) error { return nil }
 
 func (s *engineSource) Next(ctx context.Context, n int, version int64) (Batch, error) {
