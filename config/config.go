@@ -28,6 +28,15 @@ type Run struct {
 	Methods []string `yaml:"methods" doc:"methods to train and compare: spa, vanilla, state-estimation" check:"each=spa vanilla state-estimation"`
 	Seed    int      `yaml:"seed" doc:"seed for puzzles, sampling and initialisation" check:">=0"`
 	Threads int      `yaml:"threads" doc:"libtorch intra-op threads; 0 uses every core" check:">=0"`
+	// Model is a pretrained starting checkpoint; empty trains the tiny preset from scratch.
+	Model           string `yaml:"model" doc:"starting checkpoint (Hugging Face directory); empty trains a tiny model from scratch"`
+	Explore         string `yaml:"explore" doc:"self-play exploration: random (well-formed turns with random actions), policy, or mix" check:"oneof=random policy mix"`
+	SelfPlay        int    `yaml:"selfplay_episodes" doc:"self-play episodes for the world-model SFT data" check:">=1"`
+	WarmupEpisodes  int    `yaml:"warmup_episodes" doc:"format warm-up episodes for a from-scratch model (its stand-in for an instruct model); 0 skips" check:">=0"`
+	Filter          bool   `yaml:"filter" doc:"keep only turns with an observation before a prediction inside <think>, de-duplicated"`
+	GroundTruth     bool   `yaml:"ground_truth" doc:"replace observation/prediction bodies with the true states (off: the self-belief ablation)"`
+	ValPuzzles      int    `yaml:"val_puzzles" doc:"validation puzzles (seeds 0..N-1)" check:">=1"`
+	ValK            int    `yaml:"val_k" doc:"samples per validation puzzle (Pass@k)" check:">=1"`
 }
 
 // Bus holds how to reach NATS.
@@ -143,7 +152,10 @@ type Env struct {
 // and settings for the embedded single-process run elsewhere.
 func Default() Config {
 	return Config{
-		Run: Run{Dir: "runs", Preset: "quick", Methods: []string{"spa"}, Seed: 1},
+		Run: Run{
+			Dir: "runs", Preset: "quick", Methods: []string{"spa"}, Seed: 1, Explore: "random", SelfPlay: 1280,
+			WarmupEpisodes: 1280, Filter: true, GroundTruth: true, ValPuzzles: 128, ValK: 8,
+		},
 		Bus: Bus{Timeout: 5 * time.Second},
 		Server: Server{
 			Listen: "127.0.0.1:8000", MaxBatch: 64, MaxModelLen: 4096, KVCacheMB: 1024, MaxVersions: 2,

@@ -22,6 +22,9 @@ type Sources struct {
 	Environ []string
 	// Flags maps keys to values given on the command line.
 	Flags map[string]string
+	// Preset maps keys to values of a named preset (spa run's smoke, quick, paper); they sit
+	// above the built-in defaults and below everything else.
+	Preset map[string]string
 }
 
 // Error lists every problem Load found, one per line, each naming the key and where the value
@@ -41,6 +44,14 @@ func Load(src Sources) (Config, error) {
 	}
 	var problems []string
 	origin := map[string]string{}
+	for path, value := range src.Preset {
+		if _, ok := Lookup(path); !ok {
+			problems = append(problems, fmt.Sprintf("%s: unknown key (in the preset)", path))
+			continue
+		}
+		v.SetDefault(path, value)
+		origin[path] = "the preset"
+	}
 
 	if src.File != "" {
 		v.SetConfigFile(src.File)

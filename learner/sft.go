@@ -416,3 +416,39 @@ func restoreWeights(m *model.Model, ckpt string) error {
 	}
 	return m.SetParams(params, ignore...)
 }
+
+// StatePerplexity is the perplexity of the state text (the bodies of <observation> and
+// <prediction>) of conversations under m: exp of the mean cross-entropy of those tokens given
+// everything before them (SPA.md's state perplexity). It must run on a locked OS thread.
+func StatePerplexity(m *model.Model, tokens *rollout.Tokens, exs []SFTExample, maxLen, micro int) (float64, error) {
+	full, _, err := SFTSequences(tokens, exs, maxLen, false)
+	if err != nil {
+		return 0, err
+	}
+	masked, _, err := SFTSequences(tokens, exs, maxLen, true)
+	if err != nil {
+		return 0, err
+	}
+	var seqs []Sequence
+	for i := range full {
+		s := Sequence{IDs: full[i].IDs, Train: make([]bool, len(full[i].IDs))}
+		n := 0
+		for j := range s.Train {
+			s.Train[j] = full[i].Train[j] && !masked[i].Train[j]
+			if s.Train[j] {
+				n++
+			}
+		}
+		if n > 0 {
+			seqs = append(seqs, s)
+		}
+	}
+	if len(seqs) == 0 {
+		return 0, errors.New("state perplexity: no state text in the conversations")
+	}
+	loss, err := EvalLoss(m, seqs, micro)
+	if err != nil {
+		return 0, err
+	}
+	return math.Exp(loss), nil
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/spa-rl/spa/bus"
@@ -47,6 +48,19 @@ func NewTokens(tok *tokenizer.Tokenizer, tmpl *chat.Template) (*Tokens, error) {
 		return nil, errors.New("token mode needs a ChatML tokenizer (<|im_start|>, <|im_end|>)")
 	}
 	return &Tokens{Tok: tok, Template: tmpl, endTurn: end}, nil
+}
+
+// LoadTokens reads a checkpoint directory's tokenizer.json and tokenizer_config.json for token mode.
+func LoadTokens(dir string) (*Tokens, error) {
+	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
+	if err != nil {
+		return nil, err
+	}
+	tmpl, err := chat.Load(filepath.Join(dir, "tokenizer_config.json"))
+	if err != nil {
+		return nil, err
+	}
+	return NewTokens(tok, tmpl)
 }
 
 // Play runs one episode of env (already made, not yet reset) with llm and returns its trajectory.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -17,8 +16,6 @@ import (
 	"github.com/spa-rl/spa/config"
 	"github.com/spa-rl/spa/envs"
 	"github.com/spa-rl/spa/envs/busenv"
-	"github.com/spa-rl/spa/model/chat"
-	"github.com/spa-rl/spa/model/tokenizer"
 	"github.com/spa-rl/spa/rollout"
 )
 
@@ -27,15 +24,7 @@ func loadTokens(dir string) (*rollout.Tokens, error) {
 	if dir == "" {
 		return nil, errors.New("token mode needs the policy's tokenizer: pass --tokenizer DIR (the checkpoint directory)")
 	}
-	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
-	if err != nil {
-		return nil, err
-	}
-	tmpl, err := chat.Load(filepath.Join(dir, "tokenizer_config.json"))
-	if err != nil {
-		return nil, err
-	}
-	return rollout.NewTokens(tok, tmpl)
+	return rollout.LoadTokens(dir)
 }
 
 // episodeOptions maps the rollout section onto episode options.

@@ -61,7 +61,7 @@ Configuration is layered: defaults < --config YAML < SPA_* environment variables
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(newVersionCmd(), newConfigCmd(), newDoctorCmd(), newEnvCmd(), newBenchCmd(),
-		newBusCmd(), newTrajCmd(), newPolicyCmd(), newTokenizeCmd(), newModelCmd(), newServeCmd(), newEvalCmd(), newRolloutCmd(), newLearnCmd())
+		newBusCmd(), newTrajCmd(), newPolicyCmd(), newTokenizeCmd(), newModelCmd(), newServeCmd(), newEvalCmd(), newRolloutCmd(), newLearnCmd(), newRunCmd())
 	return root
 }
 
@@ -99,6 +99,21 @@ func addConfigFlags(cmd *cobra.Command) *configFlags {
 
 // load merges the configuration for the command that owns cf.
 func (cf *configFlags) load() (config.Config, error) {
+	flags, err := cf.values()
+	if err != nil {
+		return config.Config{}, err
+	}
+	return config.Load(config.Sources{File: cf.file, Environ: os.Environ(), Flags: flags})
+}
+
+// flagValues is values without the error (load has reported it already).
+func (cf *configFlags) flagValues() map[string]string {
+	v, _ := cf.values()
+	return v
+}
+
+// values maps the command line's keys to values: named flags, then --set.
+func (cf *configFlags) values() (map[string]string, error) {
 	flags := map[string]string{}
 	for _, f := range commonFlags {
 		if fl := cf.cmd.Flags().Lookup(f.flag); fl != nil && fl.Changed {
@@ -109,9 +124,9 @@ func (cf *configFlags) load() (config.Config, error) {
 	for _, s := range cf.sets {
 		key, value, ok := strings.Cut(s, "=")
 		if !ok || strings.TrimSpace(key) == "" {
-			return config.Config{}, fmt.Errorf("--set %q: want key=value", s)
+			return nil, fmt.Errorf("--set %q: want key=value", s)
 		}
 		flags[strings.TrimSpace(key)] = value
 	}
-	return config.Load(config.Sources{File: cf.file, Environ: os.Environ(), Flags: flags})
+	return flags, nil
 }

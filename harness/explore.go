@@ -1,0 +1,89 @@
+// Package harness is the SPA pipeline end to end: self-play collection, ground-truth replacement,
+// filtering, world-model SFT, PPO and evaluation, for the methods the paper compares, with the run
+// directory, resume and the report.
+package harness
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+
+	"github.com/spa-rl/spa/envs"
+	"github.com/spa-rl/spa/rollout"
+)
+
+// Explorer is the random-action explorer of self-play (the paper's ablation, and the only
+// sensible explorer for a model trained from scratch): an rollout.LLM that answers every turn
+// with well-formed text and 1–3 random actions. In the world-model format it writes the state it
+// was shown as its observation and, as a naive belief, the same state as its prediction; the
+// ground-truth replacement stage then puts the true next state there.
+type Explorer struct {
+	Spec envs.Spec
+	Mode rollout.Mode
+	// MaxActions bounds the actions per answer.
+	MaxActions int
+
+	mu  sync.Mutex
+	rng *rand.Rand
+}
+
+// NewExplorer makes an explorer for spec, seeded.
+func NewExplorer(spec envs.Spec, mode rollout.Mode, maxActions int, seed uint64) *Explorer {
+	return &Explorer{Spec: spec, Mode: mode, MaxActions: max(1, maxActions), rng: rand.New(rand.NewPCG(seed, 0x4558504c))}
+}
+
+// ExplorerModel is the model name the explorer answers with.
+const ExplorerModel = "explorer"
+
+// Generate implements rollout.LLM in chat mode.
+func (e *Explorer) Generate(_ context.Context, req rollout.GenRequest) (rollout.GenResponse, error) {
+	if len(req.Messages) == 0 {
+		return rollout.GenResponse{}, fmt.Errorf("explorer: chat mode only (no messages)")
+	}
+	state := stateOf(req.Messages[len(req.Messages)-1].Content)
+	e.mu.Lock()
+	n := 1 + e.rng.IntN(min(3, e.MaxActions))
+	actions := make([]string, n)
+	for i := range actions {
+		actions[i] = e.action()
+	}
+	e.mu.Unlock()
+	var b strings.Builder
+	b.WriteString("<think>")
+	if e.Mode == rollout.WorldModel {
+		b.WriteString("<observation>" + state + "</observation>")
+	}
+	b.WriteString("I will try " + strings.Join(actions, ", ") + ".")
+	if e.Mode == rollout.WorldModel {
+		b.WriteString("<prediction>" + state + "</prediction>")
+	}
+	b.WriteString("</think><answer>" + strings.Join(actions, " || ") + "</answer>")
+	return rollout.GenResponse{Text: b.String(), Model: ExplorerModel, FinishReason: "stop"}, nil
+}
+
+// action draws one action: a name from the spec, or for r,c,v environments (Sudoku) a random cell
+// and value.
+func (e *Explorer) action() string {
+	if len(e.Spec.Actions) > 0 {
+		return e.Spec.Actions[e.rng.IntN(len(e.Spec.Actions))]
+	}
+	n := 4
+	if strings.HasPrefix(e.Spec.Variant, "9") {
+		n = 9
+	}
+	return fmt.Sprintf("%d,%d,%d", 1+e.rng.IntN(n), 1+e.rng.IntN(n), 1+e.rng.IntN(n))
+}
+
+// stateOf cuts the rendered state out of a turn's user message ("State:\n<state>\nYou have ...").
+func stateOf(user string) string {
+	_, rest, ok := strings.Cut(user, "State:\n")
+	if !ok {
+		return ""
+	}
+	if i := strings.LastIndex(rest, "\nYou have "); i >= 0 {
+		rest = rest[:i]
+	}
+	return rest
+}

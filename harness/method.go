@@ -1,0 +1,294 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/spa-rl/spa/bus"
+	"github.com/spa-rl/spa/envs"
+	"github.com/spa-rl/spa/learner"
+	"github.com/spa-rl/spa/model"
+	"github.com/spa-rl/spa/rollout"
+)
+
+// Methods are the methods the paper compares (SPA.md's table).
+var Methods = []string{"spa", "vanilla", "state-estimation"}
+
+// render is how a method shows states: vanilla PPO sees raw grids, the others coordinates too.
+func render(method string) envs.RenderMode {
+	if method == "vanilla" {
+		return envs.Raw
+	}
+	return envs.Coords
+}
+
+// Eval is one evaluation of a policy.
+type Eval struct {
+	Pass1         float64 `json:"pass_at_1"`
+	PassK         float64 `json:"pass_at_k"`
+	PassKUnbiased float64 `json:"pass_at_k_unbiased"`
+	MeanReward    float64 `json:"mean_reward"`
+	FormatErrors  float64 `json:"format_error_rate"`
+	StatePPL      float64 `json:"state_perplexity"`
+	K             int     `json:"k"`
+	Puzzles       int     `json:"puzzles"`
+}
+
+// method runs one method from the base checkpoint: world-model SFT (spa only), evaluation of the
+// starting policy, PPO, and evaluation of the result.
+func (p *pipeline) method(ctx context.Context, m, base string) error {
+	dir := filepath.Join(p.o.Dir, m)
+	start := base
+	if m == "spa" {
+		key := m + ":sft"
+		if !p.st.done(key) {
+			exs, err := learner.ReadSFTExamples(filepath.Join(p.o.Dir, "sft.jsonl"))
+			if err != nil {
+				return err
+			}
+			ckpt, _, err := p.sft(ctx, m, base, exs, filepath.Join(dir, "sft"), p.cfg.Learner.SFT.Epochs)
+			if err != nil {
+				return err
+			}
+			if err := p.st.complete(key, &stageResult{Checkpoint: ckpt}); err != nil {
+				return err
+			}
+		}
+		start = p.st.Stages[key].Checkpoint
+	}
+	run := p.o.ID + "-" + m
+	if err := p.evaluate(ctx, m, "base", base); err != nil {
+		return err
+	}
+	if start != base {
+		if err := p.evaluate(ctx, m, "start", start); err != nil {
+			return err
+		}
+	}
+	final, err := p.ppo(ctx, m, start, filepath.Join(dir, "ppo"), run)
+	if err != nil {
+		return err
+	}
+	return p.evaluate(ctx, m, "final", final)
+}
+
+// evaluate measures Pass@1, Pass@k, reward and state perplexity of a checkpoint, served as
+// <method>-eval-<label>-v0 (once; a resumed run reuses the stored result).
+func (p *pipeline) evaluate(ctx context.Context, m, label, ckpt string) error {
+	key := m + ":eval-" + label
+	if p.st.done(key) {
+		return nil
+	}
+	name := m + "-eval-" + label
+	if err := p.loadVersion(ctx, p.o.ID+"-"+name, name, 0, ckpt); err != nil {
+		return err
+	}
+	e, err := p.evalModel(ctx, m, name+"-v0", label)
+	if err != nil {
+		return err
+	}
+	if e.StatePPL, err = p.statePPL(ctx, m, ckpt); err != nil {
+		return err
+	}
+	p.logf("%s %s: Pass@1 %.1f%%, Pass@%d %.1f%%, reward %.3f, state perplexity %.2f", m, label, 100*e.Pass1, e.K, 100*e.PassK, e.MeanReward, e.StatePPL)
+	p.record(map[string]any{"stage": "eval", "method": m, "label": label, "eval": e})
+	return p.st.complete(key, &stageResult{Eval: &e})
+}
+
+// evalModel plays the validation puzzles with a served model in the base prompt; an empty label
+// draws no progress line (validation inside PPO, whose line is already on screen).
+func (p *pipeline) evalModel(ctx context.Context, m, modelName, label string) (Eval, error) {
+	c, err := p.client(false)
+	if err != nil {
+		return Eval{}, err
+	}
+	eo := p.episodeOptions(rollout.Base, render(m))
+	eo.Model = modelName
+	if label != "" {
+		label = m + " eval " + label
+	}
+	bar := newBar(p.o.Log, label, p.cfg.Run.ValPuzzles*p.cfg.Run.ValK)
+	res, err := rollout.Evaluate(ctx, func() (envs.Env, error) { return p.newEnv(ctx) }, func() (rollout.LLM, error) { return c, nil }, p.tokens,
+		rollout.EvalOptions{Episode: eo, Puzzles: p.cfg.Run.ValPuzzles, K: p.cfg.Run.ValK, Concurrency: p.cfg.Rollout.Workers,
+			Progress: func(done, total int) { bar.set(done, "") }})
+	bar.done()
+	if err != nil {
+		return Eval{}, err
+	}
+	if res.Failed > 0 {
+		return Eval{}, fmt.Errorf("evaluation of %s: %d episodes failed", modelName, res.Failed)
+	}
+	return Eval{Pass1: res.Pass1, PassK: res.PassK, PassKUnbiased: res.PassKUnbiased, MeanReward: res.MeanReward, FormatErrors: res.FormatErrors, K: res.K, Puzzles: res.Puzzles}, nil
+}
+
+// statePPL is the perplexity of true states in world-model conversations on the validation
+// puzzles (explorer play with ground truth), rendered as the method renders them.
+func (p *pipeline) statePPL(ctx context.Context, m, ckpt string) (float64, error) {
+	r := render(m)
+	exs, ok := p.pplData[r]
+	if !ok {
+		ex := NewExplorer(p.spec, rollout.WorldModel, p.cfg.Rollout.MaxActionsPerTurn, 99)
+		eo := p.episodeOptions(rollout.WorldModel, r)
+		for seed := range min(p.cfg.Run.ValPuzzles, 32) {
+			env, err := p.newEnv(ctx)
+			if err != nil {
+				return 0, err
+			}
+			eo.Seed = int64(seed)
+			eo.ID, eo.Run = fmt.Sprintf("ppl-%d", seed), "ppl"
+			tr, err := rollout.Play(ctx, env, ex, nil, eo)
+			closeEnv(env)
+			if err != nil {
+				return 0, err
+			}
+			exs = append(exs, GroundTruth(tr, true))
+		}
+		if p.pplData == nil {
+			p.pplData = map[envs.RenderMode][]learner.SFTExample{}
+		}
+		p.pplData[r] = exs
+	}
+	var ppl float64
+	err := p.ex.Do(ctx, func() error {
+		mdl, err := model.Load(ckpt, model.Options{})
+		if err != nil {
+			return err
+		}
+		defer mdl.Close()
+		ppl, err = learner.StatePerplexity(mdl, p.tokens, exs, 0, p.cfg.Learner.MicroBatch)
+		return err
+	})
+	return ppl, err
+}
+
+// ppo trains method m from start: each step, rollout workers play one batch with the current
+// version over HTTP (environments over the bus), the learner consumes it from JetStream, updates,
+// checkpoints and syncs the server, which moves the policy KV the workers follow. It validates
+// every learner.ppo.validate_every steps and returns the final checkpoint.
+func (p *pipeline) ppo(ctx context.Context, m, start, out, run string) (string, error) {
+	key := m + ":ppo"
+	if p.st.done(key) {
+		return p.st.Stages[key].Checkpoint, nil
+	}
+	steps := p.cfg.Learner.PPO.Steps
+	prefix := m
+	// The server needs the version the learner resumes from (or the start as version 0).
+	from, version := start, int64(0)
+	if ckpt, st, err := learner.Latest(out); err == nil {
+		from, version = ckpt, st.Version
+	} else if !learner.IsNotExist(err) {
+		return "", err
+	}
+	if err := p.loadVersion(ctx, run, prefix, version, from); err != nil {
+		return "", err
+	}
+	cons, err := bus.NewConsumer(ctx, p.b, run, bus.ConsumerOptions{})
+	if err != nil {
+		return "", err
+	}
+	watch, err := p.pols.Watch(ctx, run)
+	if err != nil {
+		return "", err
+	}
+	genCtx, stopGen := context.WithCancel(ctx)
+	defer stopGen()
+	genErr := make(chan error, 1)
+	go func() { genErr <- p.generate(genCtx, m, run, watch, steps) }()
+
+	bar := newBar(p.o.Log, m+" ppo", steps)
+	began := time.Now()
+	var final string
+	err = p.ex.Do(ctx, func() error {
+		actor, err := p.loadPolicy(start)
+		if err != nil {
+			return err
+		}
+		models := []*model.Model{actor}
+		defer func() {
+			for _, x := range models {
+				x.Close()
+			}
+		}()
+		var critic, ref *model.Model
+		if p.cfg.Learner.PPO.Advantage != "grpo" {
+			if critic, err = model.NewCritic(actor, uint64(p.cfg.Run.Seed)+1); err != nil {
+				return err
+			}
+			models = append(models, critic)
+		}
+		if p.cfg.Learner.PPO.KLCoef > 0 {
+			if ref, err = model.Load(start, model.Options{}); err != nil {
+				return err
+			}
+			models = append(models, ref)
+		}
+		trainer, err := learner.NewPPO(actor, critic, ref, learner.PPOOptionsFrom(p.cfg.Learner, p.cfg.Rollout.Temperature, uint64(p.cfg.Run.Seed)))
+		if err != nil {
+			return err
+		}
+		defer trainer.Close()
+		st, err := trainer.Run(ctx, &learner.BusSource{C: cons}, learner.RunOptions{
+			Steps: steps, BatchSize: p.cfg.Rollout.Groups * p.cfg.Rollout.GroupSize, MaxOffPolicySteps: p.cfg.Learner.MaxOffPolicySteps,
+			Checkpoints: &learner.Checkpointer{Dir: out, TokenizerDir: start, DType: p.cfg.Learner.SaveDType, Keep: p.cfg.Learner.KeepCheckpoints},
+			Fleet:       &learner.Fleet{Servers: []learner.Syncer{learner.SpaServer(p.baseURL, p.cfg.Server.AdminKey)}, Policies: p.pols, Run: run},
+			ModelName:   func(v int64) string { return fmt.Sprintf("%s-v%d", prefix, v) },
+			Seed:        uint64(p.cfg.Run.Seed), Resume: true,
+			AfterStep: func(ctx context.Context, r learner.StepReport) error {
+				mt := r.Metrics
+				bar.set(r.Step, fmt.Sprintf("reward %.2f success %.0f%% pg %.3f vf %.3f kl %.4f", mt.Reward, 100*mt.Success, mt.PolicyLoss, mt.ValueLoss, mt.ApproxKL))
+				p.record(map[string]any{"stage": "ppo", "method": m, "step": r.Step, "report": r})
+				every := p.cfg.Learner.PPO.ValidateEvery
+				if every > 0 && (r.Step%every == 0 || r.Step == steps) {
+					e, err := p.evalModel(ctx, m, fmt.Sprintf("%s-v%d", prefix, r.Version), "")
+					if err != nil {
+						return err
+					}
+					p.record(map[string]any{"stage": "validate", "method": m, "step": r.Step, "eval": e})
+					bar.set(r.Step, fmt.Sprintf("reward %.2f success %.0f%% | validation Pass@1 %.1f%% Pass@%d %.1f%%", mt.Reward, 100*mt.Success, 100*e.Pass1, e.K, 100*e.PassK))
+				}
+				return nil
+			},
+		})
+		if err != nil {
+			return err
+		}
+		final, _, err = learner.Latest(out)
+		p.logf("%s ppo: %d steps in %s; trained on %d trajectories (%d filtered, %d stale)", m, st.Step, time.Since(began).Round(time.Second), st.Totals.Trained, st.Totals.Filtered, st.Totals.Stale)
+		return err
+	})
+	bar.done()
+	stopGen()
+	if gerr := <-genErr; gerr != nil && !errors.Is(gerr, context.Canceled) && err == nil {
+		err = gerr
+	}
+	if err != nil {
+		return "", err
+	}
+	return final, p.st.complete(key, &stageResult{Checkpoint: final})
+}
+
+// generate plays one batch per policy version the KV announces, until the learner's last.
+func (p *pipeline) generate(ctx context.Context, m, run string, watch <-chan bus.Policy, steps int) error {
+	c, err := p.client(false)
+	if err != nil {
+		return err
+	}
+	for pol := range watch {
+		if pol.Version >= int64(steps) {
+			return nil
+		}
+		eo := p.episodeOptions(rollout.Base, render(m))
+		eo.Model = pol.Model
+		groups := p.cfg.Rollout.Groups
+		if _, err := p.play(ctx, run, "", []rollout.LLM{c}, p.tokens, eo, groups, int(pol.Version)*groups); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("rollouts of %s: %w", pol.Model, err)
+		}
+	}
+	return ctx.Err()
+}

@@ -1,0 +1,543 @@
+package harness
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/spa-rl/spa/bus"
+	"github.com/spa-rl/spa/config"
+	"github.com/spa-rl/spa/envs"
+	"github.com/spa-rl/spa/envs/busenv"
+	"github.com/spa-rl/spa/inference"
+	"github.com/spa-rl/spa/learner"
+	"github.com/spa-rl/spa/model"
+	"github.com/spa-rl/spa/model/domain"
+	"github.com/spa-rl/spa/rollout"
+	"github.com/spa-rl/spa/torchrt"
+)
+
+// Options configure a pipeline run.
+type Options struct {
+	Config config.Config
+	// Dir is the run directory (runs/<id>); ID names the run on the bus.
+	Dir, ID string
+	// Resume continues a run from its last completed stage or PPO step.
+	Resume bool
+	// Log receives progress lines.
+	Log io.Writer
+}
+
+// trainSeedBase numbers training puzzles; validation uses seeds 0..val_puzzles-1, far below.
+const trainSeedBase = 1_000_000
+
+// pipeline is one run's live parts.
+type pipeline struct {
+	o       Options
+	cfg     config.Config
+	st      *state
+	metrics *os.File
+	mu      sync.Mutex
+
+	ex      *torchrt.Executor
+	b       *bus.Bus
+	hosts   []*busenv.Host
+	pols    *bus.Policies
+	pub     *bus.Publisher
+	srv     *inference.Server
+	httpSrv *http.Server
+	baseURL string
+	tokens  *rollout.Tokens
+	spec    envs.Spec
+	// pplData holds the state-perplexity conversations per rendering.
+	pplData map[envs.RenderMode][]learner.SFTExample
+}
+
+// Run executes the pipeline (see the package doc and docs/run.md) and writes the report.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	p := &pipeline{o: o, cfg: o.Config}
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	var err error
+	if p.st, err = loadState(o.Dir, o.Resume); err != nil {
+		return nil, err
+	}
+	if p.metrics, err = os.OpenFile(filepath.Join(o.Dir, "metrics.jsonl"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err != nil {
+		return nil, err
+	}
+	defer p.metrics.Close()
+	if err := p.saveConfig(); err != nil {
+		return nil, err
+	}
+	p.ex = torchrt.NewExecutor()
+	defer p.ex.Close()
+	defer p.close()
+
+	initDir, err := p.initModel(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.start(ctx, initDir); err != nil {
+		return nil, err
+	}
+	base, err := p.warmup(ctx, initDir)
+	if err != nil {
+		return nil, err
+	}
+	if slices.Contains(p.cfg.Run.Methods, "spa") {
+		if err := p.selfPlay(ctx, base); err != nil {
+			return nil, err
+		}
+	}
+	for _, m := range p.cfg.Run.Methods {
+		if err := p.method(ctx, m, base); err != nil {
+			return nil, fmt.Errorf("method %s: %w", m, err)
+		}
+	}
+	return p.report()
+}
+
+// saveConfig writes the merged configuration the run uses, for the record.
+func (p *pipeline) saveConfig() error {
+	data, err := json.MarshalIndent(p.cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(p.o.Dir, "config.json"), append(data, '\n'), 0o644)
+}
+
+// record appends one line to metrics.jsonl.
+func (p *pipeline) record(v map[string]any) {
+	v["time"] = time.Now().UTC().Format(time.RFC3339)
+	data, _ := json.Marshal(v)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, _ = p.metrics.Write(append(data, '\n'))
+}
+
+func (p *pipeline) logf(format string, args ...any) {
+	fmt.Fprintf(p.o.Log, format+"\n", args...)
+}
+
+// initModel returns the starting checkpoint: run.model, or a tiny model made from scratch in
+// <dir>/init (domain tokenizer, random weights).
+func (p *pipeline) initModel(ctx context.Context) (string, error) {
+	if p.cfg.Run.Model != "" {
+		return p.cfg.Run.Model, nil
+	}
+	dir := filepath.Join(p.o.Dir, "init")
+	if p.st.done("init") {
+		return dir, nil
+	}
+	p.logf("init: training the domain tokenizer and initialising the tiny model in %s", dir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	size, imEnd, _, err := domain.Write(dir, domain.Options{})
+	if err != nil {
+		return "", err
+	}
+	cfg, err := model.Preset("tiny", size)
+	if err != nil {
+		return "", err
+	}
+	cfg.EOSTokenID = model.IDList{imEnd}
+	err = p.ex.Do(ctx, func() error {
+		m, err := model.New(cfg, model.Options{Seed: uint64(p.cfg.Run.Seed)})
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		return model.Save(dir, m, model.SaveOptions{})
+	})
+	if err != nil {
+		return "", err
+	}
+	return dir, p.st.complete("init", nil)
+}
+
+// start brings up the embedded default: NATS with JetStream in the run directory (or bus.url),
+// env hosts on the bus, and the inference server on 127.0.0.1 over real HTTP.
+func (p *pipeline) start(ctx context.Context, initDir string) error {
+	bo := bus.Options{
+		URL: p.cfg.Bus.URL, Name: "spa-run", User: p.cfg.Bus.User, Password: p.cfg.Bus.Password, Token: p.cfg.Bus.Token,
+		CredsFile: p.cfg.Bus.CredsFile, NKeyFile: p.cfg.Bus.NKeyFile, TLSCA: p.cfg.Bus.TLSCA, TLSCert: p.cfg.Bus.TLSCert, TLSKey: p.cfg.Bus.TLSKey,
+		Timeout: p.cfg.Bus.Timeout, StoreDir: p.cfg.Bus.StoreDir, Listen: p.cfg.Bus.Listen,
+	}
+	if bo.URL == "" && bo.StoreDir == "" {
+		bo.StoreDir = bus.DefaultStoreDir(p.o.Dir)
+	}
+	var err error
+	if p.b, err = bus.Open(ctx, bo); err != nil {
+		return err
+	}
+	if _, err := bus.EnsureTrajStream(ctx, p.b.JS, bus.StreamOptions{}); err != nil {
+		return err
+	}
+	if p.pols, err = bus.OpenPolicies(ctx, p.b); err != nil {
+		return err
+	}
+	if p.pub, err = bus.NewPublisher(p.b.Conn, bus.PublisherOptions{}); err != nil {
+		return err
+	}
+	env := p.cfg.Env.Name
+	if _, err := envs.New(env, p.cfg.Env.Variant); err == nil {
+		for range p.cfg.Env.Replicas {
+			h, err := busenv.NewHost(p.b.Conn, busenv.HostOptions{Env: env, SessionTTL: p.cfg.Env.SessionTTL,
+				New: func(v string) (envs.Env, error) { return envs.New(env, v) }})
+			if err != nil {
+				return err
+			}
+			p.hosts = append(p.hosts, h)
+		}
+	} // otherwise the environment is served on the bus by someone else
+	probe, err := p.newEnv(ctx)
+	if err != nil {
+		return fmt.Errorf("environment %s on the bus: %w", env, err)
+	}
+	p.spec = probe.Spec()
+	closeEnv(probe)
+
+	if p.tokens, err = rollout.LoadTokens(initDir); err != nil {
+		return err
+	}
+	if len(p.cfg.Rollout.Endpoints) > 0 {
+		return errors.New("spa run with external endpoints (rollout.endpoints) is not wired yet; run the stages with spa rollout and spa learn (docs/run.md)")
+	}
+	dev, err := model.ParseDevice(p.cfg.Learner.Device)
+	if err != nil {
+		return err
+	}
+	if p.srv, err = inference.Open(ctx, initDir, inference.Options{
+		MaxBatch: p.cfg.Server.MaxBatch, MaxModelLen: p.cfg.Server.MaxModelLen, KVCacheMB: p.cfg.Server.KVCacheMB,
+		MaxVersions: p.cfg.Server.MaxVersions, Device: dev,
+	}, inference.ServerOptions{APIKey: p.cfg.Server.APIKey, AdminKey: p.cfg.Server.AdminKey}); err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	p.httpSrv = &http.Server{Handler: p.srv, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = p.httpSrv.Serve(l) }()
+	p.baseURL = "http://" + l.Addr().String() + "/v1"
+	p.logf("embedded: NATS %s, inference server %s, %s on the bus", orEmbedded(p.cfg.Bus.URL), p.baseURL, env)
+	return nil
+}
+
+func orEmbedded(url string) string {
+	if url == "" {
+		return "embedded (store in the run directory)"
+	}
+	return url
+}
+
+// newEnv dials the environment on the bus.
+func (p *pipeline) newEnv(ctx context.Context) (envs.Env, error) {
+	return busenv.Dial(ctx, p.b.Conn, p.cfg.Env.Name, busenv.RemoteOptions{Variant: p.cfg.Env.Variant, Timeout: p.cfg.Bus.Timeout})
+}
+
+func (p *pipeline) close() {
+	if p.httpSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = p.httpSrv.Shutdown(ctx)
+		cancel()
+	}
+	if p.srv != nil {
+		p.srv.Close()
+	}
+	if p.pub != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_ = p.pub.Close(ctx)
+		cancel()
+	}
+	for _, h := range p.hosts {
+		h.Close()
+	}
+	if p.b != nil {
+		p.b.Close()
+	}
+}
+
+// episodeOptions are the rollout settings for a prompt mode and state rendering.
+func (p *pipeline) episodeOptions(mode rollout.Mode, render envs.RenderMode) rollout.EpisodeOptions {
+	r := p.cfg.Rollout
+	return rollout.EpisodeOptions{
+		PromptOptions: rollout.PromptOptions{Mode: mode, Render: render, MaxActionsPerTurn: r.MaxActionsPerTurn},
+		MaxTurns:      r.MaxTurns, MaxTokens: r.MaxTokens, Temperature: r.Temperature, TopP: r.TopP, TopK: r.TopK,
+	}
+}
+
+// client is an HTTP client of the embedded server.
+func (p *pipeline) client(chatMode bool) (rollout.LLM, error) {
+	return rollout.NewClient(rollout.ClientOptions{BaseURL: p.baseURL, APIKey: p.cfg.Server.APIKey, Chat: chatMode,
+		Timeout: p.cfg.Rollout.RequestTimeout, Retries: p.cfg.Rollout.Retries})
+}
+
+// play runs groups × group size episodes with llms (the router spreads episodes over them),
+// publishes them to run's stream, and returns them in order.
+func (p *pipeline) play(ctx context.Context, run, label string, llms []rollout.LLM, tokens *rollout.Tokens, eo rollout.EpisodeOptions, groups, firstGroup int) ([]*bus.Trajectory, error) {
+	names := make([]string, len(llms))
+	for i := range names {
+		names[i] = fmt.Sprintf("llm%d", i)
+	}
+	router, err := rollout.NewRouter(names, llms)
+	if err != nil {
+		return nil, err
+	}
+	total := groups * p.cfg.Rollout.GroupSize
+	bar := newBar(p.o.Log, label, total)
+	var mu sync.Mutex
+	var out []*bus.Trajectory
+	successes := 0
+	_, err = rollout.RunWorkers(ctx, rollout.WorkerOptions{
+		Run: run, Worker: "w", Episode: eo, Workers: p.cfg.Rollout.Workers, Groups: groups, GroupSize: p.cfg.Rollout.GroupSize,
+		FirstGroup: firstGroup, SeedBase: trainSeedBase, NewEnv: func() (envs.Env, error) { return p.newEnv(ctx) },
+		Router: router, Tokens: tokens,
+		Publish: func(ctx context.Context, tr *bus.Trajectory) error {
+			if err := p.pub.Publish(ctx, tr); err != nil {
+				return err
+			}
+			mu.Lock()
+			out = append(out, tr)
+			if tr.Success {
+				successes++
+			}
+			bar.set(len(out), fmt.Sprintf("success %.0f%%", 100*float64(successes)/float64(len(out))))
+			mu.Unlock()
+			return nil
+		},
+	})
+	bar.done()
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b *bus.Trajectory) int { return compareIDs(a.ID, b.ID) })
+	return out, nil
+}
+
+func compareIDs(a, b string) int {
+	if a < b {
+		return -1
+	}
+	if a > b {
+		return 1
+	}
+	return 0
+}
+
+// writeTrajectories writes trajectories as JSON lines.
+func writeTrajectories(path string, trs []*bus.Trajectory) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	for _, tr := range trs {
+		data, err := bus.EncodeTrajectory(tr)
+		if err != nil {
+			f.Close()
+			return err
+		}
+		if _, err := f.Write(append(data, '\n')); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	return f.Close()
+}
+
+// explorerPlay plays n episodes with the random explorer (mode, render) and returns them.
+func (p *pipeline) explorerPlay(ctx context.Context, run, label string, mode rollout.Mode, render envs.RenderMode, n int, seed uint64) ([]*bus.Trajectory, error) {
+	ex := NewExplorer(p.spec, mode, p.cfg.Rollout.MaxActionsPerTurn, seed)
+	groups := (n + p.cfg.Rollout.GroupSize - 1) / p.cfg.Rollout.GroupSize
+	return p.play(ctx, run, label, []rollout.LLM{ex}, nil, p.episodeOptions(mode, render), groups, 0)
+}
+
+// warmup gives a from-scratch model the answer format (its stand-in for an instruct model's
+// prior): SFT on random-explorer episodes in the base prompt, half with raw and half with
+// coordinate states. Every method starts from its result. A pretrained run.model skips it.
+func (p *pipeline) warmup(ctx context.Context, initDir string) (string, error) {
+	if p.cfg.Run.Model != "" || p.cfg.Run.WarmupEpisodes == 0 {
+		return initDir, nil
+	}
+	out := filepath.Join(p.o.Dir, "warmup")
+	if p.st.done("warmup") {
+		return p.st.Stages["warmup"].Checkpoint, nil
+	}
+	n := p.cfg.Run.WarmupEpisodes
+	var trs []*bus.Trajectory
+	for i, render := range []envs.RenderMode{envs.Raw, envs.Coords} {
+		part, err := p.explorerPlay(ctx, p.o.ID+"-warmup-"+string(render), "warm-up play ("+string(render)+")", rollout.Base, render, n/2, uint64(p.cfg.Run.Seed)*7+uint64(i))
+		if err != nil {
+			return "", err
+		}
+		trs = append(trs, part...)
+	}
+	if err := writeTrajectories(filepath.Join(p.o.Dir, "warmup.jsonl"), trs); err != nil {
+		return "", err
+	}
+	exs := make([]learner.SFTExample, len(trs))
+	for i, tr := range trs {
+		exs[i] = GroundTruth(tr, false)
+	}
+	ckpt, _, err := p.sft(ctx, "warmup", initDir, exs, out, p.cfg.Learner.SFT.Epochs)
+	if err != nil {
+		return "", err
+	}
+	return ckpt, p.st.complete("warmup", &stageResult{Checkpoint: ckpt})
+}
+
+// selfPlay collects world-model episodes, replaces their observation and prediction bodies with
+// the true states, filters them, and writes the SFT data (SPA.md steps 1–3).
+func (p *pipeline) selfPlay(ctx context.Context, base string) error {
+	if p.st.done("selfplay") {
+		return nil
+	}
+	run := p.o.ID + "-selfplay"
+	n := p.cfg.Run.SelfPlay
+	var llms []rollout.LLM
+	explorer := NewExplorer(p.spec, rollout.WorldModel, p.cfg.Rollout.MaxActionsPerTurn, uint64(p.cfg.Run.Seed)*13)
+	switch p.cfg.Run.Explore {
+	case "random":
+		llms = []rollout.LLM{explorer}
+	case "policy", "mix":
+		// The policy explores in chat mode: self-play needs the text, not the token ids.
+		if err := p.loadVersion(ctx, run, "selfplay", 0, base); err != nil {
+			return err
+		}
+		c, err := p.client(true)
+		if err != nil {
+			return err
+		}
+		llms = []rollout.LLM{c}
+		if p.cfg.Run.Explore == "mix" {
+			llms = append(llms, explorer)
+		}
+	}
+	eo := p.episodeOptions(rollout.WorldModel, envs.Coords)
+	eo.Model = "selfplay-v0"
+	groups := (n + p.cfg.Rollout.GroupSize - 1) / p.cfg.Rollout.GroupSize
+	trs, err := p.play(ctx, run, "self-play ("+p.cfg.Run.Explore+")", llms, nil, eo, groups, 0)
+	if err != nil {
+		return err
+	}
+	if err := writeTrajectories(filepath.Join(p.o.Dir, "selfplay.jsonl"), trs); err != nil {
+		return err
+	}
+	exs := make([]learner.SFTExample, len(trs))
+	for i, tr := range trs {
+		exs[i] = GroundTruth(tr, p.cfg.Run.GroundTruth)
+	}
+	malformed, duplicate := 0, 0
+	if p.cfg.Run.Filter {
+		exs, malformed, duplicate = Filter(exs)
+	}
+	if err := learner.WriteSFTExamples(filepath.Join(p.o.Dir, "sft.jsonl"), exs); err != nil {
+		return err
+	}
+	p.logf("self-play: %d episodes, %d SFT conversations (%d malformed, %d duplicates dropped)", len(trs), len(exs), malformed, duplicate)
+	p.record(map[string]any{"stage": "selfplay", "episodes": len(trs), "sft_examples": len(exs), "malformed": malformed, "duplicates": duplicate})
+	return p.st.complete("selfplay", &stageResult{Counts: map[string]int{"episodes": len(trs), "sft_examples": len(exs), "malformed": malformed, "duplicates": duplicate}})
+}
+
+// sft fine-tunes from on exs into out (resuming inside the stage) and returns the final checkpoint.
+func (p *pipeline) sft(ctx context.Context, label, from string, exs []learner.SFTExample, out string, epochs int) (string, learner.SFTResult, error) {
+	seqs, dropped, err := learner.SFTSequences(p.tokens, exs, p.cfg.Learner.SFT.MaxLength, p.cfg.Learner.SFT.MaskState)
+	if err != nil {
+		return "", learner.SFTResult{}, err
+	}
+	nVal := len(seqs) / 20
+	train, val := seqs[:len(seqs)-nVal], seqs[len(seqs)-nVal:]
+	o := learner.SFTOptionsFrom(p.cfg.Learner, uint64(p.cfg.Run.Seed))
+	o.Epochs = epochs
+	o.Checkpoints = &learner.Checkpointer{Dir: out, TokenizerDir: from, DType: p.cfg.Learner.SaveDType, Keep: 1}
+	o.Resume = true
+	steps := ((len(train) + o.BatchSize - 1) / o.BatchSize) * epochs
+	bar := newBar(p.o.Log, label+" sft", steps)
+	o.Progress = func(s learner.SFTProgress) {
+		bar.set(s.Step, fmt.Sprintf("epoch %d loss %.3f val %.3f", s.Epoch, s.Loss, s.ValLoss))
+		p.record(map[string]any{"stage": label + "-sft", "step": s.Step, "epoch": s.Epoch, "loss": s.Loss, "val_loss": finite(s.ValLoss), "grad_norm": s.GradNorm, "lr": s.LR})
+	}
+	var res learner.SFTResult
+	err = p.ex.Do(ctx, func() error {
+		m, err := p.loadPolicy(from)
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		res, err = learner.TrainSFT(ctx, m, train, val, o)
+		return err
+	})
+	bar.done()
+	if err != nil {
+		return "", res, err
+	}
+	p.logf("%s sft: %d sequences (%d too long), %d steps, val loss %.3f, %.0f tokens/s", label, len(seqs), dropped, res.Steps, res.ValLoss, res.TokensPerSec)
+	ckpt, _, err := learner.Latest(out)
+	return ckpt, res, err
+}
+
+// loadPolicy loads a checkpoint for training, with LoRA adapters when configured.
+func (p *pipeline) loadPolicy(dir string) (*model.Model, error) {
+	dev, err := model.ParseDevice(p.cfg.Learner.Device)
+	if err != nil {
+		return nil, err
+	}
+	m, err := model.Load(dir, model.Options{Device: dev})
+	if err != nil {
+		return nil, err
+	}
+	if l := p.cfg.Learner.LoRA; l.Rank > 0 {
+		if err := m.EnableLoRA(model.LoRAOptions{Rank: l.Rank, Alpha: l.Alpha, Targets: l.Targets, Seed: uint64(p.cfg.Run.Seed)}); err != nil {
+			m.Close()
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// loadVersion puts a checkpoint on the server as <prefix>-v<n> through the weight-sync interface
+// (HTTP /update_weights, as any spa server) and points run's policy there. A version the KV
+// already holds (a resumed run) is loaded again without moving the KV.
+func (p *pipeline) loadVersion(ctx context.Context, run, prefix string, n int64, dir string) error {
+	abs, _ := filepath.Abs(dir)
+	v := learner.Version{Number: n, Model: fmt.Sprintf("%s-v%d", prefix, n), Dir: abs}
+	if _, err := p.srv.Engine().Resolve(v.Model); err == nil {
+		return nil
+	}
+	f := &learner.Fleet{Servers: []learner.Syncer{learner.SpaServer(p.baseURL, p.cfg.Server.AdminKey)}}
+	if err := f.Sync(ctx, v); err != nil {
+		return err
+	}
+	if err := p.pols.Set(ctx, run, bus.Policy{Version: n, Model: v.Model, WeightDir: abs}); err != nil && !errors.Is(err, bus.ErrStaleVersion) {
+		return err
+	}
+	return nil
+}
+
+func finite(x float64) any {
+	if x != x {
+		return nil
+	}
+	return x
+}
+
+// closeEnv ends a remote environment's session.
+func closeEnv(e envs.Env) {
+	if c, ok := e.(io.Closer); ok {
+		_ = c.Close()
+	}
+}

@@ -1,0 +1,49 @@
+package harness
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Presets are named sizes of the pipeline, as configuration values that sit above the defaults
+// and below a config file, SPA_* variables and flags. smoke is for tests (minutes); quick is the
+// README's `make run` (Sokoban with the tiny model, about 15–20 minutes on 2 cores); paper is the
+// paper's hyperparameters (the defaults), for GPUs, vLLM and a pretrained run.model.
+var Presets = map[string]map[string]string{
+	"smoke": {
+		"run.methods": "spa,vanilla", "run.selfplay_episodes": "16", "run.warmup_episodes": "16",
+		"run.val_puzzles": "4", "run.val_k": "2",
+		"rollout.groups": "2", "rollout.group_size": "2", "rollout.workers": "4", "rollout.max_turns": "2", "rollout.max_tokens": "48",
+		"learner.sft.epochs": "1", "learner.sft.batch_size": "8", "learner.sft.lr": "1e-3",
+		"learner.ppo.steps": "2", "learner.ppo.validate_every": "1", "learner.ppo.keep_group_ratio": "1",
+		"learner.ppo.actor_lr": "1e-4", "learner.ppo.critic_lr": "1e-3",
+		"server.max_model_len": "2048", "server.kv_cache_mb": "128",
+	},
+	"quick": {
+		"run.methods": "spa,vanilla", "run.selfplay_episodes": "512", "run.warmup_episodes": "512",
+		"run.val_puzzles": "32", "run.val_k": "8",
+		"rollout.groups": "8", "rollout.group_size": "8", "rollout.workers": "16", "rollout.max_turns": "3", "rollout.max_tokens": "64",
+		"learner.sft.epochs": "3", "learner.sft.batch_size": "16", "learner.sft.lr": "1e-3",
+		"learner.ppo.steps": "30", "learner.ppo.validate_every": "10", "learner.ppo.keep_group_ratio": "0.5",
+		"learner.ppo.actor_lr": "5e-5", "learner.ppo.critic_lr": "5e-4",
+		"server.max_model_len": "2048", "server.kv_cache_mb": "256",
+	},
+	"paper": {
+		"run.methods": "spa,vanilla,state-estimation",
+	},
+}
+
+// Preset returns a preset's values by name, with an error naming the choices.
+func Preset(name string) (map[string]string, error) {
+	p, ok := Presets[name]
+	if !ok {
+		names := make([]string, 0, len(Presets))
+		for n := range Presets {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		return nil, fmt.Errorf("unknown preset %q (want %s)", name, strings.Join(names, ", "))
+	}
+	return p, nil
+}
