@@ -25,12 +25,10 @@ test: build
 	go test -count=1 ./...
 	bin/spa doctor
 
-# `spa run` (the pipeline) does not exist yet; until it does, this checks the runtime it needs and
-# says so rather than pretending to train.
+# The main job: the SPA pipeline on the embedded default with the quick preset (Sokoban, tiny
+# model, about 15-20 minutes on 2 cores). The report lands in runs/<id>/report.md.
 run: build
-	@echo "spa run: the SPA pipeline (self-play, SFT, PPO, eval) is not implemented yet."
-	@echo "Checking the runtime it will use instead:"
-	bin/spa doctor
+	bin/spa run --preset quick
 
 bench: build
 	go test -run '^$$' -bench . -benchtime 2s ./...

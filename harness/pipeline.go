@@ -17,6 +17,7 @@ import (
 	"github.com/spa-rl/spa/bus"
 	"github.com/spa-rl/spa/config"
 	"github.com/spa-rl/spa/envs"
+	_ "github.com/spa-rl/spa/envs/builtin" // the built-in environments the run hosts on the bus
 	"github.com/spa-rl/spa/envs/busenv"
 	"github.com/spa-rl/spa/inference"
 	"github.com/spa-rl/spa/learner"
@@ -485,7 +486,7 @@ func (p *pipeline) sft(ctx context.Context, label, from string, exs []learner.SF
 	if err != nil {
 		return "", res, err
 	}
-	p.logf("%s sft: %d sequences (%d too long), %d steps, val loss %.3f, %.0f tokens/s", label, len(seqs), dropped, res.Steps, res.ValLoss, res.TokensPerSec)
+	p.logf("%s sft: %d sequences (%d too long), %d steps, val loss %.3f, %.0f trained tokens/s", label, len(seqs), dropped, res.Steps, res.ValLoss, res.TokensPerSec)
 	ckpt, _, err := learner.Latest(out)
 	return ckpt, res, err
 }

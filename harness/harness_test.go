@@ -1,0 +1,173 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spa-rl/spa/bus"
+	"github.com/spa-rl/spa/config"
+	"github.com/spa-rl/spa/inference"
+	"github.com/spa-rl/spa/torchrt"
+)
+
+func TestMain(m *testing.M) { torchrt.RunTests(m) }
+
+func smokeConfig(t *testing.T) config.Config {
+	t.Helper()
+	values, err := Preset("smoke")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(config.Sources{Preset: values, Flags: map[string]string{"run.preset": "smoke"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// countLines counts the non-empty lines of a file holding s.
+func countLines(t *testing.T, path, s string) int {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.Contains(line, s) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestSmokePipelineEndToEndWithResume runs the smoke preset through every stage over real NATS,
+// real HTTP and real libtorch, interrupts it during PPO, resumes it, and checks the artefacts:
+// the report and plots, servable checkpoints, trajectory counts with no duplicates, and a resumed
+// run that continued instead of restarting.
+func TestSmokePipelineEndToEndWithResume(t *testing.T) {
+	cfg := smokeConfig(t)
+	dir := filepath.Join(t.TempDir(), "smoke")
+	const id = "smoke"
+
+	// Interrupt once the first PPO step of spa is recorded.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil {
+			if data, err := os.ReadFile(filepath.Join(dir, "metrics.jsonl")); err == nil && bytes.Contains(data, []byte(`"stage":"ppo"`)) {
+				cancel()
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	if _, err := Run(ctx, Options{Config: cfg, Dir: dir, ID: id}); err == nil {
+		t.Fatal("the interrupted run finished")
+	} else {
+		t.Logf("interrupted: %v", err)
+	}
+	before, err := loadState(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.done("spa:ppo") || !before.done("spa:sft") {
+		t.Fatalf("interrupted at the wrong place: %v", before.Stages)
+	}
+	if _, err := Run(context.Background(), Options{Config: cfg, Dir: dir, ID: id}); err == nil || !strings.Contains(err.Error(), "--resume") {
+		t.Errorf("starting over a run directory: %v", err)
+	}
+
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel2()
+	rep, err := Run(ctx2, Options{Config: cfg, Dir: dir, ID: id, Resume: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := loadState(dir, true)
+	for _, stage := range []string{"init", "warmup", "selfplay", "spa:sft", "spa:eval-base"} {
+		if !after.Stages[stage].Finished.Equal(before.Stages[stage].Finished) {
+			t.Errorf("stage %s ran again after resume", stage)
+		}
+	}
+	// Every PPO step of each method was trained once: the resumed run continued from the checkpoint.
+	metrics := filepath.Join(dir, "metrics.jsonl")
+	for _, m := range []string{"spa", "vanilla"} {
+		if n := countLines(t, metrics, `"method":"`+m+`","report"`); n != cfg.Learner.PPO.Steps {
+			t.Errorf("%s: %d PPO step records, want %d (one per step)", m, n, cfg.Learner.PPO.Steps)
+		}
+	}
+
+	report, err := os.ReadFile(rep.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"| spa | untrained (base) |", "| spa | after world-model SFT |", "| spa | after PPO |", "| vanilla | after PPO |", "![success](success.png)"} {
+		if !strings.Contains(string(report), want) {
+			t.Errorf("report lacks %q:\n%s", want, report)
+		}
+	}
+	for _, plot := range rep.Plots {
+		f, err := os.Open(plot)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(f)
+		f.Close()
+		if err != nil || img.Bounds().Dx() < 300 {
+			t.Errorf("plot %s: %v", plot, err)
+		}
+	}
+	if len(rep.Plots) != 3 {
+		t.Errorf("%d plots", len(rep.Plots))
+	}
+
+	// The final checkpoints are servable by spa serve's loader.
+	for _, m := range []string{"spa", "vanilla"} {
+		ckpt := after.Stages[m+":ppo"].Checkpoint
+		srv, err := inference.Open(context.Background(), ckpt, inference.Options{MaxModelLen: 256, KVCacheMB: 16}, inference.ServerOptions{})
+		if err != nil {
+			t.Errorf("serve %s: %v", ckpt, err)
+			continue
+		}
+		srv.Close()
+	}
+
+	// Trajectory counts: self-play in its file, and each method's PPO stream holds exactly
+	// steps x groups x group size distinct trajectories.
+	if n := countLines(t, filepath.Join(dir, "selfplay.jsonl"), `"id"`); n != cfg.Run.SelfPlay {
+		t.Errorf("selfplay.jsonl has %d trajectories, want %d", n, cfg.Run.SelfPlay)
+	}
+	b, err := bus.Open(context.Background(), bus.Options{StoreDir: bus.DefaultStoreDir(dir)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for _, m := range []string{"spa", "vanilla"} {
+		var buf bytes.Buffer
+		n, err := bus.ExportTrajectories(context.Background(), b, id+"-"+m, &buf, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := uint64(cfg.Learner.PPO.Steps * cfg.Rollout.Groups * cfg.Rollout.GroupSize)
+		ids := map[string]bool{}
+		for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+			var tr struct{ ID string }
+			_ = json.Unmarshal([]byte(line), &tr)
+			if ids[tr.ID] {
+				t.Errorf("%s: trajectory %s twice", m, tr.ID)
+			}
+			ids[tr.ID] = true
+		}
+		if n != want {
+			t.Errorf("%s: %d trajectories in the stream, want %d", m, n, want)
+		}
+	}
+}
