@@ -29,14 +29,14 @@ type Run struct {
 	Seed    int      `yaml:"seed" doc:"seed for puzzles, sampling and initialisation" check:">=0"`
 	Threads int      `yaml:"threads" doc:"libtorch intra-op threads; 0 uses every core" check:">=0"`
 	// Model is a pretrained starting checkpoint; empty trains the tiny preset from scratch.
-	Model           string `yaml:"model" doc:"starting checkpoint (Hugging Face directory); empty trains a tiny model from scratch"`
-	Explore         string `yaml:"explore" doc:"self-play exploration: random (well-formed turns with random actions), policy, or mix" check:"oneof=random policy mix"`
-	SelfPlay        int    `yaml:"selfplay_episodes" doc:"self-play episodes for the world-model SFT data" check:">=1"`
-	WarmupEpisodes  int    `yaml:"warmup_episodes" doc:"format warm-up episodes for a from-scratch model (its stand-in for an instruct model); 0 skips" check:">=0"`
-	Filter          bool   `yaml:"filter" doc:"keep only turns with an observation before a prediction inside <think>, de-duplicated"`
-	GroundTruth     bool   `yaml:"ground_truth" doc:"replace observation/prediction bodies with the true states (off: the self-belief ablation)"`
-	ValPuzzles      int    `yaml:"val_puzzles" doc:"validation puzzles (seeds 0..N-1)" check:">=1"`
-	ValK            int    `yaml:"val_k" doc:"samples per validation puzzle (Pass@k)" check:">=1"`
+	Model          string `yaml:"model" doc:"starting checkpoint (Hugging Face directory); empty trains a tiny model from scratch"`
+	Explore        string `yaml:"explore" doc:"self-play exploration: random (well-formed turns with random actions), policy, or mix" check:"oneof=random policy mix"`
+	SelfPlay       int    `yaml:"selfplay_episodes" doc:"self-play episodes for the world-model SFT data" check:">=1"`
+	WarmupEpisodes int    `yaml:"warmup_episodes" doc:"format warm-up episodes for a from-scratch model (its stand-in for an instruct model); 0 skips" check:">=0"`
+	Filter         bool   `yaml:"filter" doc:"keep only turns with an observation before a prediction inside <think>, de-duplicated"`
+	GroundTruth    bool   `yaml:"ground_truth" doc:"replace observation/prediction bodies with the true states (off: the self-belief ablation)"`
+	ValPuzzles     int    `yaml:"val_puzzles" doc:"validation puzzles (seeds 0..N-1)" check:">=1"`
+	ValK           int    `yaml:"val_k" doc:"samples per validation puzzle (Pass@k)" check:">=1"`
 }
 
 // Bus holds how to reach NATS.
