@@ -202,34 +202,11 @@ func (p *pipeline) ppo(ctx context.Context, m, start, out, run string) (string, 
 	began := time.Now()
 	var final string
 	err = p.ex.Do(ctx, func() error {
-		actor, err := p.loadPolicy(start)
+		trainer, closeAll, err := learner.NewPPOFrom(start, p.cfg.Learner, p.cfg.Rollout.Temperature, uint64(p.cfg.Run.Seed))
 		if err != nil {
 			return err
 		}
-		models := []*model.Model{actor}
-		defer func() {
-			for _, x := range models {
-				x.Close()
-			}
-		}()
-		var critic, ref *model.Model
-		if p.cfg.Learner.PPO.Advantage != "grpo" {
-			if critic, err = model.NewCritic(actor, uint64(p.cfg.Run.Seed)+1); err != nil {
-				return err
-			}
-			models = append(models, critic)
-		}
-		if p.cfg.Learner.PPO.KLCoef > 0 {
-			if ref, err = model.Load(start, model.Options{}); err != nil {
-				return err
-			}
-			models = append(models, ref)
-		}
-		trainer, err := learner.NewPPO(actor, critic, ref, learner.PPOOptionsFrom(p.cfg.Learner, p.cfg.Rollout.Temperature, uint64(p.cfg.Run.Seed)))
-		if err != nil {
-			return err
-		}
-		defer trainer.Close()
+		defer closeAll()
 		st, err := trainer.Run(ctx, &learner.BusSource{C: cons}, learner.RunOptions{
 			Steps: steps, BatchSize: p.cfg.Rollout.Groups * p.cfg.Rollout.GroupSize, MaxOffPolicySteps: p.cfg.Learner.MaxOffPolicySteps,
 			Checkpoints: &learner.Checkpointer{Dir: out, TokenizerDir: start, DType: p.cfg.Learner.SaveDType, Keep: p.cfg.Learner.KeepCheckpoints},

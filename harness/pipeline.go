@@ -474,7 +474,7 @@ func (p *pipeline) sft(ctx context.Context, label, from string, exs []learner.SF
 	}
 	var res learner.SFTResult
 	err = p.ex.Do(ctx, func() error {
-		m, err := p.loadPolicy(from)
+		m, err := learner.LoadPolicy(from, p.cfg.Learner, uint64(p.cfg.Run.Seed))
 		if err != nil {
 			return err
 		}
@@ -489,25 +489,6 @@ func (p *pipeline) sft(ctx context.Context, label, from string, exs []learner.SF
 	p.logf("%s sft: %d sequences (%d too long), %d steps, val loss %.3f, %.0f trained tokens/s", label, len(seqs), dropped, res.Steps, res.ValLoss, res.TokensPerSec)
 	ckpt, _, err := learner.Latest(out)
 	return ckpt, res, err
-}
-
-// loadPolicy loads a checkpoint for training, with LoRA adapters when configured.
-func (p *pipeline) loadPolicy(dir string) (*model.Model, error) {
-	dev, err := model.ParseDevice(p.cfg.Learner.Device)
-	if err != nil {
-		return nil, err
-	}
-	m, err := model.Load(dir, model.Options{Device: dev})
-	if err != nil {
-		return nil, err
-	}
-	if l := p.cfg.Learner.LoRA; l.Rank > 0 {
-		if err := m.EnableLoRA(model.LoRAOptions{Rank: l.Rank, Alpha: l.Alpha, Targets: l.Targets, Seed: uint64(p.cfg.Run.Seed)}); err != nil {
-			m.Close()
-			return nil, err
-		}
-	}
-	return m, nil
 }
 
 // loadVersion puts a checkpoint on the server as <prefix>-v<n> through the weight-sync interface

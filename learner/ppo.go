@@ -328,6 +328,15 @@ func gatherRows(rows [][]float64, seqIdx []int) []float64 {
 	return out
 }
 
+// pick returns seqs[i] for i in idx.
+func pick(seqs []Sequence, idx []int) []Sequence {
+	out := make([]Sequence, len(idx))
+	for i, j := range idx {
+		out[i] = seqs[j]
+	}
+	return out
+}
+
 // tokenCount is the number of trained tokens of the sequences idx.
 func tokenCount(seqs []Sequence, idx []int) int {
 	n := 0
@@ -346,10 +355,7 @@ func (p *PPO) updateActor(seqs []Sequence, idx []int, adv, refLogp [][]float64, 
 	var pg, ent, kl, clip, refKL float64
 	for _, c := range chunks(len(idx), p.o.MicroBatch) {
 		part := idx[c[0]:c[1]]
-		batch := make([]Sequence, len(part))
-		for i, j := range part {
-			batch[i] = seqs[j]
-		}
+		batch := pick(seqs, part)
 		pk, err := pack(batch, dev)
 		if err != nil {
 			return err
@@ -421,10 +427,7 @@ func (p *PPO) updateCritic(seqs []Sequence, idx []int, ret, oldV [][]float64, su
 	var vf float64
 	for _, c := range chunks(len(idx), p.o.MicroBatch) {
 		part := idx[c[0]:c[1]]
-		batch := make([]Sequence, len(part))
-		for i, j := range part {
-			batch[i] = seqs[j]
-		}
+		batch := pick(seqs, part)
 		pk, err := pack(batch, dev)
 		if err != nil {
 			return err

@@ -15,7 +15,6 @@ import (
 	"github.com/spa-rl/spa/bus"
 	"github.com/spa-rl/spa/config"
 	"github.com/spa-rl/spa/learner"
-	"github.com/spa-rl/spa/model"
 )
 
 func newLearnCmd() *cobra.Command {
@@ -115,25 +114,6 @@ func orDefault(s, d string) string {
 	return s
 }
 
-// loadPolicy loads a checkpoint on the configured device, with LoRA adapters when configured.
-func loadPolicy(dir string, l config.Learner, seed uint64) (*model.Model, error) {
-	dev, err := model.ParseDevice(l.Device)
-	if err != nil {
-		return nil, err
-	}
-	m, err := model.Load(dir, model.Options{Device: dev})
-	if err != nil {
-		return nil, err
-	}
-	if l.LoRA.Rank > 0 {
-		if err := m.EnableLoRA(model.LoRAOptions{Rank: l.LoRA.Rank, Alpha: l.LoRA.Alpha, Targets: l.LoRA.Targets, Seed: seed}); err != nil {
-			m.Close()
-			return nil, err
-		}
-	}
-	return m, nil
-}
-
 // metricsLog appends JSON lines to a file.
 type metricsLog struct{ f *os.File }
 
@@ -193,7 +173,7 @@ func learnSFT(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelD
 	defer metrics.Close()
 	var res learner.SFTResult
 	err = onTorchThread(func() error {
-		m, err := loadPolicy(modelDir, cfg.Learner, uint64(cfg.Run.Seed))
+		m, err := learner.LoadPolicy(modelDir, cfg.Learner, uint64(cfg.Run.Seed))
 		if err != nil {
 			return err
 		}
@@ -273,7 +253,7 @@ func learnPPO(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelD
 	began := time.Now()
 	var st learner.TrainerState
 	err = onTorchThread(func() error {
-		ppo, closeAll, err := newPPO(modelDir, cfg, uint64(cfg.Run.Seed))
+		ppo, closeAll, err := learner.NewPPOFrom(modelDir, cfg.Learner, cfg.Rollout.Temperature, uint64(cfg.Run.Seed))
 		if err != nil {
 			return err
 		}
@@ -301,41 +281,4 @@ func learnPPO(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelD
 	fmt.Fprintf(cmd.OutOrStdout(), "ppo: %d steps, version %d; trained on %d trajectories (%d filtered, %d stale, %d invalid)\n",
 		st.Step, st.Version, st.Totals.Trained, st.Totals.Filtered, st.Totals.Stale, st.Totals.Invalid)
 	return nil
-}
-
-// newPPO loads the actor (with LoRA when configured), makes the critic from it (none for GRPO)
-// and the reference policy (when kl_coef > 0). close frees them all.
-func newPPO(modelDir string, cfg config.Config, seed uint64) (*learner.PPO, func(), error) {
-	actor, err := loadPolicy(modelDir, cfg.Learner, seed)
-	if err != nil {
-		return nil, nil, err
-	}
-	models := []*model.Model{actor}
-	closeAll := func() {
-		for _, m := range models {
-			m.Close()
-		}
-	}
-	var critic, ref *model.Model
-	if cfg.Learner.PPO.Advantage != "grpo" {
-		if critic, err = model.NewCritic(actor, seed+1); err != nil {
-			closeAll()
-			return nil, nil, err
-		}
-		models = append(models, critic)
-	}
-	if cfg.Learner.PPO.KLCoef > 0 {
-		dev, _ := model.ParseDevice(cfg.Learner.Device)
-		if ref, err = model.Load(modelDir, model.Options{Device: dev}); err != nil {
-			closeAll()
-			return nil, nil, err
-		}
-		models = append(models, ref)
-	}
-	p, err := learner.NewPPO(actor, critic, ref, learner.PPOOptionsFrom(cfg.Learner, cfg.Rollout.Temperature, seed))
-	if err != nil {
-		closeAll()
-		return nil, nil, err
-	}
-	return p, func() { p.Close(); closeAll() }, nil
 }
