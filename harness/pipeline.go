@@ -173,11 +173,7 @@ func (p *pipeline) initModel(ctx context.Context) (string, error) {
 // start brings up the embedded default: NATS with JetStream in the run directory (or bus.url),
 // env hosts on the bus, and the inference server on 127.0.0.1 over real HTTP.
 func (p *pipeline) start(ctx context.Context, initDir string) error {
-	bo := bus.Options{
-		URL: p.cfg.Bus.URL, Name: "spa-run", User: p.cfg.Bus.User, Password: p.cfg.Bus.Password, Token: p.cfg.Bus.Token,
-		CredsFile: p.cfg.Bus.CredsFile, NKeyFile: p.cfg.Bus.NKeyFile, TLSCA: p.cfg.Bus.TLSCA, TLSCert: p.cfg.Bus.TLSCert, TLSKey: p.cfg.Bus.TLSKey,
-		Timeout: p.cfg.Bus.Timeout, StoreDir: p.cfg.Bus.StoreDir, Listen: p.cfg.Bus.Listen,
-	}
+	bo := bus.OptionsFrom(p.cfg.Bus, "spa-run")
 	if bo.URL == "" && bo.StoreDir == "" {
 		bo.StoreDir = bus.DefaultStoreDir(p.o.Dir)
 	}

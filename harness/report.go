@@ -133,8 +133,9 @@ func (p *pipeline) report() (*Report, error) {
 			if s == nil {
 				continue
 			}
-			for _, name := range sortedKeys(sp.lines(m, s)) {
-				xy := sp.lines(m, s)[name]
+			lines := sp.lines(m, s)
+			for _, name := range sortedKeys(lines) {
+				xy := lines[name]
 				if len(xy[0]) == 0 {
 					continue
 				}

@@ -22,15 +22,6 @@ import (
 //go:embed bench_torch.py
 var TorchBenchScript string
 
-// BenchResult is one throughput measurement; tokens count whole sequences (prompt and response).
-type BenchResult struct {
-	What         string  `json:"what"`
-	Batch        int     `json:"batch"`
-	Tokens       int     `json:"tokens"`
-	Seconds      float64 `json:"seconds"`
-	TokensPerSec float64 `json:"tokens_per_sec"`
-}
-
 // benchSequences makes B random sequences of T tokens whose tokens from index first on are trained.
 func benchSequences(rng *rand.Rand, B, T, first, vocab int) []Sequence {
 	seqs := make([]Sequence, B)
@@ -45,28 +36,29 @@ func benchSequences(rng *rand.Rand, B, T, first, vocab int) []Sequence {
 	return seqs
 }
 
-// timeSteps runs step once to warm up, then steps times, and reports tokens per second.
-func timeSteps(what string, B, T, steps int, step func() error) (BenchResult, error) {
+// timeSteps runs step once to warm up, then steps times, and reports tokens per second; tokens
+// count whole sequences (prompt and response).
+func timeSteps(what string, B, T, steps int, step func() error) (model.BenchResult, error) {
 	if err := step(); err != nil {
-		return BenchResult{}, err
+		return model.BenchResult{}, err
 	}
 	start := time.Now()
 	for range steps {
 		if err := step(); err != nil {
-			return BenchResult{}, err
+			return model.BenchResult{}, err
 		}
 	}
 	el := time.Since(start).Seconds()
 	n := B * T * steps
-	return BenchResult{What: what, Batch: B, Tokens: n, Seconds: el, TokensPerSec: float64(n) / el}, nil
+	return model.BenchResult{What: what, Batch: B, Tokens: n, Seconds: el, TokensPerSec: float64(n) / el}, nil
 }
 
 // MeasureSFT times SFT steps on B random sequences of T tokens whose second half is trained, as
 // bench_torch.py's sft does. It must run on a locked OS thread.
-func MeasureSFT(cfg model.Config, B, T, steps int) (BenchResult, error) {
+func MeasureSFT(cfg model.Config, B, T, steps int) (model.BenchResult, error) {
 	m, err := model.New(cfg, model.Options{Seed: 1})
 	if err != nil {
-		return BenchResult{}, err
+		return model.BenchResult{}, err
 	}
 	defer m.Close()
 	opt := NewAdamW(m.TrainableVarStore(), 0.9, 0.95, 1e-8, 0.01)
@@ -123,20 +115,20 @@ func benchPPOOptions() PPOOptions {
 // MeasurePPO times PPO updates (critic scoring, GAE, whitening, one actor and one critic update)
 // on B trajectories of P prompt and R response tokens, as bench_torch.py's ppo does. It must run
 // on a locked OS thread.
-func MeasurePPO(cfg model.Config, B, P, R, steps int) (BenchResult, error) {
+func MeasurePPO(cfg model.Config, B, P, R, steps int) (model.BenchResult, error) {
 	actor, err := model.New(cfg, model.Options{Seed: 1})
 	if err != nil {
-		return BenchResult{}, err
+		return model.BenchResult{}, err
 	}
 	defer actor.Close()
 	critic, err := model.NewCritic(actor, 2)
 	if err != nil {
-		return BenchResult{}, err
+		return model.BenchResult{}, err
 	}
 	defer critic.Close()
 	p, err := NewPPO(actor, critic, nil, benchPPOOptions())
 	if err != nil {
-		return BenchResult{}, err
+		return model.BenchResult{}, err
 	}
 	defer p.Close()
 	trajs := benchTrajectories(rand.New(rand.NewPCG(2, 2)), B, P, R, cfg.VocabSize)

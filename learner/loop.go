@@ -108,9 +108,21 @@ func (s *BusSource) Next(ctx context.Context, n int, minVersion int64) (Batch, e
 // Done implements Source.
 func (s *BusSource) Done(ctx context.Context, b Batch) error { return s.C.Ack(ctx, b.deliveries) }
 
+// trainable reports whether FromTrajectory would accept t (token ids in every turn, and a trained
+// token with something before it to predict it) without building the sequence.
 func trainable(t *bus.Trajectory) bool {
-	_, err := FromTrajectory(t)
-	return err == nil
+	n, trained := 0, false
+	for _, turn := range t.Turns {
+		if len(turn.PromptIDs) == 0 && len(turn.ResponseIDs) == 0 {
+			return false // a chat-mode turn
+		}
+		n += len(turn.PromptIDs)
+		for _, m := range turn.LossMask {
+			trained = trained || (m == 1 && n > 0)
+			n++
+		}
+	}
+	return trained
 }
 
 // RunOptions configure the PPO loop.

@@ -43,6 +43,20 @@ func tinyCheckpoint(t *testing.T, ex *torchrt.Executor, dir string, seed uint64)
 	return cfg
 }
 
+// testBus opens an embedded bus with the trajectory stream, closed when the test ends.
+func testBus(t *testing.T, ctx context.Context) *bus.Bus {
+	t.Helper()
+	b, err := bus.Open(ctx, bus.Options{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	if _, err := bus.EnsureTrajStream(ctx, b.JS, bus.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // lowTokenReward is the toy task: the share of sampled tokens in the lower half of the vocabulary.
 // A random policy scores about 0.5; the best scores 1.
 func lowTokenReward(ids []int, vocab int) float64 {
@@ -71,14 +85,7 @@ func TestPPORaisesRewardThroughBusAndServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	b, err := bus.Open(ctx, bus.Options{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if _, err := bus.EnsureTrajStream(ctx, b.JS, bus.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	b := testBus(t, ctx)
 	pols, err := bus.OpenPolicies(ctx, b)
 	if err != nil {
 		t.Fatal(err)

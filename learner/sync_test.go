@@ -14,8 +14,6 @@ import (
 	"github.com/spa-rl/spa/bus"
 	_ "github.com/spa-rl/spa/envs/builtin"
 	"github.com/spa-rl/spa/inference"
-	"github.com/spa-rl/spa/model"
-	"github.com/spa-rl/spa/model/domain"
 	"github.com/spa-rl/spa/torchrt"
 )
 
@@ -102,22 +100,7 @@ func TestSyncEmbeddedServerAndPolicy(t *testing.T) {
 	defer ex.Close()
 	for i := range dirs {
 		dirs[i] = t.TempDir()
-		size, imEnd, _, err := domain.Write(dirs[i], domain.Options{VocabSize: 300, Seeds: 2})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg, _ := model.Preset("tiny", size)
-		cfg.NumHiddenLayers, cfg.MaxPositionEmbeddings, cfg.EOSTokenID = 1, 256, model.IDList{imEnd}
-		if err := ex.Do(context.Background(), func() error {
-			m, err := model.New(cfg, model.Options{Seed: uint64(i)})
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			return model.Save(dirs[i], m, model.SaveOptions{})
-		}); err != nil {
-			t.Fatal(err)
-		}
+		tinyCheckpoint(t, ex, dirs[i], uint64(i))
 	}
 	ctx := context.Background()
 	srv, err := inference.Open(ctx, dirs[0], inference.Options{MaxModelLen: 128, KVCacheMB: 16, MaxVersions: 3}, inference.ServerOptions{AdminKey: "adm"})
@@ -133,11 +116,7 @@ func TestSyncEmbeddedServerAndPolicy(t *testing.T) {
 	}
 	defer other.Close()
 
-	b, err := bus.Open(ctx, bus.Options{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := testBus(t, ctx)
 	pols, err := bus.OpenPolicies(ctx, b)
 	if err != nil {
 		t.Fatal(err)

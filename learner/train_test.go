@@ -12,22 +12,13 @@ import (
 	"github.com/spa-rl/spa/bus"
 	"github.com/spa-rl/spa/model"
 	"github.com/spa-rl/spa/model/chat"
-	"github.com/spa-rl/spa/model/tokenizer"
 	"github.com/spa-rl/spa/rollout"
 	"github.com/spa-rl/spa/torchrt"
 )
 
 func loadTokens(t *testing.T, dir string) *rollout.Tokens {
 	t.Helper()
-	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl, err := chat.Load(filepath.Join(dir, "tokenizer_config.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokens, err := rollout.NewTokens(tok, tmpl)
+	tokens, err := rollout.LoadTokens(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,14 +190,7 @@ func TestPPOResumesExactly(t *testing.T) {
 	defer ex.Close()
 	dir0 := filepath.Join(t.TempDir(), "v0")
 	cfg := tinyCheckpoint(t, ex, dir0, 2)
-	b, err := bus.Open(ctx, bus.Options{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if _, err := bus.EnsureTrajStream(ctx, b.JS, bus.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	b := testBus(t, ctx)
 	pub, err := bus.NewPublisher(b.Conn, bus.PublisherOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -277,14 +261,7 @@ func TestPPOResumesExactly(t *testing.T) {
 func TestBusSourceSkipsWhatACheckpointConsumed(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	b, err := bus.Open(ctx, bus.Options{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if _, err := bus.EnsureTrajStream(ctx, b.JS, bus.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	b := testBus(t, ctx)
 	pub, _ := bus.NewPublisher(b.Conn, bus.PublisherOptions{})
 	batch := toyBatch("skip", 0, 6, 50)
 	for i, tr := range batch {
@@ -405,4 +382,25 @@ func TestGRPOAndTurnGAEUpdate(t *testing.T) {
 func with(o PPOOptions, adv string) PPOOptions {
 	o.Advantage = adv
 	return o
+}
+
+// TestTrainableAgreesWithFromTrajectory checks the source's cheap filter against the layout it
+// stands in for.
+func TestTrainableAgreesWithFromTrajectory(t *testing.T) {
+	tok := benchTrajectory("t", 0, 0, 0, []int{1, 2}, []int{3, 4}, []float64{-1, -1}, 1)
+	chat := benchTrajectory("t", 0, 0, 1, []int{1, 2}, []int{3, 4}, []float64{-1, -1}, 1)
+	chat.Turns = append(chat.Turns, bus.Turn{Messages: []bus.Message{{Role: "user", Content: "x"}}})
+	unmasked := benchTrajectory("t", 0, 0, 2, []int{1, 2}, []int{3, 4}, []float64{-1, -1}, 1)
+	unmasked.Turns[0].LossMask = bus.Mask{0, 0}
+	first := benchTrajectory("t", 0, 0, 3, nil, []int{3}, []float64{-1}, 1)
+	for _, c := range []struct {
+		name string
+		tr   *bus.Trajectory
+		want bool
+	}{{"token mode", tok, true}, {"a chat-mode turn", chat, false}, {"nothing trained", unmasked, false}, {"only the first token", first, false}} {
+		_, err := FromTrajectory(c.tr)
+		if got := trainable(c.tr); got != c.want || got != (err == nil) {
+			t.Errorf("%s: trainable %v, FromTrajectory error %v, want %v", c.name, got, err, c.want)
+		}
+	}
 }

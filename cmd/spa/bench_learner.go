@@ -37,7 +37,7 @@ checkpoint and weight sync. Target: SFT and PPO at >= 0.9x PyTorch.`,
 			}
 			info, _ := torchrt.ReadInfo()
 			const sftB, sftT, ppoB, ppoP, ppoR = 8, 256, 16, 192, 64
-			var ours []learner.BenchResult
+			var ours []model.BenchResult
 			var split learner.StepSplit
 			if !asJSON {
 				fmt.Fprintln(cmd.ErrOrStderr(), "measuring spa (gotch)...")
@@ -62,8 +62,8 @@ checkpoint and weight sync. Target: SFT and PPO at >= 0.9x PyTorch.`,
 				fmt.Fprintln(cmd.ErrOrStderr(), "measuring PyTorch eager...")
 			}
 			var theirs struct {
-				Torch   string                `json:"torch"`
-				Results []learner.BenchResult `json:"results"`
+				Torch   string              `json:"torch"`
+				Results []model.BenchResult `json:"results"`
 			}
 			job := map[string]any{"config": cfg, "threads": info.Threads, "sft": []int{sftB, sftT, steps}, "ppo": []int{ppoB, ppoP, ppoR, steps}}
 			torchErr := runPython(cmd.Context(), python, map[string]string{"bench_torch.py": model.TorchBenchScript, "bench_learner.py": learner.TorchBenchScript}, "bench_learner.py", job, &theirs)

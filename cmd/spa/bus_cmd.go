@@ -16,13 +16,7 @@ import (
 )
 
 // busOptions turns the bus section into connection options for a client named name.
-func busOptions(c config.Bus, name string) bus.Options {
-	return bus.Options{
-		URL: c.URL, Name: name, User: c.User, Password: c.Password, Token: c.Token,
-		CredsFile: c.CredsFile, NKeyFile: c.NKeyFile, TLSCA: c.TLSCA, TLSCert: c.TLSCert, TLSKey: c.TLSKey,
-		Timeout: c.Timeout, StoreDir: c.StoreDir, Listen: c.Listen,
-	}
-}
+func busOptions(c config.Bus, name string) bus.Options { return bus.OptionsFrom(c, name) }
 
 // openRunBus connects to bus.url, or, without one, opens the embedded store of run's directory
 // (read the results of a finished 'spa run' without a server). The store must already exist:
