@@ -26,7 +26,7 @@ test: build
 	bin/spa doctor
 
 # The main job: the SPA pipeline on the embedded default with the quick preset (Sokoban, tiny
-# model, about 15-20 minutes on 2 cores). The report lands in runs/<id>/report.md.
+# model, about 20 minutes on 2 cores). The report lands in runs/<id>/report.md.
 run: build
 	bin/spa run --preset quick
 
