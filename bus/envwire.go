@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/spa-rl/spa/envs"
 )
 
@@ -63,6 +65,20 @@ type EnvError struct {
 }
 
 func (e *EnvError) Error() string { return fmt.Sprintf("env %s: %s", e.Code, e.Message) }
+
+// EnvUnavailable reports whether err means no env host could be reached for now (none
+// subscribed, the session's host gone, no answer in time, or the connection to NATS down) rather
+// than a bad request: the episode can be played again from the start on another host.
+func EnvUnavailable(err error) bool {
+	switch {
+	case errors.Is(err, &EnvError{Code: CodeUnknownEnv}), errors.Is(err, &EnvError{Code: CodeHostGone}):
+		return true
+	case errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrConnectionClosed),
+		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected):
+		return true
+	}
+	return false
+}
 
 // Is lets errors.Is match on the code alone: errors.Is(err, &EnvError{Code: CodeBadSeed}).
 func (e *EnvError) Is(target error) bool {

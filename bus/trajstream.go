@@ -393,6 +393,9 @@ func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration) ([]De
 // ackBody is JetStream's positive acknowledgement.
 var ackBody = []byte("+ACK")
 
+// inProgressBody is JetStream's "working on it" acknowledgement, which restarts AckWait.
+var inProgressBody = []byte("+WPI")
+
 func (c *Consumer) seen(seq uint64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -436,6 +439,20 @@ func (c *Consumer) Ack(ctx context.Context, ds []Delivery) error {
 	}
 	return nil
 }
+
+// InProgress tells the server that deliveries are still being worked on, which restarts their
+// AckWait; a learner step longer than AckWait sends it so that its batch is not redelivered.
+func (c *Consumer) InProgress(ds []Delivery) error {
+	for _, d := range ds {
+		if err := c.nc.Publish(d.msg.Reply(), inProgressBody); err != nil {
+			return fmt.Errorf("trajectory %s in progress: %w", d.Traj.ID, err)
+		}
+	}
+	return nil
+}
+
+// AckWait is how long a delivery may stay unacknowledged before the server redelivers it.
+func (c *Consumer) AckWait() time.Duration { return c.opts.AckWait }
 
 // Nak hands deliveries back for redelivery (after delay), e.g. when a step fails before using them.
 func (c *Consumer) Nak(ds []Delivery, delay time.Duration) error {

@@ -33,6 +33,7 @@ type Run struct {
 	Explore        string `yaml:"explore" doc:"self-play exploration: random (well-formed turns with random actions), policy, or mix" check:"oneof=random policy mix"`
 	SelfPlay       int    `yaml:"selfplay_episodes" doc:"self-play episodes for the world-model SFT data" check:">=1"`
 	WarmupEpisodes int    `yaml:"warmup_episodes" doc:"format warm-up episodes for a from-scratch model (its stand-in for an instruct model); 0 skips" check:">=0"`
+	WarmupEpochs   int    `yaml:"warmup_epochs" doc:"epochs of the format warm-up SFT; 0 uses learner.sft.epochs" check:">=0"`
 	Filter         bool   `yaml:"filter" doc:"keep only turns with an observation before a prediction inside <think>, de-duplicated"`
 	GroundTruth    bool   `yaml:"ground_truth" doc:"replace observation/prediction bodies with the true states (off: the self-belief ablation)"`
 	ValPuzzles     int    `yaml:"val_puzzles" doc:"validation puzzles (seeds 0..N-1)" check:">=1"`
@@ -97,9 +98,12 @@ type Learner struct {
 	MicroBatch        int     `yaml:"micro_batch" doc:"sequences per forward pass (gradient accumulation); 0 means a whole batch" check:">=0"`
 	SaveDType         string  `yaml:"save_dtype" doc:"dtype of saved weights: float32 (exact resume) or bfloat16" check:"oneof=float32 bfloat16"`
 	KeepCheckpoints   int     `yaml:"keep_checkpoints" doc:"older checkpoints kept besides the newest; 0 keeps all" check:">=0"`
-	SFT               SFT     `yaml:"sft"`
-	PPO               PPO     `yaml:"ppo"`
-	LoRA              LoRA    `yaml:"lora"`
+	// AckWait is short because the learner keeps the batch it trains on alive; it is how long a
+	// crashed learner's batch waits before another learner gets it.
+	AckWait time.Duration `yaml:"ack_wait" doc:"how soon trajectories fetched by a learner that died are redelivered" check:">0"`
+	SFT     SFT           `yaml:"sft"`
+	PPO     PPO           `yaml:"ppo"`
+	LoRA    LoRA          `yaml:"lora"`
 }
 
 // SFT holds the world-model fine-tuning stage.
@@ -154,7 +158,7 @@ func Default() Config {
 	return Config{
 		Run: Run{
 			Dir: "runs", Preset: "quick", Methods: []string{"spa"}, Seed: 1, Explore: "random", SelfPlay: 1280,
-			WarmupEpisodes: 1280, Filter: true, GroundTruth: true, ValPuzzles: 128, ValK: 8,
+			WarmupEpisodes: 1280, WarmupEpochs: 3, Filter: true, GroundTruth: true, ValPuzzles: 128, ValK: 8,
 		},
 		Bus: Bus{Timeout: 5 * time.Second},
 		Server: Server{
@@ -167,7 +171,7 @@ func Default() Config {
 		},
 		Learner: Learner{
 			Device: "cpu", MaxOffPolicySteps: 1, Beta1: 0.9, Beta2: 0.95, WeightDecay: 0.01, GradClip: 1,
-			MicroBatch: 8, SaveDType: "float32", KeepCheckpoints: 2,
+			MicroBatch: 8, SaveDType: "float32", KeepCheckpoints: 2, AckWait: time.Minute,
 			SFT: SFT{LR: 1e-4, Epochs: 5, BatchSize: 16, WarmupRatio: 0.1, MaxLength: 2048},
 			PPO: PPO{
 				Steps: 1000, ActorLR: 1e-6, CriticLR: 1e-5, ClipLow: 0.2, ClipHigh: 0.28, DualClip: 3,

@@ -218,6 +218,14 @@ func (e *Engine) LoadVersion(ctx context.Context, name string, number int64, dir
 	if name == "" {
 		return errors.New("load version: empty name")
 	}
+	// Loading the same checkpoint under the same name again is a no-op, so that a resumed
+	// learner can re-send the version it resumes from without knowing whether it arrived.
+	e.mu.Lock()
+	if old, ok := e.versions[name]; ok && old.dir == dir && old.number == number && !old.draining {
+		e.mu.Unlock()
+		return nil
+	}
+	e.mu.Unlock()
 	var v *version
 	err := e.loader.Do(ctx, func() error {
 		var err error

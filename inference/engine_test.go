@@ -278,6 +278,10 @@ func TestCancelPauseAndVersionEviction(t *testing.T) {
 	if err := e.LoadVersion(ctx, "p-v2", 3, dir); err == nil {
 		t.Error("a version name loaded twice")
 	}
+	// The same version again (a resumed learner re-sending it) is a no-op.
+	if err := e.LoadVersion(ctx, "p-v2", 2, dir); err != nil {
+		t.Errorf("the same version again: %v", err)
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for len(e.Versions()) != 2 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)

@@ -28,7 +28,7 @@ type TrainerState struct {
 	CriticOptStep int64 `json:"critic_opt_step,omitempty"`
 	// Version is the policy version these weights are served as.
 	Version int64 `json:"version"`
-	// Consumed lists the stream positions the last step trained on. They are acknowledged after
+	// Consumed lists the stream positions the last step used or set aside. They are acknowledged after
 	// the checkpoint is written; if the learner dies in between, a resumed learner acknowledges
 	// them again instead of training on them twice.
 	Consumed []uint64 `json:"consumed,omitempty"`

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/spa-rl/spa/bus"
@@ -18,7 +21,10 @@ type Batch struct {
 	// Stale counts trajectories dropped for coming from too old a policy; Invalid those that
 	// could not be decoded or trained on (chat mode).
 	Stale, Invalid int
-	deliveries     []bus.Delivery
+	// Dropped are the stream positions of what was set aside (stale or invalid). They are acknowledged with the batch, so that a learner that
+	// dies mid-step hands them back too and no trajectory is counted without a checkpoint.
+	Dropped    []uint64
+	deliveries []bus.Delivery
 }
 
 // Source hands the learner trajectories.
@@ -33,14 +39,73 @@ type Source interface {
 	Skip(seqs []uint64)
 }
 
-// BusSource reads trajectories from the run's durable consumer.
+// BusSource reads trajectories from the run's durable consumer. It rides out a NATS server
+// restart: fetches and acknowledgements that fail are retried for up to RetryFor, and the batch a
+// step holds is kept alive (in-progress acknowledgements every third of AckWait) so that a long
+// step is not redelivered while a learner that dies gives its batch back after AckWait.
 type BusSource struct {
 	C *bus.Consumer
 	// Wait bounds one fetch; zero means 2 s.
 	Wait time.Duration
+	// RetryFor bounds how long failing bus calls are retried; zero means 2 minutes.
+	RetryFor time.Duration
+	// Log, when set, hears about retries.
+	Log  func(format string, args ...any)
 	skip map[uint64]bool
 	// extra holds trajectories fetched beyond a batch's n, for the next batch.
 	extra []bus.Delivery
+	// stopHold ends the in-progress acknowledgements of the batch being trained.
+	stopHold func()
+}
+
+// retry calls f until it succeeds, ctx ends, or RetryFor passes, backing off from 250 ms to 5 s.
+func (s *BusSource) retry(ctx context.Context, what string, f func() error) error {
+	limit := s.RetryFor
+	if limit <= 0 {
+		limit = 2 * time.Minute
+	}
+	deadline := time.Now().Add(limit)
+	wait := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := f()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		if time.Now().Add(wait).After(deadline) {
+			return fmt.Errorf("%s: still failing after %d attempts in %s: %w", what, attempt, limit, err)
+		}
+		if s.Log != nil {
+			s.Log("%s failed (attempt %d, retrying in %s): %v", what, attempt, wait, err)
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// hold keeps ds from being redelivered until the returned stop is called.
+func (s *BusSource) hold(ds []bus.Delivery) func() {
+	every := s.C.AckWait() / 3
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				// A failure here (the server restarting) only risks an early redelivery, which
+				// the consumer drops once this batch is acknowledged.
+				_ = s.C.InProgress(ds)
+			case <-done:
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(done) }) }
 }
 
 // Skip implements Source.
@@ -53,42 +118,59 @@ func (s *BusSource) Skip(seqs []uint64) {
 	}
 }
 
-// Next implements Source. Stale, untrainable and skipped trajectories are acknowledged as soon
-// as they are seen (they will never be used, and a late acknowledgement would let the server
-// redeliver them); the rest are acknowledged by Done.
+// Next implements Source. Stale, untrainable and skipped trajectories are acknowledged with the
+// batch by Done; until then all of them are kept alive.
 func (s *BusSource) Next(ctx context.Context, n int, minVersion int64) (Batch, error) {
 	var b Batch
 	wait := s.Wait
 	if wait <= 0 {
 		wait = 2 * time.Second
 	}
+	inBatch := map[uint64]bool{}
 	for len(b.Trajs) < n {
 		if ctx.Err() != nil {
-			s.extra = append(b.deliveries, s.extra...)
+			s.Release()
 			return Batch{}, ctx.Err()
 		}
 		ds := s.extra
 		s.extra = nil
 		if len(ds) == 0 {
-			var err error
-			if ds, err = s.C.Fetch(ctx, n-len(b.Trajs), wait); err != nil {
+			err := s.retry(ctx, "fetch trajectories", func() error {
+				var err error
+				ds, err = s.C.Fetch(ctx, n-len(b.Trajs), wait)
+				return err
+			})
+			if err != nil {
 				if ctx.Err() != nil {
 					continue
 				}
 				return Batch{}, err
 			}
 		}
-		var drop []bus.Delivery
 		for _, d := range ds {
+			if inBatch[d.Seq] {
+				// Redelivered while this step held it (the hold lapsed during a server restart).
+				continue
+			}
+			inBatch[d.Seq] = true
+			drop := func() {
+				b.deliveries = append(b.deliveries, d)
+				b.Dropped = append(b.Dropped, d.Seq)
+			}
 			switch {
 			case s.skip[d.Seq]:
-				// Kept in the set: a redelivery can arrive again before this acknowledgement lands.
-				drop = append(drop, d)
+				// Counted in the checkpoint already: acknowledged at once, outside the batch's
+				// books. Kept in the set: a redelivery can arrive before the acknowledgement lands.
+				if err := s.retry(ctx, "acknowledge trajectories trained before the restart", func() error {
+					return s.C.Ack(context.WithoutCancel(ctx), []bus.Delivery{d})
+				}); err != nil {
+					return Batch{}, err
+				}
 			case d.Traj.PolicyVersion < minVersion:
-				drop = append(drop, d)
+				drop()
 				b.Stale++
 			case !trainable(d.Traj):
-				drop = append(drop, d)
+				drop()
 				b.Invalid++
 			case len(b.Trajs) < n:
 				b.Trajs = append(b.Trajs, d.Traj)
@@ -98,15 +180,32 @@ func (s *BusSource) Next(ctx context.Context, n int, minVersion int64) (Batch, e
 				s.extra = append(s.extra, d)
 			}
 		}
-		if err := s.C.Ack(context.WithoutCancel(ctx), drop); err != nil {
-			return Batch{}, err
+		// Keep what this batch holds so far alive while it waits for more.
+		if s.stopHold != nil {
+			s.stopHold()
 		}
+		s.stopHold = s.hold(slices.Clone(b.deliveries))
 	}
 	return b, nil
 }
 
+// Release stops keeping a batch alive that will never be acknowledged (the run stopped), so
+// that the server redelivers it after AckWait.
+func (s *BusSource) Release() {
+	if s.stopHold != nil {
+		s.stopHold()
+		s.stopHold = nil
+	}
+}
+
 // Done implements Source.
-func (s *BusSource) Done(ctx context.Context, b Batch) error { return s.C.Ack(ctx, b.deliveries) }
+func (s *BusSource) Done(ctx context.Context, b Batch) error {
+	if s.stopHold != nil {
+		s.stopHold()
+		s.stopHold = nil
+	}
+	return s.retry(ctx, "acknowledge trajectories", func() error { return s.C.Ack(ctx, b.deliveries) })
+}
 
 // trainable reports whether FromTrajectory would accept t (token ids in every turn, and a trained
 // token with something before it to predict it) without building the sequence.
@@ -197,7 +296,23 @@ func (p *PPO) Run(ctx context.Context, src Source, o RunOptions) (TrainerState, 
 			}
 			st = saved
 			src.Skip(saved.Consumed)
+			// The learner may have stopped between the checkpoint and the sync, or the servers
+			// may have restarted: send them the version training resumes from. Servers that
+			// have it already take it as a no-op, and a policy KV that is there keeps its value.
+			if o.Fleet != nil && st.Version > o.StartVersion {
+				dir, _ := filepath.Abs(ckpt)
+				v := Version{Number: st.Version, Model: o.ModelName(st.Version), Dir: dir}
+				if _, err := os.Stat(filepath.Join(dir, "adapter")); err == nil {
+					v.AdapterDir = filepath.Join(dir, "adapter")
+				}
+				if err := o.Fleet.Sync(ctx, v); err != nil && !errors.Is(err, bus.ErrStaleVersion) {
+					return st, fmt.Errorf("ppo: resume: %w", err)
+				}
+			}
 		}
+	}
+	if r, ok := src.(interface{ Release() }); ok {
+		defer r.Release()
 	}
 	p.o.Seed = st.Seed
 	for st.Step < o.Steps {
@@ -220,7 +335,7 @@ func (p *PPO) Run(ctx context.Context, src Source, o RunOptions) (TrainerState, 
 		if p.CriticOpt != nil {
 			st.CriticOptStep = p.CriticOpt.Step
 		}
-		st.Consumed = batch.Seqs
+		st.Consumed = append(slices.Clone(batch.Seqs), batch.Dropped...)
 		st.Totals.Trained += int64(met.Kept)
 		st.Totals.Filtered += int64(met.Filtered)
 		st.Totals.Stale += int64(batch.Stale)

@@ -35,6 +35,9 @@ type Syncer interface {
 	Name() string
 }
 
+// ErrSyncUnauthorized is a server refusing the admin key; Fleet does not retry it.
+var ErrSyncUnauthorized = errors.New("the server refused the key")
+
 // httpSyncer posts one JSON request and checks the answer.
 type httpSyncer struct {
 	name, url, key string
@@ -62,6 +65,9 @@ func (h *httpSyncer) Sync(ctx context.Context, v Version) error {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		return fmt.Errorf("%s: %s (check the admin key: --admin-key or server.admin_key): %w", h.url, resp.Status, ErrSyncUnauthorized)
+	}
 	if resp.StatusCode/100 != 2 {
 		return fmt.Errorf("%s: %s: %s", h.url, resp.Status, strings.TrimSpace(string(body)))
 	}
@@ -202,6 +208,9 @@ func (f *Fleet) Sync(ctx context.Context, v Version) error {
 				if err == nil {
 					return
 				}
+				if errors.Is(err, ErrSyncUnauthorized) {
+					break attempts
+				}
 			}
 			mu.Lock()
 			failed[s.Name()] = err
@@ -218,6 +227,12 @@ func (f *Fleet) Sync(ctx context.Context, v Version) error {
 		}
 	}
 	return nil
+}
+
+// ReloadsInPlace reports whether a backend replaces the weights behind one served name (vLLM
+// full reload, SGLang) instead of serving each version under its own name.
+func ReloadsInPlace(s Syncer) bool {
+	return strings.HasPrefix(s.Name(), "vllm ") || strings.HasPrefix(s.Name(), "sglang ")
 }
 
 // SyncBackends are the names ParseSyncer accepts.

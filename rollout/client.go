@@ -185,6 +185,10 @@ func retryable(err error) bool {
 		strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "connection reset")
 }
 
+// ErrUnauthorized marks a request the server refused for its API key. It is no episode's fault,
+// so worker pools stop on it instead of failing every episode in turn.
+var ErrUnauthorized = errors.New("unauthorized")
+
 // explain turns the errors a wrong endpoint produces into messages that say what to check.
 func (c *Client) explain(err error) error {
 	var apiErr *openai.APIError
@@ -197,7 +201,7 @@ func (c *Client) explain(err error) error {
 		return fmt.Errorf("%s: not found (404); is this an OpenAI-compatible base URL ending in /v1? %w", c.baseURL, err)
 	case errors.As(err, &apiErr) && apiErr.HTTPStatusCode == 401,
 		errors.As(err, &reqErr) && reqErr.HTTPStatusCode == 401:
-		return fmt.Errorf("%s: unauthorized (401); check the API key: %w", c.baseURL, err)
+		return fmt.Errorf("%s: %w (401; check the API key, OPENAI_API_KEY for spa's commands): %w", c.baseURL, ErrUnauthorized, err)
 	case strings.Contains(err.Error(), "connection refused"):
 		return fmt.Errorf("%s: no server is listening (connection refused): %w", c.baseURL, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spa-rl/spa/bus"
@@ -25,6 +26,10 @@ type EpisodeOptions struct {
 	TopK        int
 	// Model is the name sent to the server ("" lets a spa server pick its latest version).
 	Model string
+	// Version is the policy version the run's KV announced when the episode started. It is
+	// recorded when the served name carries none ("-vN"), as with servers that reload weights
+	// under one name (vLLM full reload, SGLang).
+	Version int64
 	// Identity recorded in the trajectory.
 	Run, ID, Group, Worker string
 	Seed                   int64
@@ -109,6 +114,11 @@ func Play(ctx context.Context, env envs.Env, llm LLM, tokens *Tokens, o EpisodeO
 	var version string
 	for turn := 1; turn <= o.MaxTurns; turn++ {
 		req := GenRequest{Model: o.Model, MaxTokens: o.MaxTokens, Temperature: o.Temperature, TopP: o.TopP, TopK: o.TopK}
+		if version != "" {
+			// Later turns ask for the version that answered the first: a request for an alias
+			// ("spa", the latest) would follow a policy swap in the middle of the episode.
+			req.Model = version
+		}
 		if o.SampleSeed != nil {
 			s := *o.SampleSeed + int64(turn)
 			req.Seed = &s
@@ -198,6 +208,9 @@ func Play(ctx context.Context, env envs.Env, llm LLM, tokens *Tokens, o EpisodeO
 	tr.FinalState = state
 	tr.Model = version
 	tr.PolicyVersion = versionNumber(version)
+	if tr.PolicyVersion == 0 && !hasVersion(version) {
+		tr.PolicyVersion = o.Version
+	}
 	tr.Timing = bus.Timing{Started: started.UTC(), Finished: time.Now().UTC(), GenerateSeconds: genTime.Seconds(), EnvSeconds: envTime.Seconds()}
 	return tr, tr.Validate()
 }
@@ -263,6 +276,20 @@ func toInt32(ids []int) []int32 {
 }
 
 // versionNumber reads N from a model name ending in "-vN" (spa's versions); other names give 0.
+// hasVersion reports whether a served name ends in "-vN".
+func hasVersion(model string) bool {
+	i := strings.LastIndex(model, "-v")
+	if i < 0 || i+2 == len(model) {
+		return false
+	}
+	for _, c := range model[i+2:] {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
 func versionNumber(model string) int64 {
 	var n int64
 	for i := len(model) - 1; i >= 0; i-- {

@@ -101,6 +101,10 @@ func (e *sticky) Generate(ctx context.Context, req GenRequest) (GenResponse, err
 	e.s.requests.Add(1)
 	resp, err := e.s.llm.Generate(ctx, req)
 	e.s.inflight.Add(-1)
+	if errors.Is(err, ErrUnauthorized) {
+		// The key is wrong for every server alike: no backoff, no other server to try.
+		return resp, err
+	}
 	if err != nil && ctx.Err() == nil {
 		e.r.fail(e.s)
 		return resp, &ServerError{Server: e.s.name, Err: err}

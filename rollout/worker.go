@@ -15,6 +15,10 @@ import (
 // WorkerOptions configure a pool of rollout workers.
 type WorkerOptions struct {
 	Run, Worker string
+	// Incarnation tells this process's trajectory and group ids from those of an earlier process
+	// under the same worker name, which numbers its groups from 0 again; JetStream would drop
+	// its trajectories as duplicates of the first one's. Empty leaves it out of the ids.
+	Incarnation string
 	Episode     EpisodeOptions
 	// Workers is how many episodes run at once.
 	Workers int
@@ -36,6 +40,11 @@ type WorkerOptions struct {
 	MaxAttempts int
 	// Drain is how long episodes in flight may finish after the context ends; zero means 60 s.
 	Drain time.Duration
+	// EnvRetryFor bounds how long an episode waits for an env host when none answers (hosts
+	// restarting, NATS restarting), replaying from the start; zero means a minute.
+	EnvRetryFor time.Duration
+	// Log, when set, hears about episodes that failed.
+	Log func(format string, args ...any)
 }
 
 // WorkerStats count what a pool did.
@@ -78,12 +87,12 @@ func RunWorkers(ctx context.Context, opts WorkerOptions) (WorkerStats, error) {
 		}
 	}()
 
-	var model atomic.Value
-	model.Store(opts.Episode.Model)
+	var policy atomic.Value
+	policy.Store(bus.Policy{Model: opts.Episode.Model, Version: opts.Episode.Version})
 	if opts.Policy != nil {
 		go func() {
 			for p := range opts.Policy {
-				model.Store(p.Model)
+				policy.Store(p)
 			}
 		}()
 	}
@@ -91,6 +100,9 @@ func RunWorkers(ctx context.Context, opts WorkerOptions) (WorkerStats, error) {
 	type job struct {
 		group, index int
 	}
+	// A fatal error (the server refuses the API key) stops new episodes as the context would.
+	jobCtx, stopJobs := context.WithCancel(ctx)
+	defer stopJobs()
 	jobs := make(chan job)
 	go func() {
 		defer close(jobs)
@@ -98,16 +110,21 @@ func RunWorkers(ctx context.Context, opts WorkerOptions) (WorkerStats, error) {
 			for i := range opts.GroupSize {
 				select {
 				case jobs <- job{g, i}:
-				case <-ctx.Done():
+				case <-jobCtx.Done():
 					return
 				}
 			}
 		}
 	}()
+	prefix := opts.Run + "-" + opts.Worker
+	if opts.Incarnation != "" {
+		prefix += "-" + opts.Incarnation
+	}
 
 	var stats WorkerStats
 	var mu sync.Mutex
 	var firstErr error
+	var fatal bool
 	var wg sync.WaitGroup
 	for range opts.Workers {
 		wg.Add(1)
@@ -117,9 +134,10 @@ func RunWorkers(ctx context.Context, opts WorkerOptions) (WorkerStats, error) {
 				eo := opts.Episode
 				eo.Run, eo.Worker = opts.Run, opts.Worker
 				eo.Seed = opts.SeedBase + int64(j.group)
-				eo.Group = fmt.Sprintf("%s-g%d", opts.Run, j.group)
-				eo.ID = fmt.Sprintf("%s-%s-g%d-%d", opts.Run, opts.Worker, j.group, j.index)
-				eo.Model = model.Load().(string)
+				eo.Group = fmt.Sprintf("%s-g%d", prefix, j.group)
+				eo.ID = fmt.Sprintf("%s-g%d-%d", prefix, j.group, j.index)
+				pol := policy.Load().(bus.Policy)
+				eo.Model, eo.Version = pol.Model, pol.Version
 				tr, err := playWithRestarts(epCtx, opts, eo, &stats)
 				if err == nil {
 					err = opts.Publish(epCtx, tr)
@@ -127,8 +145,17 @@ func RunWorkers(ctx context.Context, opts WorkerOptions) (WorkerStats, error) {
 				mu.Lock()
 				if err != nil {
 					stats.Failed++
-					if firstErr == nil && epCtx.Err() == nil {
-						firstErr = err
+					if epCtx.Err() == nil {
+						if opts.Log != nil {
+							opts.Log("episode %s failed: %v", eo.ID, err)
+						}
+						if firstErr == nil || errors.Is(err, ErrUnauthorized) {
+							firstErr = err
+						}
+					}
+					if errors.Is(err, ErrUnauthorized) {
+						fatal = true
+						stopJobs()
 					}
 				} else {
 					stats.Episodes++
@@ -142,14 +169,46 @@ func RunWorkers(ctx context.Context, opts WorkerOptions) (WorkerStats, error) {
 		}()
 	}
 	wg.Wait()
-	return stats, firstErr
+	// A failed episode is counted and logged, and the pool goes on: a long-running worker
+	// outlives a dead server or env host. It fails when it cannot go on (the API key is refused)
+	// or when nothing it played succeeded.
+	if fatal || (stats.Episodes == 0 && stats.Failed > 0) {
+		return stats, firstErr
+	}
+	return stats, nil
 }
 
 // playWithRestarts plays one episode, restarting it from scratch on another server when its
 // server fails mid-episode (a trajectory must come from one server and one policy version).
 func playWithRestarts(ctx context.Context, opts WorkerOptions, eo EpisodeOptions, stats *WorkerStats) (*bus.Trajectory, error) {
 	var last error
-	for attempt := range opts.MaxAttempts {
+	envWait, envDeadline := 250*time.Millisecond, time.Time{}
+	// envRetry waits before replaying an episode whose env host could not be reached, and says
+	// whether to go on.
+	envRetry := func(err error) bool {
+		if !bus.EnvUnavailable(err) || ctx.Err() != nil {
+			return false
+		}
+		limit := opts.EnvRetryFor
+		if limit <= 0 {
+			limit = time.Minute
+		}
+		if envDeadline.IsZero() {
+			envDeadline = time.Now().Add(limit)
+		}
+		if time.Now().Add(envWait).After(envDeadline) {
+			return false
+		}
+		select {
+		case <-time.After(envWait):
+		case <-ctx.Done():
+			return false
+		}
+		envWait = min(2*envWait, 5*time.Second)
+		atomic.AddInt64(&stats.Restarts, 1)
+		return true
+	}
+	for attempt := 0; attempt < opts.MaxAttempts; attempt++ {
 		llm, err := opts.Router.Episode()
 		if errors.Is(err, ErrNoServer) {
 			// Every server is backing off; wait a little and look again.
@@ -163,6 +222,10 @@ func playWithRestarts(ctx context.Context, opts WorkerOptions, eo EpisodeOptions
 		}
 		env, err := opts.NewEnv()
 		if err != nil {
+			if envRetry(err) {
+				attempt-- // an env host's absence is not the LLM server's fault
+				continue
+			}
 			return nil, err
 		}
 		tr, err := Play(ctx, env, llm, opts.Tokens, eo)
@@ -171,6 +234,10 @@ func playWithRestarts(ctx context.Context, opts WorkerOptions, eo EpisodeOptions
 		}
 		if err == nil {
 			return tr, nil
+		}
+		if envRetry(err) {
+			attempt--
+			continue
 		}
 		var se *ServerError
 		if !errors.As(err, &se) || ctx.Err() != nil {

@@ -2,8 +2,11 @@ package rollout
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -201,5 +204,69 @@ func TestPolicySwapAndGracefulDrain(t *testing.T) {
 	}
 	if rec.models["spa-v4"] == 0 {
 		t.Errorf("the policy update was not used: %v", rec.models)
+	}
+}
+
+// TestVersionFromThePolicyKVUnderOneServedName: a server that reloads weights under one name
+// (vLLM full reload, SGLang) answers as "spa"; the trajectory takes its version from the KV.
+// Ids carry the worker's incarnation, so a restarted worker cannot collide with its predecessor.
+func TestVersionFromThePolicyKVUnderOneServedName(t *testing.T) {
+	tk := domainTokens(t)
+	rec := &modelRecorder{inner: NewInstantLLM("<think>x</think><answer>Up</answer>", tk), models: map[string]int{}}
+	router, _ := NewRouter([]string{"r"}, []LLM{rec})
+	policy := make(chan bus.Policy, 1)
+	policy <- bus.Policy{Version: 7, Model: "spa"}
+	var published []*bus.Trajectory
+	_, err := RunWorkers(context.Background(), WorkerOptions{
+		Run: "one", Worker: "w", Incarnation: "a1b2c3", Workers: 1, Groups: 1, GroupSize: 2, Router: router, Tokens: tk,
+		Episode: EpisodeOptions{PromptOptions: PromptOptions{Mode: Base, MaxActionsPerTurn: 5}, MaxTurns: 2, Model: "spa", Version: 7},
+		NewEnv:  func() (envs.Env, error) { return envs.New("sokoban", "") },
+		Publish: func(_ context.Context, tr *bus.Trajectory) error { published = append(published, tr); return nil },
+		Policy:  policy,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range published {
+		if tr.PolicyVersion != 7 || tr.Model != "spa" || !strings.HasPrefix(tr.ID, "one-w-a1b2c3-g0-") || tr.Group != "one-w-a1b2c3-g0" {
+			t.Errorf("trajectory %s (group %s): model %q version %d", tr.ID, tr.Group, tr.Model, tr.PolicyVersion)
+		}
+	}
+	if len(published) != 2 {
+		t.Fatalf("%d published", len(published))
+	}
+	// A name with a version wins over the KV.
+	if v := versionNumber("spa-v12"); v != 12 || !hasVersion("spa-v12") || hasVersion("spa") || hasVersion("spa-v") || hasVersion("my-vx1") {
+		t.Errorf("version parsing: %d", v)
+	}
+}
+
+// refusing answers every request with the error a wrong API key produces.
+type refusing struct{ calls *atomic.Int64 }
+
+func (r refusing) Generate(context.Context, GenRequest) (GenResponse, error) {
+	r.calls.Add(1)
+	return GenResponse{}, fmt.Errorf("http://x/v1: %w (401)", ErrUnauthorized)
+}
+
+// TestRefusedKeyStopsThePool: a pool told to play forever stops at once when the server refuses
+// its key, without backing the server off or failing every episode in turn.
+func TestRefusedKeyStopsThePool(t *testing.T) {
+	tk := domainTokens(t)
+	var calls atomic.Int64
+	router, _ := NewRouter([]string{"r"}, []LLM{refusing{&calls}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stats, err := RunWorkers(ctx, WorkerOptions{
+		Run: "auth", Worker: "w", Workers: 2, GroupSize: 2, Router: router, Tokens: tk,
+		Episode: EpisodeOptions{PromptOptions: PromptOptions{Mode: Base, MaxActionsPerTurn: 5}, MaxTurns: 2},
+		NewEnv:  func() (envs.Env, error) { return envs.New("sokoban", "") },
+		Publish: func(context.Context, *bus.Trajectory) error { return nil },
+	})
+	if !errors.Is(err, ErrUnauthorized) || ctx.Err() != nil {
+		t.Fatalf("err %v (ctx %v)", err, ctx.Err())
+	}
+	if stats.Failed > 4 || calls.Load() > 4 {
+		t.Errorf("kept going after the refusal: %+v, %d calls", stats, calls.Load())
 	}
 }

@@ -19,7 +19,7 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Measure spa's components on this machine",
 	}
-	cmd.AddCommand(newBenchEnvsCmd(), newBenchBusCmd(), newBenchModelCmd(), newBenchServeCmd(), newBenchRolloutCmd(), newBenchLearnerCmd())
+	cmd.AddCommand(newBenchEnvsCmd(), newBenchBusCmd(), newBenchModelCmd(), newBenchServeCmd(), newBenchRolloutCmd(), newBenchLearnerCmd(), newBenchSoakCmd())
 	return cmd
 }
 

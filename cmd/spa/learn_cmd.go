@@ -225,7 +225,7 @@ func learnPPO(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelD
 	if _, err := bus.EnsureTrajStream(ctx, b.JS, bus.StreamOptions{}); err != nil {
 		return err
 	}
-	cons, err := bus.NewConsumer(ctx, b, run, bus.ConsumerOptions{})
+	cons, err := bus.NewConsumer(ctx, b, run, bus.ConsumerOptions{AckWait: cfg.Learner.AckWait})
 	if err != nil {
 		return err
 	}
@@ -258,11 +258,12 @@ func learnPPO(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelD
 			return err
 		}
 		defer closeAll()
-		st, err = ppo.Run(ctx, &learner.BusSource{C: cons}, learner.RunOptions{
+		src := &learner.BusSource{C: cons, Log: func(format string, args ...any) { fmt.Fprintf(w, "\nppo: "+format+"\n", args...) }}
+		st, err = ppo.Run(ctx, src, learner.RunOptions{
 			Steps: steps, BatchSize: batch, MaxOffPolicySteps: cfg.Learner.MaxOffPolicySteps,
 			Checkpoints:  &learner.Checkpointer{Dir: out, TokenizerDir: modelDir, DType: cfg.Learner.SaveDType, Keep: cfg.Learner.KeepCheckpoints},
 			Fleet:        fleet,
-			ModelName:    func(v int64) string { return fmt.Sprintf("%s-v%d", prefix, v) },
+			ModelName:    modelNamer(prefix, servers),
 			StartVersion: start, Seed: uint64(cfg.Run.Seed), Resume: resume,
 			AfterStep: func(_ context.Context, r learner.StepReport) error {
 				metrics.write(r)
@@ -281,4 +282,18 @@ func learnPPO(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelD
 	fmt.Fprintf(cmd.OutOrStdout(), "ppo: %d steps, version %d; trained on %d trajectories (%d filtered, %d stale, %d invalid)\n",
 		st.Step, st.Version, st.Totals.Trained, st.Totals.Filtered, st.Totals.Stale, st.Totals.Invalid)
 	return nil
+}
+
+// modelNamer names versions as the servers will serve them: <prefix>-v<N> where each version gets
+// its own name (spa, vLLM LoRA adapters), the one served name <prefix> where servers reload
+// weights in place (vLLM full reload, SGLang); rollouts then take the version from the policy KV.
+func modelNamer(prefix string, servers []learner.Syncer) func(int64) string {
+	inPlace := len(servers) > 0
+	for _, s := range servers {
+		inPlace = inPlace && learner.ReloadsInPlace(s)
+	}
+	if inPlace {
+		return func(int64) string { return prefix }
+	}
+	return func(v int64) string { return fmt.Sprintf("%s-v%d", prefix, v) }
 }

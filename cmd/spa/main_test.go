@@ -12,7 +12,13 @@ import (
 	"github.com/spa-rl/spa/torchrt"
 )
 
-func TestMain(m *testing.M) { torchrt.RunTests(m) }
+func TestMain(m *testing.M) {
+	// The process tests (cluster_test.go) run this binary as the spa command.
+	if os.Getenv(cliEnv) == "1" {
+		main()
+	}
+	torchrt.RunTests(m)
+}
 
 // spa runs the CLI in-process and returns its exit code and output.
 func spa(t *testing.T, args ...string) (int, string, string) {

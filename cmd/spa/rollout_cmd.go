@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -169,7 +173,7 @@ flight finish.`,
 	cf := addConfigFlags(cmd)
 	cmd.Flags().StringVar(&tokDir, "tokenizer", "", "checkpoint directory with tokenizer.json")
 	cmd.Flags().StringVar(&run, "run", "", "run id (default run.id)")
-	cmd.Flags().StringVar(&worker, "worker", "", "worker name in trajectory ids (default: host name)")
+	cmd.Flags().StringVar(&worker, "worker", "", "worker name in trajectory ids; it also picks the puzzle seeds (default: <host>-<pid>)")
 	cmd.Flags().IntVar(&groups, "groups", 0, "groups to play, then stop (0: until interrupted)")
 	cmd.Flags().BoolVar(&remoteEnv, "remote-env", false, "play environments served on the bus")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -193,7 +197,7 @@ flight finish.`,
 					return '-'
 				}
 				return r
-			}, h)
+			}, h) + "-" + strconv.Itoa(os.Getpid())
 		}
 		eo, err := episodeOptions(cfg)
 		if err != nil {
@@ -241,9 +245,10 @@ flight finish.`,
 		}
 		fmt.Fprintf(cmd.ErrOrStderr(), "spa rollout: run %s, %d workers, %s over %d server(s), publishing to %s\n", run, cfg.Rollout.Workers, cfg.Env.Name, len(names), bus.TrajSubject(run))
 		stats, err := rollout.RunWorkers(ctx, rollout.WorkerOptions{
-			Run: run, Worker: worker, Episode: eo, Workers: cfg.Rollout.Workers, Groups: groups, GroupSize: cfg.Rollout.GroupSize,
-			SeedBase: int64(cfg.Run.Seed) * 1_000_003, NewEnv: newEnv, Router: router, Tokens: tokens, Policy: policy,
+			Run: run, Worker: worker, Incarnation: incarnation(), Episode: eo, Workers: cfg.Rollout.Workers, Groups: groups, GroupSize: cfg.Rollout.GroupSize,
+			SeedBase: workerSeedBase(cfg.Run.Seed, worker), NewEnv: newEnv, Router: router, Tokens: tokens, Policy: policy,
 			Publish: func(ctx context.Context, tr *bus.Trajectory) error { return pub.Publish(ctx, tr) },
+			Log:     func(format string, args ...any) { fmt.Fprintf(cmd.ErrOrStderr(), "spa rollout: "+format+"\n", args...) },
 		})
 		closeCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -261,4 +266,20 @@ flight finish.`,
 
 func encodeJSON(cmd *cobra.Command, v any) error {
 	return json.NewEncoder(cmd.OutOrStdout()).Encode(v)
+}
+
+// incarnation is a short random tag for this process, so that a restarted worker's trajectory ids
+// never collide with its predecessor's (JetStream would drop them as duplicates).
+func incarnation() string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// workerSeedBase gives each worker name its own range of a million puzzle seeds, so that workers
+// on several machines do not all play the same puzzles; a restarted worker replays its own.
+func workerSeedBase(seed int, worker string) int64 {
+	h := fnv.New32a()
+	h.Write([]byte(worker))
+	return int64(seed)*1_000_003 + int64(h.Sum32()%(1<<30))<<20
 }

@@ -71,6 +71,14 @@ type configFlags struct {
 	file string
 	sets []string
 	cmd  *cobra.Command
+	// own are a command's flags for keys that only it uses (spa serve --api-key).
+	own []struct{ flag, key, usage string }
+}
+
+// keyFlag adds a flag for a configuration key that this command alone takes.
+func (cf *configFlags) keyFlag(flag, key, usage string) {
+	cf.own = append(cf.own, struct{ flag, key, usage string }{flag, key, usage})
+	cf.cmd.Flags().String(flag, "", usage+" ("+key+")")
 }
 
 // commonFlags maps flag names to configuration keys.
@@ -115,7 +123,7 @@ func (cf *configFlags) flagValues() map[string]string {
 // values maps the command line's keys to values: named flags, then --set.
 func (cf *configFlags) values() (map[string]string, error) {
 	flags := map[string]string{}
-	for _, f := range commonFlags {
+	for _, f := range append(commonFlags[:len(commonFlags):len(commonFlags)], cf.own...) {
 		if fl := cf.cmd.Flags().Lookup(f.flag); fl != nil && fl.Changed {
 			flags[f.key] = fl.Value.String()
 		}

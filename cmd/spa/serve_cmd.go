@@ -38,6 +38,8 @@ SIGTERM stops it gracefully: it stops accepting, finishes the responses in fligh
 	cmd.Flags().StringVar(&listen, "listen", "", "host:port (server.listen, default 127.0.0.1:8000)")
 	cmd.Flags().StringVar(&name, "served-model-name", "spa", "name that always means the latest version")
 	cmd.Flags().StringVar(&device, "device", "cpu", "cpu, cuda or cuda:N")
+	cf.keyFlag("api-key", "server.api_key", "bearer token required on /v1 (clients: OPENAI_API_KEY)")
+	cf.keyFlag("admin-key", "server.admin_key", "bearer token required on the weight and pause endpoints (default: the API key)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg, err := cf.load()
 		if err != nil {
