@@ -185,7 +185,7 @@ func (p *pipeline) ppo(ctx context.Context, m, start, out, run string) (string, 
 	if err := p.loadVersion(ctx, run, prefix, version, from); err != nil {
 		return "", err
 	}
-	cons, err := bus.NewConsumer(ctx, p.b, run, bus.ConsumerOptions{})
+	cons, err := bus.NewConsumer(ctx, p.b, run, bus.ConsumerOptions{AckWait: p.cfg.Learner.AckWait})
 	if err != nil {
 		return "", err
 	}
@@ -217,8 +217,9 @@ func (p *pipeline) ppo(ctx context.Context, m, start, out, run string) (string, 
 				mt := r.Metrics
 				bar.set(r.Step, fmt.Sprintf("reward %.2f success %.0f%% pg %.3f vf %.3f kl %.4f", mt.Reward, 100*mt.Success, mt.PolicyLoss, mt.ValueLoss, mt.ApproxKL))
 				p.record(map[string]any{"stage": "ppo", "method": m, "step": r.Step, "report": r})
+				// The last step's validation is the final evaluation, which follows.
 				every := p.cfg.Learner.PPO.ValidateEvery
-				if every > 0 && (r.Step%every == 0 || r.Step == steps) {
+				if every > 0 && r.Step%every == 0 && r.Step < steps {
 					e, err := p.evalModel(ctx, m, fmt.Sprintf("%s-v%d", prefix, r.Version), "")
 					if err != nil {
 						return err

@@ -300,7 +300,8 @@ func (p *pipeline) play(ctx context.Context, run, label string, llms []rollout.L
 	var mu sync.Mutex
 	var out []*bus.Trajectory
 	successes := 0
-	_, err = rollout.RunWorkers(ctx, rollout.WorkerOptions{
+	var firstFailure error
+	stats, err := rollout.RunWorkers(ctx, rollout.WorkerOptions{
 		Run: run, Worker: "w", Episode: eo, Workers: p.cfg.Rollout.Workers, Groups: groups, GroupSize: p.cfg.Rollout.GroupSize,
 		FirstGroup: firstGroup, SeedBase: trainSeedBase, NewEnv: func() (envs.Env, error) { return p.newEnv(ctx) },
 		Router: router, Tokens: tokens,
@@ -317,10 +318,21 @@ func (p *pipeline) play(ctx context.Context, run, label string, llms []rollout.L
 			mu.Unlock()
 			return nil
 		},
+		Log: func(format string, args ...any) {
+			mu.Lock()
+			if firstFailure == nil {
+				firstFailure = fmt.Errorf(format, args...)
+			}
+			mu.Unlock()
+		},
 	})
 	bar.done()
 	if err != nil {
 		return nil, err
+	}
+	// The batch has a fixed size that the learner waits for, so a lost episode is an error here.
+	if stats.Failed > 0 {
+		return nil, fmt.Errorf("%s: %d of %d episodes failed; the first: %w", label, stats.Failed, total, firstFailure)
 	}
 	slices.SortFunc(out, func(a, b *bus.Trajectory) int { return compareIDs(a.ID, b.ID) })
 	return out, nil
@@ -390,7 +402,11 @@ func (p *pipeline) warmup(ctx context.Context, initDir string) (string, error) {
 	for i, tr := range trs {
 		exs[i] = GroundTruth(tr, false)
 	}
-	ckpt, _, err := p.sft(ctx, "warmup", initDir, exs, out, p.cfg.Learner.SFT.Epochs)
+	epochs := p.cfg.Run.WarmupEpochs
+	if epochs == 0 {
+		epochs = p.cfg.Learner.SFT.Epochs
+	}
+	ckpt, _, err := p.sft(ctx, "warmup", initDir, exs, out, epochs)
 	if err != nil {
 		return "", err
 	}

@@ -109,6 +109,28 @@ func (p *pipeline) report() (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The success curve starts at the PPO start's evaluation (step 0) and ends at the final one,
+	// which stands in for a validation at the last step.
+	for _, mr := range r.Methods {
+		s := ser[mr.Method]
+		if s == nil {
+			continue
+		}
+		start := mr.Start
+		if start == nil {
+			start = mr.Base
+		}
+		if start != nil {
+			s.valStep = append([]float64{0}, s.valStep...)
+			s.pass1 = append([]float64{100 * start.Pass1}, s.pass1...)
+			s.passK = append([]float64{100 * start.PassK}, s.passK...)
+		}
+		if mr.Final != nil && len(s.step) > 0 {
+			s.valStep = append(s.valStep, s.step[len(s.step)-1])
+			s.pass1 = append(s.pass1, 100*mr.Final.Pass1)
+			s.passK = append(s.passK, 100*mr.Final.PassK)
+		}
+	}
 	type plotSpec struct {
 		file, title, y string
 		lines          func(m string, s *series) map[string][2][]float64
