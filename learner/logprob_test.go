@@ -1,0 +1,122 @@
+package learner
+
+import (
+	"context"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/spa-rl/spa/envs"
+	"github.com/spa-rl/spa/inference"
+	"github.com/spa-rl/spa/model"
+	"github.com/spa-rl/spa/model/domain"
+	"github.com/spa-rl/spa/rollout"
+	"github.com/spa-rl/spa/torchrt"
+)
+
+// TestLearnerLogprobsMatchTheServers plays multi-turn Sokoban episodes against the inference
+// server over HTTP in token mode, lays them out as the learner does, and recomputes each trained
+// token's logprob: it must equal the logprob the server sampled it with, at every turn, at the
+// sampling temperature. A misaligned layout or a temperature applied differently would make PPO
+// optimise other tokens than were sampled, without any test of rewards noticing.
+func TestLearnerLogprobsMatchTheServers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ex := torchrt.NewExecutor()
+	defer ex.Close()
+	dir := filepath.Join(t.TempDir(), "v0")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	size, imEnd, _, err := domain.Write(dir, domain.Options{VocabSize: 600, Seeds: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := model.Preset("tiny", size)
+	cfg.NumHiddenLayers, cfg.EOSTokenID = 2, model.IDList{imEnd}
+	if err := ex.Do(ctx, func() error {
+		m, err := model.New(cfg, model.Options{Seed: 3})
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		return model.Save(dir, m, model.SaveOptions{})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := inference.Open(ctx, dir, inference.Options{MaxModelLen: 2048, KVCacheMB: 64, MaxVersions: 2}, inference.ServerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: srv}
+	go hs.Serve(ln)
+	defer hs.Close()
+	client, err := rollout.NewClient(rollout.ClientOptions{BaseURL: "http://" + ln.Addr().String() + "/v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := loadTokens(t, dir)
+	for _, temp := range []float64{1, 0.7} {
+		var seqs []Sequence
+		turns := 0
+		for seed := range int64(3) {
+			env, err := envs.New("sokoban", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr, err := rollout.Play(ctx, env, client, tokens, rollout.EpisodeOptions{
+				PromptOptions: rollout.PromptOptions{Mode: rollout.Base, MaxActionsPerTurn: 5}, MaxTurns: 3, MaxTokens: 12,
+				Temperature: temp, TopP: 1, Seed: seed, ID: "lp", Run: "lp"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			turns += len(tr.Turns)
+			s, err := FromTrajectory(tr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seqs = append(seqs, s)
+		}
+		if turns <= len(seqs) {
+			t.Fatalf("episodes of one turn (%d turns) test no alignment across turns", turns)
+		}
+		var worst float64
+		err := ex.Do(ctx, func() error {
+			m, err := model.Load(dir, model.Options{})
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			p := &PPO{o: PPOOptions{Temperature: temp, MicroBatch: 2}}
+			lps, err := p.perToken(m, seqs, p.logprobs)
+			if err != nil {
+				return err
+			}
+			for i, s := range seqs {
+				if len(lps[i]) != len(s.OldLogp) {
+					t.Fatalf("sequence %d: %d logprobs for %d trained tokens", i, len(lps[i]), len(s.OldLogp))
+				}
+				for j := range s.OldLogp {
+					worst = max(worst, math.Abs(lps[i][j]-s.OldLogp[j]))
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("temperature %.1f: %d turns, largest |learner - server| logprob gap %.2g", temp, turns, worst)
+		if worst > 2e-3 {
+			t.Errorf("temperature %.1f: the learner's logprobs differ from the server's by up to %.3g", temp, worst)
+		}
+	}
+}
