@@ -29,15 +29,19 @@ type Run struct {
 	Seed    int      `yaml:"seed" doc:"seed for puzzles, sampling and initialisation" check:">=0"`
 	Threads int      `yaml:"threads" doc:"libtorch intra-op threads; 0 uses every core" check:">=0"`
 	// Model is a pretrained starting checkpoint; empty trains the tiny preset from scratch.
-	Model          string `yaml:"model" doc:"starting checkpoint (Hugging Face directory); empty trains a tiny model from scratch"`
-	Explore        string `yaml:"explore" doc:"self-play exploration: random (well-formed turns with random actions), policy, or mix" check:"oneof=random policy mix"`
-	SelfPlay       int    `yaml:"selfplay_episodes" doc:"self-play episodes for the world-model SFT data" check:">=1"`
-	WarmupEpisodes int    `yaml:"warmup_episodes" doc:"format warm-up episodes for a from-scratch model (its stand-in for an instruct model); 0 skips" check:">=0"`
-	WarmupEpochs   int    `yaml:"warmup_epochs" doc:"epochs of the format warm-up SFT; 0 uses learner.sft.epochs" check:">=0"`
-	Filter         bool   `yaml:"filter" doc:"keep only turns with an observation before a prediction inside <think>, de-duplicated"`
-	GroundTruth    bool   `yaml:"ground_truth" doc:"replace observation/prediction bodies with the true states (off: the self-belief ablation)"`
-	ValPuzzles     int    `yaml:"val_puzzles" doc:"validation puzzles (seeds 0..N-1)" check:">=1"`
-	ValK           int    `yaml:"val_k" doc:"samples per validation puzzle (Pass@k)" check:">=1"`
+	Model          string  `yaml:"model" doc:"starting checkpoint (Hugging Face directory); empty trains a tiny model from scratch"`
+	Explore        string  `yaml:"explore" doc:"self-play exploration: random (well-formed turns with random actions), policy, or mix" check:"oneof=random policy mix"`
+	SelfPlay       int     `yaml:"selfplay_episodes" doc:"self-play episodes for the world-model SFT data" check:">=1"`
+	WarmupEpisodes int     `yaml:"warmup_episodes" doc:"format warm-up episodes for a from-scratch model (its stand-in for an instruct model); 0 skips" check:">=0"`
+	WarmupEpochs   int     `yaml:"warmup_epochs" doc:"epochs of the format warm-up SFT; 0 uses learner.sft.epochs" check:">=0"`
+	WarmupLR       float64 `yaml:"warmup_lr" doc:"peak learning rate of the format warm-up SFT; 0 uses learner.sft.lr" check:">=0"`
+	// SFTReplay exists for models trained from scratch, which forget the answer format of the
+	// base prompt when fine-tuned on world-model conversations alone; an instruct model does not.
+	SFTReplay   float64 `yaml:"sft_replay" doc:"share of the warm-up conversations replayed, mixed in, during spa's world-model SFT (from scratch only)" check:"[0,1]"`
+	Filter      bool    `yaml:"filter" doc:"keep only turns with an observation before a prediction inside <think>, de-duplicated"`
+	GroundTruth bool    `yaml:"ground_truth" doc:"replace observation/prediction bodies with the true states (off: the self-belief ablation)"`
+	ValPuzzles  int     `yaml:"val_puzzles" doc:"validation puzzles (seeds 0..N-1)" check:">=1"`
+	ValK        int     `yaml:"val_k" doc:"samples per validation puzzle (Pass@k)" check:">=1"`
 }
 
 // Bus holds how to reach NATS.
@@ -133,6 +137,7 @@ type PPO struct {
 	MiniBatches    int     `yaml:"mini_batches" doc:"mini-batches per step" check:">=1"`
 	Epochs         int     `yaml:"epochs" doc:"passes over each step's batch" check:">=1"`
 	Advantage      string  `yaml:"advantage" doc:"gae, turn-gae (bi-level) or grpo (no critic)" check:"oneof=gae turn-gae grpo"`
+	LossAgg        string  `yaml:"loss_agg" doc:"policy loss over tokens: token-mean (the paper's) or seq-mean-token-mean (each trajectory weighs the same)" check:"oneof=token-mean seq-mean-token-mean"`
 	ValidateEvery  int     `yaml:"validate_every" doc:"validate every N steps; 0 disables" check:">=0"`
 }
 
@@ -176,7 +181,7 @@ func Default() Config {
 			PPO: PPO{
 				Steps: 1000, ActorLR: 1e-6, CriticLR: 1e-5, ClipLow: 0.2, ClipHigh: 0.28, DualClip: 3,
 				EntropyCoef: 0.001, Gamma: 1, Lambda: 1, ValueClip: 0.5, KeepGroupRatio: 0.25,
-				MiniBatches: 1, Epochs: 1, Advantage: "gae", ValidateEvery: 10,
+				MiniBatches: 1, Epochs: 1, Advantage: "gae", LossAgg: "token-mean", ValidateEvery: 10,
 			},
 			LoRA: LoRA{Alpha: 16, Targets: []string{"q_proj", "k_proj", "v_proj", "o_proj"}},
 		},

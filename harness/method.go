@@ -49,7 +49,10 @@ func (p *pipeline) method(ctx context.Context, m, base string) error {
 			if err != nil {
 				return err
 			}
-			ckpt, _, err := p.sft(ctx, m, base, exs, filepath.Join(dir, "sft"), p.cfg.Learner.SFT.Epochs)
+			if exs, err = p.withReplay(exs); err != nil {
+				return err
+			}
+			ckpt, _, err := p.sft(ctx, m, base, exs, filepath.Join(dir, "sft"), p.cfg.Learner.SFT.Epochs, 0)
 			if err != nil {
 				return err
 			}
@@ -269,4 +272,32 @@ func (p *pipeline) generate(ctx context.Context, m, run string, watch <-chan bus
 		}
 	}
 	return ctx.Err()
+}
+
+// withReplay mixes run.sft_replay of the warm-up conversations evenly into the world-model SFT
+// data (evenly, so that the validation tail holds both kinds).
+func (p *pipeline) withReplay(exs []learner.SFTExample) ([]learner.SFTExample, error) {
+	share := p.cfg.Run.SFTReplay
+	path := filepath.Join(p.o.Dir, "warmup-sft.jsonl")
+	if share == 0 || p.cfg.Run.Model != "" {
+		return exs, nil
+	}
+	warm, err := learner.ReadSFTExamples(path)
+	if err != nil {
+		return nil, fmt.Errorf("sft replay (run.sft_replay): %w", err)
+	}
+	n := int(share * float64(len(warm)))
+	out := make([]learner.SFTExample, 0, len(exs)+n)
+	for i, j := 0, 0; i < len(exs) || j < n; {
+		// Take from whichever list is behind its share of the merged order.
+		if j >= n || (i < len(exs) && i*n <= j*len(exs)) {
+			out = append(out, exs[i])
+			i++
+		} else {
+			out = append(out, warm[j*len(warm)/n])
+			j++
+		}
+	}
+	p.logf("spa sft: %d world-model conversations and %d replayed warm-up ones", len(exs), n)
+	return out, nil
 }

@@ -402,11 +402,14 @@ func (p *pipeline) warmup(ctx context.Context, initDir string) (string, error) {
 	for i, tr := range trs {
 		exs[i] = GroundTruth(tr, false)
 	}
+	if err := learner.WriteSFTExamples(filepath.Join(p.o.Dir, "warmup-sft.jsonl"), exs); err != nil {
+		return "", err
+	}
 	epochs := p.cfg.Run.WarmupEpochs
 	if epochs == 0 {
 		epochs = p.cfg.Learner.SFT.Epochs
 	}
-	ckpt, _, err := p.sft(ctx, "warmup", initDir, exs, out, epochs)
+	ckpt, _, err := p.sft(ctx, "warmup", initDir, exs, out, epochs, p.cfg.Run.WarmupLR)
 	if err != nil {
 		return "", err
 	}
@@ -467,7 +470,8 @@ func (p *pipeline) selfPlay(ctx context.Context, base string) error {
 }
 
 // sft fine-tunes from on exs into out (resuming inside the stage) and returns the final checkpoint.
-func (p *pipeline) sft(ctx context.Context, label, from string, exs []learner.SFTExample, out string, epochs int) (string, learner.SFTResult, error) {
+// sft fine-tunes from on exs for epochs; lr 0 means learner.sft.lr.
+func (p *pipeline) sft(ctx context.Context, label, from string, exs []learner.SFTExample, out string, epochs int, lr float64) (string, learner.SFTResult, error) {
 	seqs, dropped, err := learner.SFTSequences(p.tokens, exs, p.cfg.Learner.SFT.MaxLength, p.cfg.Learner.SFT.MaskState)
 	if err != nil {
 		return "", learner.SFTResult{}, err
@@ -476,6 +480,9 @@ func (p *pipeline) sft(ctx context.Context, label, from string, exs []learner.SF
 	train, val := seqs[:len(seqs)-nVal], seqs[len(seqs)-nVal:]
 	o := learner.SFTOptionsFrom(p.cfg.Learner, uint64(p.cfg.Run.Seed))
 	o.Epochs = epochs
+	if lr > 0 {
+		o.LR = lr
+	}
 	o.Checkpoints = &learner.Checkpointer{Dir: out, TokenizerDir: from, DType: p.cfg.Learner.SaveDType, Keep: 1}
 	o.Resume = true
 	steps := ((len(train) + o.BatchSize - 1) / o.BatchSize) * epochs

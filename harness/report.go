@@ -224,7 +224,7 @@ func (r *Report) Table() string {
 		rows := []struct {
 			label string
 			e     *Eval
-		}{{"untrained (base)", m.Base}, {"after world-model SFT", m.Start}, {"after PPO", m.Final}}
+		}{{"base (format warm-up only)", m.Base}, {"after world-model SFT", m.Start}, {"after PPO", m.Final}}
 		for _, row := range rows {
 			if row.e == nil {
 				continue

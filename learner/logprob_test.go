@@ -120,3 +120,56 @@ func TestLearnerLogprobsMatchTheServers(t *testing.T) {
 		}
 	}
 }
+
+// TestLossAggregation checks the two ways of averaging the policy loss by hand: at ratio 1 the
+// loss is −mean(advantage), over tokens (token-mean) or over trajectories (seq-mean-token-mean).
+// A short trajectory with advantage +1 (2 tokens) and a long one with −1 (6 tokens) give
+// −(2 − 6)/8 = 0.5 over tokens, and −(1 − 1)/2 = 0 over trajectories.
+func TestLossAggregation(t *testing.T) {
+	ex := torchrt.NewExecutor()
+	defer ex.Close()
+	cfg, _ := model.Preset("tiny", 64)
+	cfg.NumHiddenLayers = 1
+	for _, tc := range []struct {
+		agg  string
+		want float64
+	}{{"token-mean", 0.5}, {"seq-mean-token-mean", 0}} {
+		err := ex.Do(context.Background(), func() error {
+			m, err := model.New(cfg, model.Options{Seed: 1})
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			seq := func(n int) Sequence {
+				s := Sequence{IDs: make([]int, n+2), Train: make([]bool, n+2)}
+				for i := range s.IDs {
+					s.IDs[i] = 3 + i
+					s.Train[i] = i >= 2
+				}
+				return s
+			}
+			seqs := []Sequence{seq(2), seq(6)}
+			p := &PPO{Actor: m, ActorOpt: NewAdamW(m.TrainableVarStore(), 0.9, 0.95, 1e-8, 0), o: PPOOptions{Temperature: 1, MicroBatch: 1, LossAgg: tc.agg, ClipLow: 0.2, ClipHigh: 0.28}}
+			// Behaviour logprobs equal to the model's own make every ratio 1.
+			lps, err := p.perToken(m, seqs, p.logprobs)
+			if err != nil {
+				return err
+			}
+			for i := range seqs {
+				seqs[i].OldLogp = lps[i]
+			}
+			adv := [][]float64{{1, 1}, {-1, -1, -1, -1, -1, -1}}
+			var sums stepSums
+			if err := p.updateActor(seqs, []int{0, 1}, adv, nil, &sums); err != nil {
+				return err
+			}
+			if math.Abs(sums.pg-tc.want) > 1e-5 {
+				t.Errorf("%s: policy loss %.6f, want %.2f", tc.agg, sums.pg, tc.want)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -22,7 +22,7 @@ func PPOOptionsFrom(l config.Learner, temperature float64, seed uint64) PPOOptio
 		EntropyCoef: p.EntropyCoef, KLCoef: p.KLCoef, Gamma: p.Gamma, Lambda: p.Lambda, ValueClip: p.ValueClip,
 		KeepGroupRatio: p.KeepGroupRatio, MiniBatches: p.MiniBatches, Epochs: p.Epochs,
 		Beta1: l.Beta1, Beta2: l.Beta2, WeightDecay: l.WeightDecay, GradClip: l.GradClip,
-		Advantage: p.Advantage, Temperature: temperature, MicroBatch: l.MicroBatch, Seed: seed,
+		Advantage: p.Advantage, LossAgg: p.LossAgg, Temperature: temperature, MicroBatch: l.MicroBatch, Seed: seed,
 	}
 }
 

@@ -26,6 +26,10 @@ type PPOOptions struct {
 	// turn's reward on its last token, discounted by γ and λ between turns only) or "grpo"
 	// (group-normalised episode reward, no critic).
 	Advantage string
+	// LossAgg is how the policy loss averages tokens: "token-mean" (the paper's; every token
+	// weighs the same, so long responses weigh more) or "seq-mean-token-mean" (each trajectory
+	// weighs the same, the mean of its tokens). Empty means token-mean.
+	LossAgg string
 	// Temperature the trajectories were sampled at; logprobs are recomputed under it.
 	Temperature float64
 	// MicroBatch is how many sequences one forward pass holds; zero means a whole mini-batch.
@@ -366,9 +370,12 @@ func (p *PPO) updateActor(seqs []Sequence, idx []int, adv, refLogp [][]float64, 
 			return err
 		}
 		share := float64(pk.n) / float64(total)
-		var old []float64
+		var old, weight []float64
 		for _, s := range batch {
 			old = append(old, s.OldLogp...)
+			for range s.OldLogp {
+				weight = append(weight, 1/float64(len(s.OldLogp)))
+			}
 		}
 		a := gatherRows(adv, part)
 		neg := make([]float64, len(a))
@@ -379,7 +386,14 @@ func (p *PPO) updateActor(seqs []Sequence, idx []int, adv, refLogp [][]float64, 
 		}
 		lp := TokenLogProbs(logits, pk.targets)
 		oldT, advT, negT := vector(old, dev), vector(a, dev), vector(neg, dev)
-		ones := ts.MustOnes([]int64{int64(pk.n)}, gotch.Float, dev)
+		// The mask weighs the tokens: all alike, or each trajectory's tokens summing to one.
+		var ones *ts.Tensor
+		if p.o.LossAgg == "seq-mean-token-mean" {
+			ones = vector(weight, dev)
+			share = float64(len(part)) / float64(len(idx))
+		} else {
+			ones = ts.MustOnes([]int64{int64(pk.n)}, gotch.Float, dev)
+		}
 		loss, cf, akl := PolicyLoss(lp, oldT, advT, negT, ones, PolicyLossOptions{ClipLow: p.o.ClipLow, ClipHigh: p.o.ClipHigh, DualClip: p.o.DualClip})
 		pg += loss.Float64Values()[0] * share
 		clip += cf * share
