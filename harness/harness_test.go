@@ -57,23 +57,44 @@ func TestSmokePipelineEndToEndWithResume(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "smoke")
 	const id = "smoke"
 
-	// Interrupt once the first PPO step of spa is recorded.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		for ctx.Err() == nil {
-			if data, err := os.ReadFile(filepath.Join(dir, "metrics.jsonl")); err == nil && bytes.Contains(data, []byte(`"stage":"ppo"`)) {
-				cancel()
-				return
+	// interrupt runs (or resumes) the pipeline and cancels it once file holds marker.
+	interrupt := func(resume bool, file, marker string) {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var stuck bool
+		watched := make(chan struct{})
+		go func() {
+			defer close(watched)
+			deadline := time.Now().Add(3 * time.Minute)
+			for ctx.Err() == nil {
+				if data, err := os.ReadFile(filepath.Join(dir, file)); err == nil && bytes.Contains(data, []byte(marker)) {
+					cancel()
+					return
+				}
+				if time.Now().After(deadline) {
+					stuck = true
+					cancel()
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
 			}
-			time.Sleep(20 * time.Millisecond)
+		}()
+		_, err := Run(ctx, Options{Config: cfg, Dir: dir, ID: id, Resume: resume})
+		cancel()
+		<-watched
+		switch {
+		case stuck:
+			t.Fatalf("no %s in %s within 3 minutes: the run is stuck", marker, file)
+		case err == nil:
+			t.Fatal("the interrupted run finished")
 		}
-	}()
-	if _, err := Run(ctx, Options{Config: cfg, Dir: dir, ID: id}); err == nil {
-		t.Fatal("the interrupted run finished")
-	} else {
 		t.Logf("interrupted: %v", err)
 	}
+	// Once between spa's evaluations and its first PPO step (the server must then be given the
+	// SFT checkpoint, not whatever it holds under a similar name), and once after that step.
+	interrupt(false, "state.json", `"spa:eval-start"`)
+	interrupt(true, "metrics.jsonl", `"stage":"ppo"`)
 	before, err := loadState(dir, true)
 	if err != nil {
 		t.Fatal(err)

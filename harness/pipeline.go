@@ -221,6 +221,8 @@ func (p *pipeline) start(ctx context.Context, initDir string) error {
 	if p.srv, err = inference.Open(ctx, initDir, inference.Options{
 		MaxBatch: p.cfg.Server.MaxBatch, MaxModelLen: p.cfg.Server.MaxModelLen, KVCacheMB: p.cfg.Server.KVCacheMB,
 		MaxVersions: p.cfg.Server.MaxVersions, Device: dev,
+		// The starting checkpoint is "init-v0", so that no method's "<method>-v0" is taken by it.
+		Name: "init",
 	}, inference.ServerOptions{APIKey: p.cfg.Server.APIKey, AdminKey: p.cfg.Server.AdminKey}); err != nil {
 		return err
 	}
@@ -516,9 +518,8 @@ func (p *pipeline) sft(ctx context.Context, label, from string, exs []learner.SF
 func (p *pipeline) loadVersion(ctx context.Context, run, prefix string, n int64, dir string) error {
 	abs, _ := filepath.Abs(dir)
 	v := learner.Version{Number: n, Model: fmt.Sprintf("%s-v%d", prefix, n), Dir: abs}
-	if _, err := p.srv.Engine().Resolve(v.Model); err == nil {
-		return nil
-	}
+	// The server takes a version it already has from the same directory as a no-op; the policy
+	// KV is set either way, since the workers wait for it.
 	f := &learner.Fleet{Servers: []learner.Syncer{learner.SpaServer(p.baseURL, p.cfg.Server.AdminKey)}}
 	if err := f.Sync(ctx, v); err != nil {
 		return err
