@@ -63,6 +63,12 @@ func (p *pipeline) method(ctx context.Context, m, base string) error {
 		start = p.st.Stages[key].Checkpoint
 	}
 	run := p.o.ID + "-" + m
+	// A model trained from scratch is also measured as initialised: the untrained policy.
+	if p.cfg.Run.Model == "" && base != p.initDir {
+		if err := p.evaluate(ctx, m, "init", p.initDir); err != nil {
+			return err
+		}
+	}
 	if err := p.evaluate(ctx, m, "base", base); err != nil {
 		return err
 	}

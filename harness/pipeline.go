@@ -55,6 +55,7 @@ type pipeline struct {
 	pols    *bus.Policies
 	pub     *bus.Publisher
 	srv     *inference.Server
+	initDir string // the checkpoint as initialised (or run.model)
 	httpSrv *http.Server
 	baseURL string
 	tokens  *rollout.Tokens
@@ -94,6 +95,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err := p.start(ctx, initDir); err != nil {
 		return nil, err
 	}
+	p.initDir = initDir
 	base, err := p.warmup(ctx, initDir)
 	if err != nil {
 		return nil, err

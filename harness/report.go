@@ -29,9 +29,11 @@ type Report struct {
 // SFT, for spa), and the result.
 type MethodResult struct {
 	Method string `json:"method"`
-	Base   *Eval  `json:"base"`
-	Start  *Eval  `json:"start,omitempty"`
-	Final  *Eval  `json:"final"`
+	// Init is the model as initialised, for a run trained from scratch.
+	Init  *Eval `json:"init,omitempty"`
+	Base  *Eval `json:"base"`
+	Start *Eval `json:"start,omitempty"`
+	Final *Eval `json:"final"`
 }
 
 // series are a method's numbers by PPO step, read back from metrics.jsonl.
@@ -94,6 +96,9 @@ func (p *pipeline) report() (*Report, error) {
 	r := &Report{Path: filepath.Join(p.o.Dir, "report.md"), Env: p.spec.Name + " " + p.spec.Variant}
 	for _, m := range p.cfg.Run.Methods {
 		mr := MethodResult{Method: m}
+		if s := p.st.Stages[m+":eval-init"]; s != nil {
+			mr.Init = s.Eval
+		}
 		if s := p.st.Stages[m+":eval-base"]; s != nil {
 			mr.Base = s.Eval
 		}
@@ -224,7 +229,7 @@ func (r *Report) Table() string {
 		rows := []struct {
 			label string
 			e     *Eval
-		}{{"base (format warm-up only)", m.Base}, {"after world-model SFT", m.Start}, {"after PPO", m.Final}}
+		}{{"untrained (as initialised)", m.Init}, {"base (format warm-up only)", m.Base}, {"after world-model SFT", m.Start}, {"after PPO", m.Final}}
 		for _, row := range rows {
 			if row.e == nil {
 				continue
