@@ -5,7 +5,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -13,7 +12,6 @@ import (
 	"github.com/spa-rl/spa/envs"
 	"github.com/spa-rl/spa/inference"
 	"github.com/spa-rl/spa/model"
-	"github.com/spa-rl/spa/model/domain"
 	"github.com/spa-rl/spa/rollout"
 	"github.com/spa-rl/spa/torchrt"
 )
@@ -29,25 +27,7 @@ func TestLearnerLogprobsMatchTheServers(t *testing.T) {
 	ex := torchrt.NewExecutor()
 	defer ex.Close()
 	dir := filepath.Join(t.TempDir(), "v0")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	size, imEnd, _, err := domain.Write(dir, domain.Options{VocabSize: 600, Seeds: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, _ := model.Preset("tiny", size)
-	cfg.NumHiddenLayers, cfg.EOSTokenID = 2, model.IDList{imEnd}
-	if err := ex.Do(ctx, func() error {
-		m, err := model.New(cfg, model.Options{Seed: 3})
-		if err != nil {
-			return err
-		}
-		defer m.Close()
-		return model.Save(dir, m, model.SaveOptions{})
-	}); err != nil {
-		t.Fatal(err)
-	}
+	sizedCheckpoint(t, ex, dir, 3, 600, 2048)
 	srv, err := inference.Open(ctx, dir, inference.Options{MaxModelLen: 2048, KVCacheMB: 64, MaxVersions: 2}, inference.ServerOptions{})
 	if err != nil {
 		t.Fatal(err)

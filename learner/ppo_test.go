@@ -20,16 +20,21 @@ import (
 
 // tinyCheckpoint writes a servable tiny checkpoint (domain tokenizer, random weights) to dir.
 func tinyCheckpoint(t *testing.T, ex *torchrt.Executor, dir string, seed uint64) model.Config {
+	return sizedCheckpoint(t, ex, dir, seed, 300, 512)
+}
+
+// sizedCheckpoint is tinyCheckpoint with a vocabulary and context of the given sizes.
+func sizedCheckpoint(t *testing.T, ex *torchrt.Executor, dir string, seed uint64, vocab, maxPos int) model.Config {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	size, imEnd, _, err := domain.Write(dir, domain.Options{VocabSize: 300, Seeds: 2})
+	size, imEnd, _, err := domain.Write(dir, domain.Options{VocabSize: vocab, Seeds: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg, _ := model.Preset("tiny", size)
-	cfg.NumHiddenLayers, cfg.MaxPositionEmbeddings, cfg.EOSTokenID = 2, 512, model.IDList{imEnd}
+	cfg.NumHiddenLayers, cfg.MaxPositionEmbeddings, cfg.EOSTokenID = 2, maxPos, model.IDList{imEnd}
 	if err := ex.Do(context.Background(), func() error {
 		m, err := model.New(cfg, model.Options{Seed: seed})
 		if err != nil {
