@@ -41,6 +41,7 @@ func TestReadInfoDescribesLoadedLibraries(t *testing.T) {
 }
 
 func TestTunedEnv(t *testing.T) {
+	const mmap = "MALLOC_MMAP_THRESHOLD_=131072"
 	want := bestCore()
 	cores := fmt.Sprint(runtime.NumCPU())
 	for _, tc := range []struct {
@@ -49,11 +50,13 @@ func TestTunedEnv(t *testing.T) {
 		loaded  string
 		want    []string
 	}{
-		{"nothing set, misdetected core", nil, "Prescott", nonEmpty("OMP_NUM_THREADS="+cores, prefixed("OPENBLAS_CORETYPE=", want))},
-		{"user chose the core", []string{"OPENBLAS_CORETYPE=Haswell"}, "Prescott", []string{"OMP_NUM_THREADS=" + cores}},
-		{"user chose threads", []string{"OMP_NUM_THREADS=1"}, "", nil},
-		{"unknown core is left alone", []string{"OMP_NUM_THREADS=2"}, "FutureLake", nil},
-		{"correct detection is left alone", []string{"OMP_NUM_THREADS=2"}, "SapphireRapids", nil},
+		{"nothing set, misdetected core", nil, "Prescott", nonEmpty("OMP_NUM_THREADS="+cores, prefixed("OPENBLAS_CORETYPE=", want), mmap)},
+		{"user chose the core", []string{"OPENBLAS_CORETYPE=Haswell"}, "Prescott", []string{"OMP_NUM_THREADS=" + cores, mmap}},
+		{"user chose threads", []string{"OMP_NUM_THREADS=1", mmap}, "", nil},
+		{"user chose the malloc threshold", []string{"OMP_NUM_THREADS=1", "MALLOC_MMAP_THRESHOLD_=1"}, "", nil},
+		{"malloc threshold unset", []string{"OMP_NUM_THREADS=1"}, "", []string{mmap}},
+		{"unknown core is left alone", []string{"OMP_NUM_THREADS=2", mmap}, "FutureLake", nil},
+		{"correct detection is left alone", []string{"OMP_NUM_THREADS=2", mmap}, "SapphireRapids", nil},
 	} {
 		got := TunedEnv(tc.environ, tc.loaded)
 		if strings.Join(got, " ") != strings.Join(tc.want, " ") {
