@@ -130,7 +130,10 @@ func TestSmokePipelineEndToEndWithResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"| spa | untrained (as initialised) |", "| vanilla | untrained (as initialised) |", "| spa | base (format warm-up only) |", "| spa | after world-model SFT |", "| spa | after PPO |", "| vanilla | after PPO |", "![success](success.png)"} {
+	if strings.Contains(string(report), "| vanilla | untrained") {
+		t.Error("the untrained model was evaluated twice")
+	}
+	for _, want := range []string{"| spa | untrained (as initialised) |", "| spa | base (format warm-up only) |", "| spa | after world-model SFT |", "| spa | after PPO |", "| vanilla | after PPO |", "![success](success.png)"} {
 		if !strings.Contains(string(report), want) {
 			t.Errorf("report lacks %q:\n%s", want, report)
 		}

@@ -63,8 +63,10 @@ func (p *pipeline) method(ctx context.Context, m, base string) error {
 		start = p.st.Stages[key].Checkpoint
 	}
 	run := p.o.ID + "-" + m
-	// A model trained from scratch is also measured as initialised: the untrained policy.
-	if p.cfg.Run.Model == "" && base != p.initDir {
+	// A model trained from scratch is also measured as initialised, the untrained policy: once,
+	// with the first method's states (it never answers in the format, and its answers run to
+	// max_tokens, so each evaluation is slow).
+	if p.cfg.Run.Model == "" && base != p.initDir && m == p.cfg.Run.Methods[0] {
 		if err := p.evaluate(ctx, m, "init", p.initDir); err != nil {
 			return err
 		}
