@@ -39,9 +39,9 @@ func bestCore() string {
 //     CPU supports. Virtual machines that hide the CPU model make DYNAMIC_ARCH OpenBLAS fall back to
 //     Prescott (SSE3) kernels, several times slower than the AVX-512 or AVX2 ones.
 //   - MALLOC_MMAP_THRESHOLD_=131072 when unset. glibc raises its mmap threshold each time a large
-//     block is freed, so libtorch's freed activations and KV tensors stay in the heap, fragment it,
-//     and a long-running server's RSS kept climbing (`spa bench soak`: 539 → 1184 MiB in 4 minutes,
-//     against 425 → 589 MiB in 150 s with the threshold fixed).
+//     block is freed, so libtorch's freed activations stay in the heap and fragment it. Fixing the
+//     threshold more than halved the RSS growth of `spa bench soak` (2.9 → 1.2 MiB/s; the rest
+//     is an open finding, see docs/deploy.md).
 //
 // They are read when the libraries load, so they only take effect in a new process (see Reexec).
 func TunedEnv(environ []string, loaded string) []string {
