@@ -113,12 +113,23 @@ func TestPatchGoSources(t *testing.T) {
 	os.MkdirAll(filepath.Join(root, "ts"), 0o755)
 	src := "func newTensor() {\n\tx := new(Tensor)\n\tx.d = new(bigStruct)\n\treturn x\n}\n"
 	os.WriteFile(filepath.Join(root, "ts", "tensor.go"), []byte(src), 0o644)
+	// The generated ops' shape in gotch v0.9.1: one out-of-place, one in-place.
+	gen := "func(ts *Tensor) Abs(del bool)(retVal *Tensor, err error) { \n" +
+		"  ptr := (*lib.Ctensor)(unsafe.Pointer(C.malloc(0)))\n  lib.AtgAbs(ptr, ts.ctensor)\n  retVal = newTensor(*ptr, \"Abs\")\n}\n" +
+		"func(ts *Tensor) Abs_()(err error) { \n" +
+		"  ptr := (*lib.Ctensor)(unsafe.Pointer(C.malloc(0)))\n  lib.AtgAbs_(ptr, ts.ctensor)\n  ts.ctensor = *ptr\n  return err\n}\n"
+	os.WriteFile(filepath.Join(root, "ts", "tensor-generated.go"), []byte(gen), 0o644)
 	if err := patchGoSources(root); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := os.ReadFile(filepath.Join(root, "ts", "tensor.go"))
 	if strings.Contains(string(got), "new(bigStruct)") || !strings.Contains(string(got), "x := new(Tensor)") {
 		t.Errorf("patched source:\n%s", got)
+	}
+	g, _ := os.ReadFile(filepath.Join(root, "ts", "tensor-generated.go"))
+	if strings.Contains(string(g), "C.malloc(0)") || strings.Count(string(g), "defer C.free(unsafe.Pointer(ptr))") != 2 ||
+		strings.Contains(string(g), "lib.AtFree") {
+		t.Errorf("patched generated ops:\n%s", g)
 	}
 	// A second run finds nothing to patch and says so rather than silently doing nothing.
 	if err := patchGoSources(root); err == nil || !strings.Contains(err.Error(), "update goEdits") {
