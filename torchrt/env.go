@@ -40,8 +40,8 @@ func bestCore() string {
 //     Prescott (SSE3) kernels, several times slower than the AVX-512 or AVX2 ones.
 //   - MALLOC_MMAP_THRESHOLD_=131072 when unset. glibc raises its mmap threshold each time a large
 //     block is freed, so libtorch's freed activations stay in the heap and fragment it. Fixing the
-//     threshold more than halved the RSS growth of `spa bench soak` (2.9 → 1.2 MiB/s; see
-//     docs/deploy.md for the rest).
+//     threshold more than halved the RSS growth of `spa bench soak` (2.9 → 1.2 MiB/s; the
+//     rest were gotch leaks, which tools/gotchpatch fixes).
 //
 // They are read when the libraries load, so they only take effect in a new process (see Reexec).
 func TunedEnv(environ []string, loaded string) []string {

@@ -32,7 +32,7 @@ const (
 	stampFile     = ".spa-patch"
 	stubDir       = "spa-stubs"
 	// patchRevision changes whenever the patch logic changes, so old copies are rebuilt.
-	patchRevision = "5"
+	patchRevision = "6"
 	maxRounds     = 5
 )
 
@@ -89,6 +89,9 @@ func run(src, dst, include, versionHeader, cxx string) error {
 		return err
 	}
 	if err := patchGoSources(tmp); err != nil {
+		return err
+	}
+	if err := patchInPlaceHandles(filepath.Join(libtch, generatedFile)); err != nil {
 		return err
 	}
 	stubs, err := buildStubs(filepath.Join(libtch, "lib.go"), filepath.Join(tmp, stubDir), cxx)
@@ -191,6 +194,29 @@ func patchGoSources(root string) error {
 		fmt.Printf("gotchpatch: %s: removed the %s\n", e.file, e.why)
 	}
 	return nil
+}
+
+// inPlaceRE matches a generated in-place wrapper (name ending in "_", on self) up to the line that
+// wraps its result in a new handle.
+var inPlaceRE = regexp.MustCompile(`(?m)^(void atg_\w+_\(tensor \*out__, tensor self[^\n]*\{\n  PROTECT\(\n    auto outputs__ = self->\w+\([^\n]*\);\n)    out__\[0\] = new torch::Tensor\(outputs__\);\n`)
+
+// patchInPlaceHandles makes in-place wrappers hand back the handle they were given. An in-place op
+// returns its own tensor, and gotch wrapped it in a new handle that its Go side then put in place
+// of the old one without deleting it: a leaked torch::Tensor per call (the KV cache writes one
+// per layer per decoding step), which spa bench soak showed as RSS growth. Deleting the old handle
+// from Go instead is unsafe, since several Go tensors can share one handle.
+func patchInPlaceHandles(path string) error {
+	code, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	n := len(inPlaceRE.FindAllIndex(code, -1))
+	if n == 0 {
+		return fmt.Errorf("%s has no in-place wrapper of the shape gotchpatch patches; update inPlaceRE", path)
+	}
+	code = inPlaceRE.ReplaceAll(code, []byte("${1}    out__[0] = self; // spa: the in-place op's own handle (see tools/gotchpatch)\n"))
+	fmt.Printf("gotchpatch: %s: %d in-place wrappers return their own handle\n", generatedFile, n)
+	return os.WriteFile(path, code, 0o644)
 }
 
 var diagRE = regexp.MustCompile(`(?m)(?:^|[\s/])` + regexp.QuoteMeta(generatedFile) + `:(\d+):`)

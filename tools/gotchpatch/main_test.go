@@ -136,3 +136,21 @@ func TestPatchGoSources(t *testing.T) {
 		t.Errorf("second patch: %v", err)
 	}
 }
+
+func TestPatchInPlaceHandles(t *testing.T) {
+	path := filepath.Join(t.TempDir(), generatedFile)
+	src := "void atg_abs_(tensor *out__, tensor self) {\n  PROTECT(\n    auto outputs__ = self->abs_();\n    out__[0] = new torch::Tensor(outputs__);\n  )\n}\n" +
+		"void atg_abs(tensor *out__, tensor self) {\n  PROTECT(\n    auto outputs__ = torch::abs(*self);\n    out__[0] = new torch::Tensor(outputs__);\n  )\n}\n"
+	os.WriteFile(path, []byte(src), 0o644)
+	if err := patchInPlaceHandles(path); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(path)
+	// The in-place wrapper hands back self; the out-of-place one still makes a new handle.
+	if strings.Count(string(got), "out__[0] = self;") != 1 || strings.Count(string(got), "new torch::Tensor(outputs__)") != 1 {
+		t.Errorf("patched:\n%s", got)
+	}
+	if err := patchInPlaceHandles(path); err == nil || !strings.Contains(err.Error(), "update inPlaceRE") {
+		t.Errorf("second patch: %v", err)
+	}
+}
