@@ -10,12 +10,11 @@ critic (clipped value loss) once each.
 """
 import json
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
-from bench_torch import Model, causal
+from bench_torch import Model, causal, timed
 
 
 def hf_init(module):
@@ -59,12 +58,7 @@ def sft(model, B, T, steps):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
 
-    step()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    el = time.perf_counter() - t0
-    return {"what": "sft", "batch": B, "tokens": B * T * steps, "seconds": el, "tokens_per_sec": B * T * steps / el}
+    return timed("sft", step, B, T, steps)
 
 
 class Critic(torch.nn.Module):
@@ -120,12 +114,7 @@ def ppo(actor, B, P, R, steps):
         torch.nn.utils.clip_grad_norm_(critic.parameters(), 1.0)
         copt.step()
 
-    step()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    el = time.perf_counter() - t0
-    return {"what": "ppo", "batch": B, "tokens": B * T * steps, "seconds": el, "tokens_per_sec": B * T * steps / el}
+    return timed("ppo", step, B, T, steps)
 
 
 def main():

@@ -147,6 +147,8 @@ func (s *BusSource) Next(ctx context.Context, n int, minVersion int64) (Batch, e
 				return Batch{}, err
 			}
 		}
+		var skipped []bus.Delivery
+		held := len(b.deliveries)
 		for _, d := range ds {
 			if inBatch[d.Seq] {
 				// Redelivered while this step held it (the hold lapsed during a server restart).
@@ -161,11 +163,7 @@ func (s *BusSource) Next(ctx context.Context, n int, minVersion int64) (Batch, e
 			case s.skip[d.Seq]:
 				// Counted in the checkpoint already: acknowledged at once, outside the batch's
 				// books. Kept in the set: a redelivery can arrive before the acknowledgement lands.
-				if err := s.retry(ctx, "acknowledge trajectories trained before the restart", func() error {
-					return s.C.Ack(context.WithoutCancel(ctx), []bus.Delivery{d})
-				}); err != nil {
-					return Batch{}, err
-				}
+				skipped = append(skipped, d)
 			case d.Traj.PolicyVersion < minVersion:
 				drop()
 				b.Stale++
@@ -180,11 +178,20 @@ func (s *BusSource) Next(ctx context.Context, n int, minVersion int64) (Batch, e
 				s.extra = append(s.extra, d)
 			}
 		}
-		// Keep what this batch holds so far alive while it waits for more.
-		if s.stopHold != nil {
-			s.stopHold()
+		if len(skipped) > 0 {
+			if err := s.retry(ctx, "acknowledge trajectories trained before the restart", func() error {
+				return s.C.Ack(context.WithoutCancel(ctx), skipped)
+			}); err != nil {
+				return Batch{}, err
+			}
 		}
-		s.stopHold = s.hold(slices.Clone(b.deliveries))
+		// Keep what this batch holds so far alive while it waits for more.
+		if len(b.deliveries) > held || s.stopHold == nil {
+			if s.stopHold != nil {
+				s.stopHold()
+			}
+			s.stopHold = s.hold(slices.Clone(b.deliveries))
+		}
 	}
 	return b, nil
 }
@@ -267,6 +274,17 @@ type StepReport struct {
 	Checkpoint string `json:"checkpoint"`
 }
 
+// served is version n as the servers load it: the checkpoint's absolute path, and its PEFT
+// adapter when the checkpoint has one (LoRA runs).
+func (o RunOptions) served(n int64, ckpt string) Version {
+	dir, _ := filepath.Abs(ckpt)
+	v := Version{Number: n, Model: o.ModelName(n), Dir: dir}
+	if _, err := os.Stat(filepath.Join(dir, "adapter")); err == nil {
+		v.AdapterDir = filepath.Join(dir, "adapter")
+	}
+	return v
+}
+
 // Run trains until o.Steps steps are done: gather a batch, update, checkpoint, sync the servers
 // (which points the policy KV at the new version), then acknowledge the batch. A step that
 // fails to sync stops the run with the servers named; its checkpoint is kept.
@@ -300,12 +318,7 @@ func (p *PPO) Run(ctx context.Context, src Source, o RunOptions) (TrainerState, 
 			// may have restarted: send them the version training resumes from. Servers that
 			// have it already take it as a no-op, and a policy KV that is there keeps its value.
 			if o.Fleet != nil && st.Version > o.StartVersion {
-				dir, _ := filepath.Abs(ckpt)
-				v := Version{Number: st.Version, Model: o.ModelName(st.Version), Dir: dir}
-				if _, err := os.Stat(filepath.Join(dir, "adapter")); err == nil {
-					v.AdapterDir = filepath.Join(dir, "adapter")
-				}
-				if err := o.Fleet.Sync(ctx, v); err != nil && !errors.Is(err, bus.ErrStaleVersion) {
+				if err := o.Fleet.Sync(ctx, o.served(st.Version, ckpt)); err != nil && !errors.Is(err, bus.ErrStaleVersion) {
 					return st, fmt.Errorf("ppo: resume: %w", err)
 				}
 			}
@@ -357,12 +370,7 @@ func (p *PPO) Run(ctx context.Context, src Source, o RunOptions) (TrainerState, 
 				return st, errors.New("ppo: weight sync needs checkpoints to load from")
 			}
 			t0 = time.Now()
-			dir, _ := filepath.Abs(saved.Dir)
-			adapter := ""
-			if saved.AdapterDir != "" {
-				adapter, _ = filepath.Abs(saved.AdapterDir)
-			}
-			if err := o.Fleet.Sync(ctx, Version{Number: st.Version, Model: o.ModelName(st.Version), Dir: dir, AdapterDir: adapter}); err != nil {
+			if err := o.Fleet.Sync(ctx, o.served(st.Version, saved.Dir)); err != nil {
 				return st, fmt.Errorf("ppo step %d: %w", r.Step, err)
 			}
 			r.SyncS = time.Since(t0).Seconds()

@@ -370,11 +370,14 @@ func (p *PPO) updateActor(seqs []Sequence, idx []int, adv, refLogp [][]float64, 
 			return err
 		}
 		share := float64(pk.n) / float64(total)
+		seqMean := p.o.LossAgg == "seq-mean-token-mean"
 		var old, weight []float64
 		for _, s := range batch {
 			old = append(old, s.OldLogp...)
-			for range s.OldLogp {
-				weight = append(weight, 1/float64(len(s.OldLogp)))
+			if seqMean {
+				for range s.OldLogp {
+					weight = append(weight, 1/float64(len(s.OldLogp)))
+				}
 			}
 		}
 		a := gatherRows(adv, part)
@@ -388,7 +391,7 @@ func (p *PPO) updateActor(seqs []Sequence, idx []int, adv, refLogp [][]float64, 
 		oldT, advT, negT := vector(old, dev), vector(a, dev), vector(neg, dev)
 		// The mask weighs the tokens: all alike, or each trajectory's tokens summing to one.
 		var ones *ts.Tensor
-		if p.o.LossAgg == "seq-mean-token-mean" {
+		if seqMean {
 			ones = vector(weight, dev)
 			share = float64(len(part)) / float64(len(idx))
 		} else {

@@ -45,9 +45,14 @@ type httpSyncer struct {
 	// check reads a 2xx body for servers that report failure inside it (SGLang's success flag).
 	check  func([]byte) error
 	client *http.Client
+	// inPlace marks servers that replace the weights behind one served name.
+	inPlace bool
 }
 
 func (h *httpSyncer) Name() string { return h.name }
+
+// InPlace reports whether the server reloads weights under one served name.
+func (h *httpSyncer) InPlace() bool { return h.inPlace }
 
 func (h *httpSyncer) Sync(ctx context.Context, v Version) error {
 	data, _ := json.Marshal(h.body(v))
@@ -108,9 +113,11 @@ func VLLMReload(baseURL, apiKey, path string) Syncer {
 	if path == "" {
 		path = "/update_weights"
 	}
-	return newHTTP("vllm "+baseURL, baseURL, path, apiKey, func(v Version) any {
+	s := newHTTP("vllm "+baseURL, baseURL, path, apiKey, func(v Version) any {
 		return map[string]any{"weight_dir": v.Dir, "version": v.Number}
 	})
+	s.inPlace = true
+	return s
 }
 
 // SGLang reloads weights from disk: POST /update_weights_from_disk {"model_path"}; SGLang answers
@@ -119,6 +126,7 @@ func SGLang(baseURL, apiKey string) Syncer {
 	s := newHTTP("sglang "+baseURL, baseURL, "/update_weights_from_disk", apiKey, func(v Version) any {
 		return map[string]any{"model_path": v.Dir}
 	})
+	s.inPlace = true
 	s.check = func(body []byte) error {
 		var r struct {
 			Success *bool  `json:"success"`
@@ -232,7 +240,8 @@ func (f *Fleet) Sync(ctx context.Context, v Version) error {
 // ReloadsInPlace reports whether a backend replaces the weights behind one served name (vLLM
 // full reload, SGLang) instead of serving each version under its own name.
 func ReloadsInPlace(s Syncer) bool {
-	return strings.HasPrefix(s.Name(), "vllm ") || strings.HasPrefix(s.Name(), "sglang ")
+	p, ok := s.(interface{ InPlace() bool })
+	return ok && p.InPlace()
 }
 
 // SyncBackends are the names ParseSyncer accepts.

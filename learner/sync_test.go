@@ -143,3 +143,17 @@ func TestSyncEmbeddedServerAndPolicy(t *testing.T) {
 		t.Errorf("policy moved to %d despite a failed sync", p.Version)
 	}
 }
+
+// TestReloadsInPlace: vLLM full reload and SGLang keep one served name; spa and vLLM LoRA serve
+// each version under its own.
+func TestReloadsInPlace(t *testing.T) {
+	for spec, want := range map[string]bool{"spa=http://a": false, "vllm-lora=http://a": false, "vllm-reload=http://a": true, "sglang=http://a": true} {
+		s, err := ParseSyncer(spec, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ReloadsInPlace(s); got != want {
+			t.Errorf("%s: ReloadsInPlace %v, want %v", spec, got, want)
+		}
+	}
+}

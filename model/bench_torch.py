@@ -103,12 +103,17 @@ def train(model, B, T, steps):
         loss.backward()
         opt.step()
 
+    return timed("train", step, B, T, steps)
+
+
+def timed(what, step, B, T, steps):
+    """Runs step once to warm up, then times steps of it over B sequences of T tokens."""
     step()
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
     el = time.perf_counter() - t0
-    return {"what": "train", "batch": B, "tokens": B * T * steps, "seconds": el, "tokens_per_sec": B * T * steps / el}
+    return {"what": what, "batch": B, "tokens": B * T * steps, "seconds": el, "tokens_per_sec": B * T * steps / el}
 
 
 @torch.no_grad()

@@ -50,6 +50,8 @@ func startExe(t *testing.T, name, exe string, env []string, args ...string) *pro
 	p.cmd = exec.Command(exe, args...)
 	p.cmd.Env = env
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	// Children die with the test binary even when it crashes before its cleanups run.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
