@@ -27,11 +27,12 @@ func newRunCmd() *cobra.Command {
                 knows the answer format, the stand-in for an instruct model
   3. self-play  run.selfplay_episodes world-model episodes (run.explore: random, policy or mix)
   4. ground truth and filtering: true states replace the observation/prediction bodies
-  5. world-model SFT (spa only)
+  5. world-model SFT (spa only; a from-scratch model replays the warm-up data, run.sft_replay)
   6. PPO        learner.ppo.steps steps; rollout workers query the inference server over HTTP,
                 environments run on the bus, trajectories go through JetStream to the learner,
                 and new weights reach the server through the weight-sync interface
-  7. evaluation Pass@1, Pass@k, reward and state perplexity before and after, per method
+  7. evaluation Pass@1, Pass@k, reward and state perplexity per method: the model as initialised
+                (from scratch, once), the base model, after SFT (spa) and after PPO
 
 Methods (run.methods, or --compare): spa (the recipe), vanilla (PPO from the base model on raw
 states) and state-estimation (PPO with coordinates, no SFT), on the same seeds and budget.
