@@ -77,6 +77,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if p.st, err = loadState(o.Dir, o.Resume); err != nil {
 		return nil, err
 	}
+	p.st.finished = func(stage string, took time.Duration) {
+		p.logf("stage %s: done in %s", stage, took.Round(100*time.Millisecond))
+		p.record(map[string]any{"stage": "timing", "name": stage, "seconds": took.Seconds()})
+	}
 	if p.metrics, err = os.OpenFile(filepath.Join(o.Dir, "metrics.jsonl"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err != nil {
 		return nil, err
 	}

@@ -23,6 +23,8 @@ type Report struct {
 	Plots   []string       `json:"plots"`
 	Methods []MethodResult `json:"methods"`
 	Env     string         `json:"env"`
+	// Timings are the stages' wall times, in order; the report's own writing is not included.
+	Timings []StageTime `json:"timings"`
 }
 
 // MethodResult holds a method's evaluations: the base policy, the PPO start (after world-model
@@ -193,6 +195,7 @@ func (p *pipeline) report() (*Report, error) {
 		}
 		r.Plots = append(r.Plots, path)
 	}
+	r.Timings = p.st.timings()
 	if err := os.WriteFile(r.Path, []byte(p.markdown(r)), 0o644); err != nil {
 		return nil, err
 	}
@@ -242,6 +245,19 @@ func (r *Report) Table() string {
 	return b.String()
 }
 
+// TimingTable is the report's table of stage wall times in Markdown, with the total.
+func (r *Report) TimingTable() string {
+	var b strings.Builder
+	b.WriteString("| stage | wall time |\n|---|---|\n")
+	total := 0.0
+	for _, st := range r.Timings {
+		fmt.Fprintf(&b, "| %s | %s |\n", st.Stage, time.Duration(st.Seconds*float64(time.Second)).Round(time.Second))
+		total += st.Seconds
+	}
+	fmt.Fprintf(&b, "| **total** | **%s** |\n", time.Duration(total*float64(time.Second)).Round(time.Second))
+	return b.String()
+}
+
 func (p *pipeline) markdown(r *Report) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# spa run %s\n\n", p.o.ID)
@@ -260,6 +276,8 @@ func (p *pipeline) markdown(r *Report) string {
 		fmt.Fprintf(&b, "Self-play: %d episodes (%s exploration), %d SFT conversations after ground-truth replacement and filtering (%d malformed, %d duplicates dropped).\n",
 			s.Counts["episodes"], c.Run.Explore, s.Counts["sft_examples"], s.Counts["malformed"], s.Counts["duplicates"])
 	}
+	b.WriteString("\n## Time\n\nWall time of each stage, in the process that finished it (a stage resumed after an interruption counts from the resume):\n\n")
+	b.WriteString(r.TimingTable())
 	b.WriteString("\nFiles: `metrics.jsonl` (every step), `state.json` (stages), `config.json`, trajectories (`*.jsonl`), checkpoints under each method's directory.\n")
 	return b.String()
 }

@@ -24,6 +24,11 @@ type LoadResult struct {
 	TTFTp50ms    float64 `json:"ttft_p50_ms"`
 	TTFTp99ms    float64 `json:"ttft_p99_ms"`
 	Failed       int     `json:"failed"`
+	// PromptTokens is the prompt's length.
+	PromptTokens int `json:"prompt_tokens"`
+	// DecodeTokensPerSec is the rate after the first token, prefill excluded: each request's
+	// tokens after its first over the time from its first token to its last, times concurrency.
+	DecodeTokensPerSec float64 `json:"decode_tokens_per_sec"`
 }
 
 // Load runs concurrency clients against baseURL (…/v1) for about d, each sending a streaming
@@ -31,8 +36,10 @@ type LoadResult struct {
 // tokens/s and time to first token.
 func Load(ctx context.Context, baseURL, apiKey string, concurrency int, prompt []int, maxTokens int, d time.Duration) LoadResult {
 	var mu sync.Mutex
-	res := LoadResult{Concurrency: concurrency}
+	res := LoadResult{Concurrency: concurrency, PromptTokens: len(prompt)}
 	var ttfts []time.Duration
+	var decodeTokens int
+	var decodeTime time.Duration
 	body, _ := json.Marshal(map[string]any{"model": "spa", "prompt": prompt, "max_tokens": maxTokens, "temperature": 0,
 		"ignore_eos": true, "stream": true, "return_token_ids": true})
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency}}
@@ -44,7 +51,7 @@ func Load(ctx context.Context, baseURL, apiKey string, concurrency int, prompt [
 			defer wg.Done()
 			for time.Since(start) < d && ctx.Err() == nil {
 				t0 := time.Now()
-				tokens, first, err := streamTokens(ctx, client, baseURL+"/completions", apiKey, body)
+				tokens, first, last, err := streamTokens(ctx, client, baseURL+"/completions", apiKey, body)
 				mu.Lock()
 				res.Requests++
 				if err != nil {
@@ -52,6 +59,8 @@ func Load(ctx context.Context, baseURL, apiKey string, concurrency int, prompt [
 				} else {
 					res.Tokens += tokens
 					ttfts = append(ttfts, first.Sub(t0))
+					decodeTokens += tokens - 1
+					decodeTime += last.Sub(first)
 				}
 				mu.Unlock()
 			}
@@ -60,6 +69,9 @@ func Load(ctx context.Context, baseURL, apiKey string, concurrency int, prompt [
 	wg.Wait()
 	res.Seconds = time.Since(start).Seconds()
 	res.TokensPerSec = float64(res.Tokens) / res.Seconds
+	if decodeTime > 0 {
+		res.DecodeTokensPerSec = float64(concurrency) * float64(decodeTokens) / decodeTime.Seconds()
+	}
 	if len(ttfts) > 0 {
 		slices.Sort(ttfts)
 		q := func(p float64) float64 { return float64(ttfts[int(p*float64(len(ttfts)-1))].Microseconds()) / 1e3 }
@@ -68,11 +80,12 @@ func Load(ctx context.Context, baseURL, apiKey string, concurrency int, prompt [
 	return res
 }
 
-// streamTokens sends one streaming request and counts the token ids it streams back.
-func streamTokens(ctx context.Context, client *http.Client, url, apiKey string, body []byte) (int, time.Time, error) {
+// streamTokens sends one streaming request, counts the token ids it streams back, and says when
+// the first and the last arrived.
+func streamTokens(ctx context.Context, client *http.Client, url, apiKey string, body []byte) (n int, first, last time.Time, err error) {
 	req, err := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(body))
 	if err != nil {
-		return 0, time.Time{}, err
+		return 0, first, last, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if apiKey != "" {
@@ -80,16 +93,14 @@ func streamTokens(ctx context.Context, client *http.Client, url, apiKey string, 
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return 0, time.Time{}, err
+		return 0, first, last, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 {
-		return 0, time.Time{}, fmt.Errorf("status %d", resp.StatusCode)
+		return 0, first, last, fmt.Errorf("status %d", resp.StatusCode)
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(nil, 1<<20)
-	n := 0
-	var first time.Time
 	for sc.Scan() {
 		line := sc.Text()
 		if !strings.HasPrefix(line, "data: ") || line == "data: [DONE]" {
@@ -104,16 +115,19 @@ func streamTokens(ctx context.Context, client *http.Client, url, apiKey string, 
 			continue
 		}
 		for _, c := range chunk.Choices {
-			if len(c.TokenIDs) > 0 && first.IsZero() {
-				first = time.Now()
+			if len(c.TokenIDs) > 0 {
+				last = time.Now()
+				if first.IsZero() {
+					first = last
+				}
 			}
 			n += len(c.TokenIDs)
 		}
 	}
 	if first.IsZero() {
-		return 0, first, fmt.Errorf("no tokens")
+		return 0, first, last, fmt.Errorf("no tokens")
 	}
-	return n, first, sc.Err()
+	return n, first, last, sc.Err()
 }
 
 // MultiTurnResult is a conversation workload's outcome.
@@ -122,6 +136,10 @@ type MultiTurnResult struct {
 	Turns        int     `json:"turns"`
 	Seconds      float64 `json:"seconds"`
 	PromptTokens int     `json:"prompt_tokens"`
+	// OutputTokens are the replies' tokens; LastPromptTokens the longest prompt of the last turn.
+	OutputTokens     int     `json:"output_tokens"`
+	LastPromptTokens int     `json:"last_prompt_tokens"`
+	TokensPerSec     float64 `json:"tokens_per_sec"`
 }
 
 // MultiTurn plays episodes concurrent conversations of turns turns against baseURL: each turn
@@ -151,16 +169,22 @@ func MultiTurn(ctx context.Context, baseURL string, episodes, turns, newTokens, 
 					return
 				}
 				var out completionResponse
-				err = json.NewDecoder(resp.Body).Decode(&out)
+				if resp.StatusCode != http.StatusOK {
+					err = fmt.Errorf("status %s", resp.Status)
+				} else if err = json.NewDecoder(resp.Body).Decode(&out); err == nil && len(out.Choices) != 1 {
+					err = fmt.Errorf("%d choices", len(out.Choices))
+				}
 				resp.Body.Close()
-				if err != nil || len(out.Choices) != 1 {
+				if err != nil {
 					mu.Lock()
-					firstErr = fmt.Errorf("turn %d: %v", turn, err)
+					firstErr = fmt.Errorf("turn %d of %d prompt tokens: %w", turn, len(history), err)
 					mu.Unlock()
 					return
 				}
 				mu.Lock()
 				res.PromptTokens += len(history)
+				res.OutputTokens += len(out.Choices[0].TokenIDs)
+				res.LastPromptTokens = max(res.LastPromptTokens, len(history))
 				mu.Unlock()
 				history = append(history, out.Choices[0].TokenIDs...)
 			}
@@ -168,6 +192,7 @@ func MultiTurn(ctx context.Context, baseURL string, episodes, turns, newTokens, 
 	}
 	wg.Wait()
 	res.Seconds = time.Since(start).Seconds()
+	res.TokensPerSec = float64(res.OutputTokens) / res.Seconds
 	return res, firstErr
 }
 

@@ -28,7 +28,7 @@ type prefixCache struct {
 type prefixEntry struct {
 	key  uint64
 	n    int
-	k, v []*ts.Tensor // per layer [n, kv*hd]
+	k, v []*ts.Tensor // per layer [kv heads, n, head dim]
 }
 
 func newPrefixCache(budgetBytes, bytesPerToken int64) *prefixCache {

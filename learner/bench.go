@@ -22,40 +22,90 @@ import (
 //go:embed bench_torch.py
 var TorchBenchScript string
 
-// benchSequences makes B random sequences of T tokens whose tokens from index first on are trained.
-func benchSequences(rng *rand.Rand, B, T, first, vocab int) []Sequence {
-	seqs := make([]Sequence, B)
-	for b := range seqs {
-		s := Sequence{IDs: make([]int, T), Train: make([]bool, T)}
-		for i := range T {
-			s.IDs[i] = rng.IntN(vocab)
-			s.Train[i] = i >= first
-		}
-		seqs[b] = s
-	}
-	return seqs
+// BenchCase is one shape of learner work that 'spa bench learner' times in spa and in its PyTorch
+// twin (bench_torch.py reads the same JSON).
+type BenchCase struct {
+	// Name labels the case in the table.
+	Name string `json:"name"`
+	// What is "sft" or "ppo".
+	What string `json:"what"`
+	// Batch sequences of Len tokens each; the tokens at [start, end) of every span are trained.
+	Batch int      `json:"batch"`
+	Len   int      `json:"len"`
+	Spans [][2]int `json:"spans"`
+	// Micro is how many sequences one forward pass holds (0: the whole batch), as
+	// learner.micro_batch sets it.
+	Micro int `json:"micro"`
+	Steps int `json:"steps"`
 }
 
-// timeSteps runs step once to warm up, then steps times, and reports tokens per second; tokens
-// count whole sequences (prompt and response).
-func timeSteps(what string, B, T, steps int, step func() error) (model.BenchResult, error) {
-	if err := step(); err != nil {
-		return model.BenchResult{}, err
-	}
-	start := time.Now()
-	for range steps {
-		if err := step(); err != nil {
-			return model.BenchResult{}, err
+// turnSpans lays out turns of a multi-turn conversation of prompt then response tokens, the first
+// prompt first, and returns the responses' spans and the total length.
+func turnSpans(firstPrompt, prompt, response, turns int) ([][2]int, int) {
+	var spans [][2]int
+	at := 0
+	for k := range turns {
+		if k == 0 {
+			at += firstPrompt
+		} else {
+			at += prompt
 		}
+		spans = append(spans, [2]int{at, at + response})
+		at += response
 	}
-	el := time.Since(start).Seconds()
-	n := B * T * steps
-	return model.BenchResult{What: what, Batch: B, Tokens: n, Seconds: el, TokensPerSec: float64(n) / el}, nil
+	return spans, at
 }
 
-// MeasureSFT times SFT steps on B random sequences of T tokens whose second half is trained, as
-// bench_torch.py's sft does. It must run on a locked OS thread.
-func MeasureSFT(cfg model.Config, B, T, steps int) (model.BenchResult, error) {
+// BenchCases are the shapes 'spa bench learner' times, steps steps each: the small single-turn
+// cases (8 × 256 SFT, 16 × (192 + 64) PPO) and the quick preset's real work. The preset's
+// world-model SFT trains batches of 16 three-turn conversations of about 1k tokens, a world-model
+// answer of ~120 tokens per turn; its PPO update trains 32 kept episodes of three turns (a system
+// prompt and board of ~320 tokens, then ~100 per later board, answers of ~120), in forward passes
+// of learner.micro_batch 8.
+func BenchCases(steps int) []BenchCase {
+	sftSpans, sftLen := turnSpans(400, 200, 120, 3)
+	ppoSpans, ppoLen := turnSpans(320, 100, 120, 3)
+	return []BenchCase{
+		{Name: "sft batch 8 x 256", What: "sft", Batch: 8, Len: 256, Spans: [][2]int{{128, 256}}, Steps: steps},
+		{Name: "ppo update 16 x (192+64)", What: "ppo", Batch: 16, Len: 256, Spans: [][2]int{{192, 256}}, Steps: steps},
+		{Name: fmt.Sprintf("world-model sft 16 x %d, 3 turns", sftLen), What: "sft", Batch: 16, Len: sftLen, Spans: sftSpans, Micro: 8, Steps: max(1, steps/2)},
+		{Name: fmt.Sprintf("multi-turn ppo 32 x %d, 3 turns", ppoLen), What: "ppo", Batch: 32, Len: ppoLen, Spans: ppoSpans, Micro: 8, Steps: max(1, steps/2)},
+	}
+}
+
+// MeasureCase times c in spa's learner with cfg. It must run on a locked OS thread.
+func MeasureCase(cfg model.Config, c BenchCase) (model.BenchResult, error) {
+	if c.Len < 2 || c.Batch < 1 || len(c.Spans) == 0 {
+		return model.BenchResult{}, fmt.Errorf("bench case %q: %d sequences of %d tokens with %d spans", c.Name, c.Batch, c.Len, len(c.Spans))
+	}
+	for _, sp := range c.Spans {
+		if sp[0] < 1 || sp[1] > c.Len || sp[0] >= sp[1] {
+			return model.BenchResult{}, fmt.Errorf("bench case %q: span %v outside 1..%d", c.Name, sp, c.Len)
+		}
+	}
+	switch c.What {
+	case "sft":
+		return measureSFT(cfg, c)
+	case "ppo":
+		return measurePPO(cfg, c)
+	}
+	return model.BenchResult{}, fmt.Errorf("bench case %q: unknown kind %q (want sft or ppo)", c.Name, c.What)
+}
+
+// benchIDs makes c.Batch rows of c.Len random tokens.
+func benchIDs(rng *rand.Rand, c BenchCase, vocab int) [][]int {
+	rows := make([][]int, c.Batch)
+	for b := range rows {
+		rows[b] = make([]int, c.Len)
+		for i := range rows[b] {
+			rows[b][i] = rng.IntN(vocab)
+		}
+	}
+	return rows
+}
+
+// measureSFT times SFT steps on c's sequences, as bench_torch.py's sft does.
+func measureSFT(cfg model.Config, c BenchCase) (model.BenchResult, error) {
 	m, err := model.New(cfg, model.Options{Seed: 1})
 	if err != nil {
 		return model.BenchResult{}, err
@@ -63,26 +113,49 @@ func MeasureSFT(cfg model.Config, B, T, steps int) (model.BenchResult, error) {
 	defer m.Close()
 	opt := NewAdamW(m.TrainableVarStore(), 0.9, 0.95, 1e-8, 0.01)
 	defer opt.Close()
-	seqs := benchSequences(rand.New(rand.NewPCG(1, 1)), B, T, 1+(T-1)/2, cfg.VocabSize)
-	return timeSteps("sft", B, T, steps, func() error {
-		_, _, _, _, err := sftStep(m, opt, seqs, 0, 1e-4, 1)
+	seqs := make([]Sequence, c.Batch)
+	for b, ids := range benchIDs(rand.New(rand.NewPCG(1, 1)), c, cfg.VocabSize) {
+		seqs[b] = Sequence{IDs: ids, Train: make([]bool, c.Len)}
+		for _, sp := range c.Spans {
+			for i := sp[0]; i < sp[1]; i++ {
+				seqs[b].Train[i] = true
+			}
+		}
+	}
+	return timeSteps("sft", c.Batch, c.Len, c.Steps, func() error {
+		_, _, _, _, err := sftStep(m, opt, seqs, c.Micro, 1e-4, 1)
 		return err
 	})
 }
 
-// benchTrajectories are B single-turn trajectories of P prompt and R response tokens with random
-// behaviour logprobs and rewards, in groups of 4.
-func benchTrajectories(rng *rand.Rand, B, P, R, vocab int) []*bus.Trajectory {
-	out := make([]*bus.Trajectory, B)
-	for b := range out {
-		prompt, resp, lps := make([]int, P), make([]int, R), make([]float64, R)
-		for i := range prompt {
-			prompt[i] = rng.IntN(vocab)
+// benchTrajectories are c.Batch trajectories in groups of 4 with one turn per span (the tokens
+// before a span are its turn's prompt delta), random behaviour logprobs and a reward at the end.
+func benchTrajectories(rng *rand.Rand, c BenchCase, vocab int) []*bus.Trajectory {
+	out := make([]*bus.Trajectory, c.Batch)
+	for b, ids := range benchIDs(rng, c, vocab) {
+		reward := rng.Float64()
+		t := &bus.Trajectory{
+			Schema: bus.TrajectorySchema, ID: fmt.Sprintf("bench-v0-g%d-%d", b/4, b), Run: "bench", Env: "bench",
+			Group: fmt.Sprintf("g%d", b/4), Model: "spa-v0", Reward: reward, Success: reward == 1,
 		}
-		for i := range resp {
-			resp[i], lps[i] = rng.IntN(vocab), -8*rng.Float64()
+		at := 0
+		for k, sp := range c.Spans {
+			turn := bus.Turn{Messages: []bus.Message{}, Actions: []string{}, Valid: []bool{}, FormatOK: true}
+			for _, id := range ids[at:sp[0]] {
+				turn.PromptIDs = append(turn.PromptIDs, int32(id))
+			}
+			for _, id := range ids[sp[0]:sp[1]] {
+				turn.ResponseIDs = append(turn.ResponseIDs, int32(id))
+				turn.Logprobs = append(turn.Logprobs, float32(-8*rng.Float64()))
+				turn.LossMask = append(turn.LossMask, 1)
+			}
+			if k == len(c.Spans)-1 {
+				turn.Done, turn.Reward = true, reward
+			}
+			t.Turns = append(t.Turns, turn)
+			at = sp[1]
 		}
-		out[b] = benchTrajectory("bench", 0, b/4, b, prompt, resp, lps, rng.Float64())
+		out[b] = t
 	}
 	return out
 }
@@ -105,17 +178,16 @@ func benchTrajectory(run string, version int64, group, i int, prompt, resp []int
 	}
 }
 
-// benchPPOOptions are SPA.md's PPO settings with one mini-batch in one forward pass.
-func benchPPOOptions() PPOOptions {
+// benchPPOOptions are SPA.md's PPO settings with one mini-batch in one epoch.
+func benchPPOOptions(micro int) PPOOptions {
 	return PPOOptions{ActorLR: 1e-6, CriticLR: 1e-5, ClipLow: 0.2, ClipHigh: 0.28, DualClip: 3, EntropyCoef: 0.001,
 		Gamma: 1, Lambda: 1, ValueClip: 0.5, KeepGroupRatio: 1, MiniBatches: 1, Epochs: 1, Beta1: 0.9, Beta2: 0.95,
-		WeightDecay: 0.01, GradClip: 1, Advantage: "gae"}
+		WeightDecay: 0.01, GradClip: 1, Advantage: "gae", MicroBatch: micro}
 }
 
-// MeasurePPO times PPO updates (critic scoring, GAE, whitening, one actor and one critic update)
-// on B trajectories of P prompt and R response tokens, as bench_torch.py's ppo does. It must run
-// on a locked OS thread.
-func MeasurePPO(cfg model.Config, B, P, R, steps int) (model.BenchResult, error) {
+// measurePPO times PPO updates (critic scoring, GAE, whitening, one actor and one critic update)
+// on c's trajectories, as bench_torch.py's ppo does.
+func measurePPO(cfg model.Config, c BenchCase) (model.BenchResult, error) {
 	actor, err := model.New(cfg, model.Options{Seed: 1})
 	if err != nil {
 		return model.BenchResult{}, err
@@ -126,18 +198,35 @@ func MeasurePPO(cfg model.Config, B, P, R, steps int) (model.BenchResult, error)
 		return model.BenchResult{}, err
 	}
 	defer critic.Close()
-	p, err := NewPPO(actor, critic, nil, benchPPOOptions())
+	p, err := NewPPO(actor, critic, nil, benchPPOOptions(c.Micro))
 	if err != nil {
 		return model.BenchResult{}, err
 	}
 	defer p.Close()
-	trajs := benchTrajectories(rand.New(rand.NewPCG(2, 2)), B, P, R, cfg.VocabSize)
+	trajs := benchTrajectories(rand.New(rand.NewPCG(2, 2)), c, cfg.VocabSize)
 	step := 0
-	return timeSteps("ppo", B, P+R, steps, func() error {
+	return timeSteps("ppo", c.Batch, c.Len, c.Steps, func() error {
 		_, err := p.Update(trajs, step)
 		step++
 		return err
 	})
+}
+
+// timeSteps runs step once to warm up, then steps times, and reports tokens per second; tokens
+// count whole sequences (prompt and response).
+func timeSteps(what string, B, T, steps int, step func() error) (model.BenchResult, error) {
+	if err := step(); err != nil {
+		return model.BenchResult{}, err
+	}
+	start := time.Now()
+	for range steps {
+		if err := step(); err != nil {
+			return model.BenchResult{}, err
+		}
+	}
+	el := time.Since(start).Seconds()
+	n := B * T * steps
+	return model.BenchResult{What: what, Batch: B, Tokens: n, Seconds: el, TokensPerSec: float64(n) / el}, nil
 }
 
 // StepSplit is the mean time per PPO step by phase, in seconds.
@@ -239,7 +328,7 @@ func MeasurePPOLoop(ctx context.Context, cfg model.Config, B, P, R, steps int) (
 	if err := e.LoadVersion(ctx, "spa-v0", 0, v0); err != nil {
 		return StepSplit{}, err
 	}
-	p, err := NewPPO(actor, critic, nil, benchPPOOptions())
+	p, err := NewPPO(actor, critic, nil, benchPPOOptions(0))
 	if err != nil {
 		return StepSplit{}, err
 	}

@@ -1,12 +1,15 @@
 """The learner's SFT and PPO steps in PyTorch eager, for 'spa bench learner'.
 
-Reads a JSON job from argv[1] ({"config": {...}, "threads": N, "sft": [batch, seq, steps],
-"ppo": [batch, prompt, response, steps]}) and prints one JSON line of results. The decoder is
-model/bench_torch.py's (written next to this file). Each step mirrors spa's learner: hidden states
-are projected to logits only at trained positions; AdamW with gradient clipping at 1.0; PPO scores
-with the critic without gradients, takes GAE with gamma = lambda = 1 (return minus value), whitens
-it, then updates the actor (clipped and dual-clipped surrogate, entropy bonus, token mean) and the
-critic (clipped value loss) once each.
+Reads a JSON job from argv[1] ({"config": {...}, "threads": N, "cases": [...]}) and prints one JSON
+line of results, one per case in order. A case is {"what": "sft" or "ppo", "batch": B, "len": T,
+"spans": [[start, end], ...], "micro": M, "steps": S}: B sequences of T random tokens whose tokens
+at positions start..end-1 of each span are trained (the assistant's turns), in forward passes of
+at most M sequences whose gradients accumulate. The decoder is model/bench_torch.py's (written
+next to this file). Each step mirrors spa's learner: hidden states are projected to logits only at
+trained positions; AdamW with gradient clipping at 1.0; PPO scores with the critic without
+gradients, takes GAE with gamma = lambda = 1 (return minus value), whitens it, then updates the
+actor (clipped and dual-clipped surrogate, entropy bonus, token mean) and the critic (clipped value
+loss) once each.
 """
 import json
 import sys
@@ -29,10 +32,26 @@ def hf_init(module):
     return module
 
 
-def batch(V, B, T, seed):
+def batch(V, B, T, spans, seed):
+    """Inputs for B sequences of T tokens and the flat indices of their trained targets."""
     g = torch.Generator().manual_seed(seed)
     toks = torch.randint(0, V, (B, T), generator=g)
-    return toks[:, :-1], toks[:, 1:], torch.arange(T - 1).expand(B, T - 1), causal(T - 1)
+    train = torch.zeros(B, T - 1, dtype=torch.bool)
+    for start, end in spans:
+        # Token j is predicted from position j - 1.
+        train[:, start - 1:end - 1] = True
+    return toks[:, :-1], toks[:, 1:], torch.arange(T - 1).expand(B, T - 1), causal(T - 1), train
+
+
+def micro_batches(B, micro):
+    m = micro if micro > 0 else B
+    return [(i, min(B, i + m)) for i in range(0, B, m)]
+
+
+def selected(ids, pos, tgt, train, lo, hi):
+    """One micro-batch: its inputs, the flat indices of its trained positions and their targets."""
+    sel = train[lo:hi].reshape(-1).nonzero().squeeze(-1)
+    return ids[lo:hi], pos[lo:hi], sel, tgt[lo:hi].reshape(-1)[sel]
 
 
 def selected_logits(model, ids, pos, mask, sel):
@@ -41,24 +60,23 @@ def selected_logits(model, ids, pos, mask, sel):
     return h @ model.embed.weight.t()
 
 
-def sft(model, B, T, steps):
+def sft(model, case):
+    B, T, micro = case["batch"], case["len"], case["micro"]
     V = model.c["vocab_size"]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.01)
-    ids, tgt, pos, mask = batch(V, B, T, 1)
-    # The assistant's tokens: the second half of each sequence.
-    train = torch.zeros(B, T - 1, dtype=torch.bool)
-    train[:, (T - 1) // 2:] = True
-    sel = train.reshape(-1).nonzero().squeeze(-1)
-    targets = tgt.reshape(-1)[sel]
+    ids, tgt, pos, mask, train = batch(V, B, T, case["spans"], 1)
+    total = int(train.sum())
+    parts = [selected(ids, pos, tgt, train, lo, hi) for lo, hi in micro_batches(B, micro)]
 
     def step():
-        loss = F.cross_entropy(selected_logits(model, ids, pos, mask, sel), targets)
         opt.zero_grad()
-        loss.backward()
+        for i, p, sel, targets in parts:
+            loss = F.cross_entropy(selected_logits(model, i, p, mask, sel), targets, reduction="sum") / total
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
 
-    return timed("sft", step, B, T, steps)
+    return timed("sft", step, B, T, case["steps"])
 
 
 class Critic(torch.nn.Module):
@@ -72,49 +90,54 @@ class Critic(torch.nn.Module):
         return self.score(h.reshape(-1, h.shape[-1])[sel]).squeeze(-1)
 
 
-def ppo(actor, B, P, R, steps):
+def ppo(actor, case):
+    B, T, micro = case["batch"], case["len"], case["micro"]
     c = actor.c
     V = c["vocab_size"]
     critic = hf_init(Critic(c))
     aopt = torch.optim.AdamW(actor.parameters(), lr=1e-6, betas=(0.9, 0.95), weight_decay=0.01)
     copt = torch.optim.AdamW(critic.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=0.01)
-    T = P + R
-    ids, tgt, pos, mask = batch(V, B, T, 2)
-    train = torch.zeros(B, T - 1, dtype=torch.bool)
-    train[:, P - 1:] = True
-    sel = train.reshape(-1).nonzero().squeeze(-1)
-    targets = tgt.reshape(-1)[sel]
+    ids, tgt, pos, mask, train = batch(V, B, T, case["spans"], 2)
+    parts = [selected(ids, pos, tgt, train, lo, hi) for lo, hi in micro_batches(B, micro)]
+    total = int(train.sum())
     g = torch.Generator().manual_seed(3)
-    old = -torch.rand(sel.numel(), generator=g) * 8
+    old = -torch.rand(total, generator=g) * 8
     rewards = torch.rand(B, generator=g)
+    ret = rewards.repeat_interleave(train.sum(-1))
+    bounds = [0]
+    for _, _, sel, _ in parts:
+        bounds.append(bounds[-1] + sel.numel())
 
     def step():
         with torch.no_grad():
-            v_old = critic.values(ids, pos, mask, sel)
-            ret = rewards.repeat_interleave(R)
+            v_old = torch.cat([critic.values(i, p, mask, sel) for i, p, sel, _ in parts])
             adv = ret - v_old
             adv = (adv - adv.mean()) / torch.sqrt(adv.var(unbiased=False) + 1e-8)
-        logits = selected_logits(actor, ids, pos, mask, sel)
-        lsm = logits.log_softmax(-1)
-        logp = lsm.gather(-1, targets[:, None]).squeeze(-1)
-        ratio = (logp - old).exp()
-        s1, s2 = -adv * ratio, -adv * ratio.clamp(0.8, 1.28)
-        loss = torch.maximum(s1, s2)
-        loss = torch.where(adv < 0, torch.minimum(loss, -adv * 3.0), loss).mean()
-        ent = -(lsm.exp() * lsm).sum(-1).mean()
         aopt.zero_grad()
-        (loss - 0.001 * ent).backward()
+        for k, (i, p, sel, targets) in enumerate(parts):
+            lo, hi = bounds[k], bounds[k + 1]
+            a = adv[lo:hi]
+            lsm = selected_logits(actor, i, p, mask, sel).log_softmax(-1)
+            logp = lsm.gather(-1, targets[:, None]).squeeze(-1)
+            ratio = (logp - old[lo:hi]).exp()
+            s1, s2 = -a * ratio, -a * ratio.clamp(0.8, 1.28)
+            loss = torch.maximum(s1, s2)
+            loss = torch.where(a < 0, torch.minimum(loss, -a * 3.0), loss).sum() / total
+            ent = -(lsm.exp() * lsm).sum() / total
+            (loss - 0.001 * ent).backward()
         torch.nn.utils.clip_grad_norm_(actor.parameters(), 1.0)
         aopt.step()
-        v = critic.values(ids, pos, mask, sel)
-        vclip = v_old + (v - v_old).clamp(-0.5, 0.5)
-        vloss = 0.5 * torch.maximum((v - ret) ** 2, (vclip - ret) ** 2).mean()
         copt.zero_grad()
-        vloss.backward()
+        for k, (i, p, sel, _) in enumerate(parts):
+            lo, hi = bounds[k], bounds[k + 1]
+            v = critic.values(i, p, mask, sel)
+            vclip = v_old[lo:hi] + (v - v_old[lo:hi]).clamp(-0.5, 0.5)
+            vloss = 0.5 * torch.maximum((v - ret[lo:hi]) ** 2, (vclip - ret[lo:hi]) ** 2).sum() / total
+            vloss.backward()
         torch.nn.utils.clip_grad_norm_(critic.parameters(), 1.0)
         copt.step()
 
-    return timed("ppo", step, B, T, steps)
+    return timed("ppo", step, B, T, case["steps"])
 
 
 def main():
@@ -122,10 +145,9 @@ def main():
     torch.set_num_threads(job["threads"])
     torch.manual_seed(0)
     out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "results": []}
-    b, t, s = job["sft"]
-    out["results"].append(sft(hf_init(Model(job["config"])), b, t, s))
-    b, p, r, s = job["ppo"]
-    out["results"].append(ppo(hf_init(Model(job["config"])), b, p, r, s))
+    for case in job["cases"]:
+        run = sft if case["what"] == "sft" else ppo
+        out["results"].append(run(hf_init(Model(job["config"])), case))
     print(json.dumps(out))
 
 

@@ -7,10 +7,10 @@ import (
 	"net/http"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/spa-rl/spa/envs"
 	"github.com/spa-rl/spa/inference"
+	"github.com/spa-rl/spa/internal/testdeadline"
 	"github.com/spa-rl/spa/model"
 	"github.com/spa-rl/spa/rollout"
 	"github.com/spa-rl/spa/torchrt"
@@ -22,7 +22,7 @@ import (
 // sampling temperature. A misaligned layout or a temperature applied differently would make PPO
 // optimise other tokens than were sampled, without any test of rewards noticing.
 func TestLearnerLogprobsMatchTheServers(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := testdeadline.Context(t)
 	defer cancel()
 	ex := torchrt.NewExecutor()
 	defer ex.Close()

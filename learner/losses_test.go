@@ -80,3 +80,47 @@ func TestSFTLossIgnoresMaskedTokens(t *testing.T) {
 		t.Errorf("entropy of a uniform distribution %v, want ln 4", h)
 	}
 }
+
+// TestLengthSortedMicroBatchesKeepTheLoss checks that sorting a batch by length before cutting it
+// into micro-batches (less padding) leaves the token-mean loss as one forward pass computes it.
+func TestLengthSortedMicroBatchesKeepTheLoss(t *testing.T) {
+	lock(t)
+	cfg, err := model.Preset("tiny", 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.New(cfg, model.Options{Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var seqs []Sequence
+	for i, n := range []int{5, 40, 9, 33, 12, 27} {
+		s := Sequence{IDs: make([]int, n), Train: make([]bool, n)}
+		for j := range n {
+			s.IDs[j] = (i*7 + j*3) % 64
+			s.Train[j] = j >= n/2
+		}
+		seqs = append(seqs, s)
+	}
+	sorted := byLength(seqs, 2)
+	for i := 1; i < len(sorted); i++ {
+		if len(sorted[i].IDs) > len(sorted[i-1].IDs) {
+			t.Fatalf("not longest first: %d then %d", len(sorted[i-1].IDs), len(sorted[i].IDs))
+		}
+	}
+	if len(seqs[0].IDs) != 5 {
+		t.Fatal("byLength reordered its argument")
+	}
+	whole, err := EvalLoss(m, seqs, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	micro, err := EvalLoss(m, seqs, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(whole-micro) > 1e-5 {
+		t.Errorf("loss %g in one pass, %g in length-sorted micro-batches", whole, micro)
+	}
+}

@@ -8,10 +8,10 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/spa-rl/spa/bus"
 	"github.com/spa-rl/spa/inference"
+	"github.com/spa-rl/spa/internal/testdeadline"
 	"github.com/spa-rl/spa/model"
 	"github.com/spa-rl/spa/model/domain"
 	"github.com/spa-rl/spa/model/sample"
@@ -79,7 +79,7 @@ func lowTokenReward(ids []int, vocab int) float64 {
 // updates actor and critic, checkpoints, syncs the server and moves the policy KV, and the
 // sampler follows the KV. The reward has to rise clearly.
 func TestPPORaisesRewardThroughBusAndServer(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := testdeadline.Context(t)
 	defer cancel()
 	ex := torchrt.NewExecutor()
 	defer ex.Close()

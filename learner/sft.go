@@ -335,6 +335,7 @@ func sftStep(m *model.Model, opt *AdamW, batch []Sequence, micro int, lr, clip f
 	for _, s := range batch {
 		total += len(s.Targets())
 	}
+	batch = byLength(batch, micro)
 	opt.ZeroGrad()
 	for _, c := range chunks(len(batch), micro) {
 		p, err := pack(batch[c[0]:c[1]], m.Device())
@@ -361,11 +362,25 @@ func sftStep(m *model.Model, opt *AdamW, batch []Sequence, micro int, lr, clip f
 	return loss, norm, applied, tokens, nil
 }
 
+// byLength returns seqs sorted longest first when they will be cut into micro-batches, so each
+// forward pass pads to a length near its own sequences' rather than the batch's longest. The loss
+// is a token-weighted sum over micro-batches, so the order does not change it (beyond float
+// rounding). seqs itself is left as it is.
+func byLength(seqs []Sequence, micro int) []Sequence {
+	if micro <= 0 || micro >= len(seqs) {
+		return seqs
+	}
+	sorted := slices.Clone(seqs)
+	slices.SortStableFunc(sorted, func(a, b Sequence) int { return len(b.IDs) - len(a.IDs) })
+	return sorted
+}
+
 // EvalLoss is the token-mean cross-entropy of seqs' trained tokens under m, without gradients.
 func EvalLoss(m *model.Model, seqs []Sequence, micro int) (float64, error) {
 	var sum float64
 	var n int
 	var err error
+	seqs = byLength(seqs, micro)
 	ts.NoGrad(func() {
 		for _, c := range chunks(len(seqs), micro) {
 			p, e := pack(seqs[c[0]:c[1]], m.Device())

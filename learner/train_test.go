@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spa-rl/spa/bus"
+	"github.com/spa-rl/spa/internal/testdeadline"
 	"github.com/spa-rl/spa/model"
 	"github.com/spa-rl/spa/model/chat"
 	"github.com/spa-rl/spa/rollout"
@@ -184,7 +185,7 @@ func toyBatch(run string, step, n, vocab int) []*bus.Trajectory {
 // TestPPOResumesExactly stops a PPO run after step 2 and resumes it from its checkpoint (fresh
 // models, optimisers and consumer): step 3's weights equal those of a run that never stopped.
 func TestPPOResumesExactly(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := testdeadline.Context(t)
 	defer cancel()
 	ex := torchrt.NewExecutor()
 	defer ex.Close()
@@ -259,7 +260,7 @@ func TestPPOResumesExactly(t *testing.T) {
 // checkpoint but before acknowledging its batch: the resumed source acknowledges the
 // redelivered trajectories instead of training on them again, and drops stale ones.
 func TestBusSourceSkipsWhatACheckpointConsumed(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := testdeadline.Context(t)
 	defer cancel()
 	b := testBus(t, ctx)
 	pub, _ := bus.NewPublisher(b.Conn, bus.PublisherOptions{})

@@ -209,17 +209,25 @@ func (m *Model) attention(l *block, layer int, x, cos, sin, mask *ts.Tensor, kv 
 		v.MustDrop()
 		k, v = kAll, vAll
 	}
-	if nkv != nh {
-		k = k.MustRepeatInterleaveSelfInt(nh/nkv, []int64{1}, nil, true)
-		v = v.MustRepeatInterleaveSelfInt(nh/nkv, []int64{1}, nil, true)
-	}
+	// Grouped-query attention without repeating keys: query head h uses key head h / g, so the
+	// g query heads of a group stack into one matrix of g·T rows against that group's keys. k and
+	// v may be views of a KV cache (a decoding step reads them in place); q is small.
+	g := nh / nkv
+	K := k.MustSize()[2]
+	qg := q.MustReshape([]int64{B, nkv, g * T, hd}, true)
 	kt := k.MustTranspose(-2, -1, true)
-	scores := q.MustMatmul(kt, true).MustMulScalar(ts.FloatScalar(1/math.Sqrt(float64(hd))), true)
+	scores := qg.MustMatmul(kt, true).MustMulScalar(ts.FloatScalar(1/math.Sqrt(float64(hd))), true)
 	kt.MustDrop()
-	scores = scores.MustAdd(mask, true)
-	probs := scores.MustSoftmax(-1, gotch.Float, true)
+	// [B, kv, g·T, K] -> [B, kv, g, T, K] so the mask [B, 1, T, K] broadcasts over heads.
+	scores = scores.MustView([]int64{B, nkv, g, T, K}, true)
+	m5 := mask.MustUnsqueeze(1, false)
+	scores = scores.MustAdd(m5, true)
+	m5.MustDrop()
+	probs := scores.MustSoftmax(-1, gotch.Float, true).MustView([]int64{B, nkv, g * T, K}, true)
 	out := probs.MustMatmul(v, true)
 	v.MustDrop()
+	// [B, kv, g·T, hd] is [B, heads, T, hd] in memory.
+	out = out.MustView([]int64{B, nh, T, hd}, true)
 	out = out.MustTranspose(1, 2, true).MustContiguous(true).MustView([]int64{B, T, nh * hd}, true)
 	y := m.proj(layer, "o_proj", out, l.oW, nil)
 	out.MustDrop()

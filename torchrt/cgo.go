@@ -19,5 +19,6 @@ func goString(p *C.char) string {
 func torchConfig() string  { return goString(C.spa_torch_config()) }
 func blasConfig() string   { return goString(C.spa_blas_config()) }
 func blasCorename() string { return goString(C.spa_blas_corename()) }
+func mallocName() string   { return C.GoString(C.spa_malloc_name()) }
 func getThreads() int      { return int(C.spa_torch_get_threads()) }
 func setThreads(n int)     { C.spa_torch_set_threads(C.int(n)) }

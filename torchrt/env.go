@@ -3,6 +3,7 @@ package torchrt
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -31,20 +32,56 @@ func bestCore() string {
 	return ""
 }
 
+// BetterCore returns the OpenBLAS kernel set to ask for when OpenBLAS's own CPU detection chose
+// loaded and the CPU supports stronger kernels; "" when loaded is as good as this CPU allows, is
+// not OpenBLAS (""), or is a name this table does not know.
+func BetterCore(loaded string) string {
+	want := bestCore()
+	have, known := coreRank[strings.ToLower(loaded)]
+	if loaded == "" || want == "" || !known || have >= coreRank[strings.ToLower(want)] {
+		return ""
+	}
+	return want
+}
+
+// JemallocLibrary is the file name of jemalloc (Debian's libjemalloc2).
+const JemallocLibrary = "libjemalloc.so.2"
+
+// JemallocConf is the MALLOC_CONF spa gives jemalloc. By default jemalloc serves allocations over
+// 8 MiB from an arena that returns them to the OS at once, so every large activation was mapped
+// and zero-faulted afresh (training 2x slower, half its time in the kernel); oversize_threshold:0
+// turns that arena off. background_thread:true returns unused memory to the OS from a thread of
+// its own instead of on the allocating (torch) thread.
+const JemallocConf = "oversize_threshold:0,background_thread:true"
+
+// FindJemalloc returns the path of JemallocLibrary in the usual library folders, or "".
+func FindJemalloc() string {
+	for _, pattern := range []string{"/usr/lib/*-linux-gnu/", "/lib/*-linux-gnu/", "/usr/lib64/", "/usr/lib/", "/usr/local/lib/"} {
+		if m, _ := filepath.Glob(pattern + JemallocLibrary); len(m) > 0 {
+			return m[0]
+		}
+	}
+	return ""
+}
+
 // TunedEnv returns the variables to add to environ so that libtorch and OpenBLAS use this CPU well,
-// given the OpenBLAS core the library picked by itself (loaded, "" when not OpenBLAS):
+// given the OpenBLAS core the library picked by itself (loaded, "" when not OpenBLAS) and the path
+// of jemalloc ("" when it is not installed):
 //
 //   - OMP_NUM_THREADS=<cores> when unset: libgomp can default to one thread in containers.
 //   - OPENBLAS_CORETYPE when unset and OpenBLAS's own CPU detection chose weaker kernels than the
 //     CPU supports. Virtual machines that hide the CPU model make DYNAMIC_ARCH OpenBLAS fall back to
 //     Prescott (SSE3) kernels, several times slower than the AVX-512 or AVX2 ones.
-//   - MALLOC_MMAP_THRESHOLD_=131072 when unset. glibc raises its mmap threshold each time a large
-//     block is freed, so libtorch's freed activations stay in the heap and fragment it. Fixing the
-//     threshold more than halved the RSS growth of `spa bench soak` (2.9 → 1.2 MiB/s; the
-//     rest were gotch leaks, which tools/gotchpatch fixes).
+//   - The allocator, unless LD_PRELOAD or MALLOC_MMAP_THRESHOLD_ is set (the user chose one).
+//     libtorch frees and reallocates every activation on every step. glibc's malloc either keeps
+//     freed blocks in a heap that fragments (RSS grows under serving load) or, with a fixed low
+//     mmap threshold, maps and zero-faults every activation afresh (2–7× slower training, half
+//     the time in the kernel). jemalloc with JemallocConf does neither (docs/build.md has the
+//     measurements), so it is preloaded when installed; without it the low threshold keeps memory
+//     flat at the cost of speed.
 //
 // They are read when the libraries load, so they only take effect in a new process (see Reexec).
-func TunedEnv(environ []string, loaded string) []string {
+func TunedEnv(environ []string, loaded, jemalloc string) []string {
 	has := func(key string) bool {
 		for _, kv := range environ {
 			if strings.HasPrefix(kv, key+"=") {
@@ -57,24 +94,52 @@ func TunedEnv(environ []string, loaded string) []string {
 	if !has("OMP_NUM_THREADS") {
 		add = append(add, "OMP_NUM_THREADS="+strconv.Itoa(runtime.NumCPU()))
 	}
-	if !has("OPENBLAS_CORETYPE") && loaded != "" {
-		want := bestCore()
-		have, known := coreRank[strings.ToLower(loaded)]
-		if want != "" && known && have < coreRank[strings.ToLower(want)] {
-			add = append(add, "OPENBLAS_CORETYPE="+want)
-		}
+	if core := BetterCore(loaded); core != "" && !has("OPENBLAS_CORETYPE") {
+		add = append(add, "OPENBLAS_CORETYPE="+core)
 	}
-	if !has("MALLOC_MMAP_THRESHOLD_") {
-		add = append(add, "MALLOC_MMAP_THRESHOLD_=131072")
+	if !has("LD_PRELOAD") && !has("MALLOC_MMAP_THRESHOLD_") {
+		if jemalloc != "" {
+			add = append(add, "LD_PRELOAD="+jemalloc)
+			if !has("MALLOC_CONF") {
+				add = append(add, "MALLOC_CONF="+JemallocConf)
+			}
+		} else {
+			add = append(add, "MALLOC_MMAP_THRESHOLD_=131072")
+		}
 	}
 	return add
 }
 
+// tunedMarker carries the names of the variables Reexec added across the exec, so the new process
+// can take them out of its environment again.
+const tunedMarker = "SPA_TORCHRT_TUNED"
+
+// tuned holds the variables Reexec added to start this process, set once at start-up.
+var tuned []string
+
+// Tuned returns the variables ("KEY=VALUE") that Reexec set for this process's libraries and then
+// removed from its environment. Child processes (a PyTorch peer in a benchmark, a Node.js
+// environment) therefore start with the user's own environment; append these to give one spa's
+// tuning.
+func Tuned() []string { return append([]string(nil), tuned...) }
+
 // Reexec restarts the current program with TunedEnv's variables added, when there are any. It
-// returns only if nothing needed changing or the exec failed. Call it first thing in main (and in
-// TestMain), before any goroutine does torch work. Setting the variables yourself opts out.
+// returns only if nothing needed changing, the exec failed, or this process is the restarted one;
+// the restarted process removes the added variables from its environment, since the libraries
+// have read them, and remembers them for Tuned. Call it first thing in main (and in TestMain),
+// before any goroutine does torch work. Setting the variables yourself opts out.
 func Reexec() error {
-	add := TunedEnv(os.Environ(), blasCorename())
+	if keys, ok := os.LookupEnv(tunedMarker); ok {
+		os.Unsetenv(tunedMarker)
+		for _, key := range strings.Split(keys, ",") {
+			if v, ok := os.LookupEnv(key); ok && key != "" {
+				tuned = append(tuned, key+"="+v)
+				os.Unsetenv(key)
+			}
+		}
+		return nil
+	}
+	add := TunedEnv(os.Environ(), blasCorename(), FindJemalloc())
 	if len(add) == 0 {
 		return nil
 	}
@@ -82,7 +147,13 @@ func Reexec() error {
 	if err != nil {
 		return fmt.Errorf("re-exec with %v: %w", add, err)
 	}
-	if err := syscall.Exec(exe, os.Args, append(os.Environ(), add...)); err != nil {
+	keys := make([]string, len(add))
+	for i, kv := range add {
+		keys[i], _, _ = strings.Cut(kv, "=")
+	}
+	env := append(os.Environ(), add...)
+	env = append(env, tunedMarker+"="+strings.Join(keys, ","))
+	if err := syscall.Exec(exe, os.Args, env); err != nil {
 		return fmt.Errorf("re-exec %s with %v: %w", exe, add, err)
 	}
 	return nil

@@ -34,6 +34,9 @@ type Info struct {
 	OpenBLAS bool
 	// Threads is the number of intra-op threads libtorch uses.
 	Threads int
+	// Allocator is the malloc that libtorch's allocations go through: "tcmalloc", "jemalloc" or
+	// "glibc".
+	Allocator string
 }
 
 var buildVersionRE = regexp.MustCompile(`TORCH_VERSION=([0-9][^,\s]*)`)
@@ -86,6 +89,7 @@ func ReadInfo() (Info, error) {
 		info.BLAS = "none found among the loaded libraries"
 	}
 	info.Threads = getThreads()
+	info.Allocator = mallocName()
 	return info, nil
 }
 

@@ -28,6 +28,14 @@ static char *blas_string(const char *symbol) {
 char *spa_blas_config(void) { return blas_string("openblas_get_config"); }
 char *spa_blas_corename(void) { return blas_string("openblas_get_corename"); }
 
+// The malloc that serves this process: tcmalloc and jemalloc export their own entry points
+// beside malloc, glibc's does not.
+const char *spa_malloc_name(void) {
+  if (dlsym(RTLD_DEFAULT, "tc_malloc") != NULL) return "tcmalloc";
+  if (dlsym(RTLD_DEFAULT, "mallctl") != NULL) return "jemalloc";
+  return "glibc";
+}
+
 int spa_torch_get_threads(void) { return at::get_num_threads(); }
 void spa_torch_set_threads(int n) { at::set_num_threads(n); }
 }

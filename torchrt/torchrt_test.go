@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -41,27 +42,67 @@ func TestReadInfoDescribesLoadedLibraries(t *testing.T) {
 }
 
 func TestTunedEnv(t *testing.T) {
-	const mmap = "MALLOC_MMAP_THRESHOLD_=131072"
+	const (
+		mmap    = "MALLOC_MMAP_THRESHOLD_=131072"
+		je      = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+		preload = "LD_PRELOAD=" + je
+		conf    = "MALLOC_CONF=" + JemallocConf
+	)
 	want := bestCore()
 	cores := fmt.Sprint(runtime.NumCPU())
 	for _, tc := range []struct {
-		name    string
-		environ []string
-		loaded  string
-		want    []string
+		name     string
+		environ  []string
+		loaded   string
+		jemalloc string
+		want     []string
 	}{
-		{"nothing set, misdetected core", nil, "Prescott", nonEmpty("OMP_NUM_THREADS="+cores, prefixed("OPENBLAS_CORETYPE=", want), mmap)},
-		{"user chose the core", []string{"OPENBLAS_CORETYPE=Haswell"}, "Prescott", []string{"OMP_NUM_THREADS=" + cores, mmap}},
-		{"user chose threads", []string{"OMP_NUM_THREADS=1", mmap}, "", nil},
-		{"user chose the malloc threshold", []string{"OMP_NUM_THREADS=1", "MALLOC_MMAP_THRESHOLD_=1"}, "", nil},
-		{"malloc threshold unset", []string{"OMP_NUM_THREADS=1"}, "", []string{mmap}},
-		{"unknown core is left alone", []string{"OMP_NUM_THREADS=2", mmap}, "FutureLake", nil},
-		{"correct detection is left alone", []string{"OMP_NUM_THREADS=2", mmap}, "SapphireRapids", nil},
+		{"nothing set, misdetected core", nil, "Prescott", je, nonEmpty("OMP_NUM_THREADS="+cores, prefixed("OPENBLAS_CORETYPE=", want), preload, conf)},
+		{"user chose the core", []string{"OPENBLAS_CORETYPE=Haswell"}, "Prescott", je, []string{"OMP_NUM_THREADS=" + cores, preload, conf}},
+		{"user chose threads", []string{"OMP_NUM_THREADS=1"}, "", je, []string{preload, conf}},
+		{"user preloads an allocator", []string{"OMP_NUM_THREADS=1", "LD_PRELOAD=/x/libtcmalloc_minimal.so.4"}, "", je, nil},
+		{"user chose the malloc threshold", []string{"OMP_NUM_THREADS=1", "MALLOC_MMAP_THRESHOLD_=1"}, "", je, nil},
+		{"user configured jemalloc", []string{"OMP_NUM_THREADS=1", "MALLOC_CONF=narenas:1"}, "", je, []string{preload}},
+		{"no jemalloc: glibc with a fixed threshold", []string{"OMP_NUM_THREADS=1"}, "", "", []string{mmap}},
+		{"unknown core is left alone", []string{"OMP_NUM_THREADS=2", mmap}, "FutureLake", je, nil},
+		{"correct detection is left alone", []string{"OMP_NUM_THREADS=2", mmap}, "SapphireRapids", je, nil},
 	} {
-		got := TunedEnv(tc.environ, tc.loaded)
+		got := TunedEnv(tc.environ, tc.loaded, tc.jemalloc)
 		if strings.Join(got, " ") != strings.Join(tc.want, " ") {
 			t.Errorf("%s: TunedEnv = %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestReexecLeavesUserEnvironment checks what this test binary's own start-up did: the variables
+// Reexec added reached the libraries (jemalloc serves malloc where it is installed) and were then
+// taken out of the environment, so child processes see the user's environment.
+func TestReexecLeavesUserEnvironment(t *testing.T) {
+	if os.Getenv(tunedMarker) != "" {
+		t.Fatalf("%s is still set", tunedMarker)
+	}
+	// Reexec adds only variables the user did not set, so none of them may remain.
+	for _, kv := range Tuned() {
+		key, _, _ := strings.Cut(kv, "=")
+		if v, ok := os.LookupEnv(key); ok {
+			t.Errorf("%s=%s is still in the environment after start-up", key, v)
+		}
+	}
+	info, err := ReadInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, userPreload := os.LookupEnv("LD_PRELOAD")
+	_, userThreshold := os.LookupEnv("MALLOC_MMAP_THRESHOLD_")
+	switch {
+	case userPreload || userThreshold:
+		t.Logf("allocator chosen by the environment: %s", info.Allocator)
+	case FindJemalloc() != "":
+		if info.Allocator != "jemalloc" {
+			t.Errorf("allocator %q with %s installed; tuned %v", info.Allocator, FindJemalloc(), Tuned())
+		}
+	default:
+		t.Logf("%s is not installed; allocator %s", JemallocLibrary, info.Allocator)
 	}
 }
 

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -18,23 +20,28 @@ import (
 
 func newBenchModelCmd() *cobra.Command {
 	var asJSON bool
-	var python string
+	var python, peerEnv string
 	var steps, newTokens int
 	cmd := &cobra.Command{
 		Use:   "model",
 		Short: "Training and generation tokens/s of the tiny model, beside PyTorch eager",
 		Long: `Measure the tiny preset (random weights, random tokens) in spa's gotch model and the same
-architecture in PyTorch eager, in the same run, with the same threads and BLAS settings:
+architecture in PyTorch eager, in the same run, with the same thread count:
 
   - train: batch 8 x 256 tokens, forward, cross-entropy, backward, AdamW step;
   - generate: greedy decoding with a KV cache after a 32-token prompt, batch 1 and batch 64.
 
 The PyTorch side runs model/bench_torch.py with --python (Debian's python3-torch uses the same
-libtorch 1.13); without PyTorch the table says so and shows spa alone. Target: training at
->= 0.9x PyTorch.`,
+libtorch 1.13); without PyTorch the table says so and shows spa alone. PyTorch runs in your
+environment (--peer-env own) and with spa's runtime tuning added (--peer-env spa); both by
+default, and the ratio compares spa with the faster. Target: training at >= 0.9x PyTorch.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := model.Preset("tiny", 1024)
+			if err != nil {
+				return err
+			}
+			envs, err := peerEnvs(peerEnv)
 			if err != nil {
 				return err
 			}
@@ -62,67 +69,133 @@ libtorch 1.13); without PyTorch the table says so and shows spa alone. Target: t
 			if err != nil {
 				return err
 			}
-			if !asJSON {
-				fmt.Fprintln(cmd.ErrOrStderr(), "measuring PyTorch eager...")
+			job := map[string]any{"config": cfg, "threads": info.Threads, "train": []int{8, 256, steps}, "generate": gens}
+			var progress io.Writer = cmd.ErrOrStderr()
+			if asJSON {
+				progress = io.Discard
 			}
-			theirs, torchVersion, torchErr := runTorchBench(cmd.Context(), python, cfg, info.Threads, steps, gens)
+			peers := runPeers(cmd.Context(), progress, python, envs, map[string]string{"bench_torch.py": model.TorchBenchScript}, "bench_torch.py", job)
 			out := cmd.OutOrStdout()
 			if asJSON {
-				rec := map[string]any{"machine": thisMachine(), "libtorch": info.Version, "threads": info.Threads, "spa": ours, "pytorch": theirs, "pytorch_version": torchVersion}
-				if torchErr != nil {
-					rec["pytorch_error"] = torchErr.Error()
-				}
-				return json.NewEncoder(out).Encode(rec)
+				return json.NewEncoder(out).Encode(map[string]any{"machine": thisMachine(), "libtorch": info.Version, "threads": info.Threads, "allocator": info.Allocator, "spa": ours, "pytorch": peers})
 			}
 			m := thisMachine()
-			fmt.Fprintf(out, "%s, %d cores, libtorch %s, %d threads, %s; tiny preset (%s)\n", m.CPU, m.Cores, info.Version, info.Threads, info.BLASCore, "hidden 128, 4 layers, vocab 1024")
-			if torchErr != nil {
-				fmt.Fprintf(out, "PyTorch side unavailable: %v\n", torchErr)
-			}
-			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "MEASUREMENT\tSPA tok/s\tPYTORCH tok/s\tRATIO\tTARGET\t")
+			fmt.Fprintf(out, "%s, %d cores, libtorch %s, %d threads, %s, %s; tiny preset (%s)\n", m.CPU, m.Cores, info.Version, info.Threads, info.BLASCore, info.Allocator, "hidden 128, 4 layers, vocab 1024")
+			names := make([]string, len(ours))
 			for i, r := range ours {
-				name := fmt.Sprintf("train batch %d x 256", r.Batch)
-				target := ">= 0.90x"
+				names[i] = fmt.Sprintf("train batch %d x 256", r.Batch)
 				if r.What == "generate" {
-					name, target = fmt.Sprintf("generate batch %d (KV cache)", r.Batch), "-"
+					names[i] = fmt.Sprintf("generate batch %d (KV cache)", r.Batch)
 				}
-				theirsRate, ratio := "-", "-"
-				if i < len(theirs) {
-					theirsRate = humanRate(theirs[i].TokensPerSec)
-					x := r.TokensPerSec / theirs[i].TokensPerSec
-					ratio = fmt.Sprintf("%.2fx", x)
-					if r.What == "train" {
-						target += " " + verdict(x >= 0.9)
-					}
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", name, humanRate(r.TokensPerSec), theirsRate, ratio, target)
 			}
-			return tw.Flush()
+			return printPeerTable(out, names, ours, peers, func(i int) bool { return ours[i].What == "train" })
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	cmd.Flags().StringVar(&python, "python", "/usr/bin/python3", "Python with PyTorch for the side-by-side run")
+	cmd.Flags().StringVar(&peerEnv, "peer-env", "both", "PyTorch's environment: own (yours), spa (yours plus spa's tuning) or both")
 	cmd.Flags().IntVar(&steps, "steps", 12, "timed training steps")
 	cmd.Flags().IntVar(&newTokens, "new-tokens", 64, "decoding steps per generation measurement")
 	return cmd
 }
 
-// runTorchBench runs the PyTorch eager twin of the measurement and returns its results in the
-// same order as spa's.
-func runTorchBench(ctx context.Context, python string, cfg model.Config, threads, steps int, gens [][3]int) ([]model.BenchResult, string, error) {
-	job := map[string]any{"config": cfg, "threads": threads, "train": []int{8, 256, steps}, "generate": gens}
-	var res struct {
-		Torch   string              `json:"torch"`
-		Results []model.BenchResult `json:"results"`
+// peerEnv is one environment a PyTorch peer runs in.
+type peerEnv struct {
+	name, label string
+	extra       []string // added to this process's environment (the user's, see torchrt.Tuned)
+}
+
+// peerEnvs parses --peer-env. "own" runs PyTorch as its users run it: in the environment spa was
+// started with, without spa's tuning (the allocator spa preloads would otherwise speed up or slow
+// down the peer and hide the difference). "spa" adds spa's tuning, to show what it is worth to
+// PyTorch too.
+func peerEnvs(which string) ([]peerEnv, error) {
+	own := peerEnv{name: "own", label: "own env"}
+	tuned := peerEnv{name: "spa", label: "spa's env", extra: torchrt.Tuned()}
+	switch which {
+	case "own":
+		return []peerEnv{own}, nil
+	case "spa":
+		return []peerEnv{tuned}, nil
+	case "both":
+		return []peerEnv{own, tuned}, nil
 	}
-	err := runPython(ctx, python, map[string]string{"bench_torch.py": model.TorchBenchScript}, "bench_torch.py", job, &res)
-	return res.Results, res.Torch, err
+	return nil, fmt.Errorf("--peer-env %q: want own, spa or both", which)
+}
+
+// peerRun is one PyTorch run's results, in the order of spa's.
+type peerRun struct {
+	Env     string              `json:"env"`
+	Label   string              `json:"-"`
+	Torch   string              `json:"torch,omitempty"`
+	Results []model.BenchResult `json:"results,omitempty"`
+	Error   string              `json:"error,omitempty"`
+	err     error
+}
+
+// runPeers runs the PyTorch twin once in each environment, saying so on progress.
+func runPeers(ctx context.Context, progress io.Writer, python string, envs []peerEnv, scripts map[string]string, main string, job any) []peerRun {
+	peers := make([]peerRun, len(envs))
+	for i, env := range envs {
+		fmt.Fprintf(progress, "measuring PyTorch eager (%s)...\n", env.label)
+		var theirs struct {
+			Torch   string              `json:"torch"`
+			Results []model.BenchResult `json:"results"`
+		}
+		err := runPython(ctx, python, env.extra, scripts, main, job, &theirs)
+		peers[i] = peerRun{Env: env.name, Label: env.label, Torch: theirs.Torch, Results: theirs.Results, err: err}
+		if err != nil {
+			peers[i].Error = err.Error()
+		}
+	}
+	return peers
+}
+
+// printPeerTable prints spa's results beside each peer's, with spa's ratio to the fastest peer and,
+// where targeted[i], the 0.9x target.
+func printPeerTable(out io.Writer, names []string, ours []model.BenchResult, peers []peerRun, targeted func(i int) bool) error {
+	for _, p := range peers {
+		if p.err != nil {
+			fmt.Fprintf(out, "PyTorch (%s) unavailable: %v\n", p.Label, p.err)
+		}
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	head := "MEASUREMENT\tSPA tok/s\t"
+	for _, p := range peers {
+		head += "PYTORCH (" + strings.ToUpper(p.Label) + ")\t"
+	}
+	fmt.Fprintln(tw, head+"RATIO TO FASTEST\tTARGET\t")
+	for i, r := range ours {
+		row := names[i] + "\t" + humanRate(r.TokensPerSec) + "\t"
+		best := 0.0
+		for _, p := range peers {
+			if i < len(p.Results) {
+				row += humanRate(p.Results[i].TokensPerSec) + "\t"
+				best = max(best, p.Results[i].TokensPerSec)
+			} else {
+				row += "-\t"
+			}
+		}
+		ratio, target := "-", "-"
+		if targeted(i) {
+			target = ">= 0.90x"
+		}
+		if best > 0 {
+			x := r.TokensPerSec / best
+			ratio = fmt.Sprintf("%.2fx", x)
+			if targeted(i) {
+				target += " " + verdict(x >= 0.9)
+			}
+		}
+		fmt.Fprintf(tw, "%s%s\t%s\t\n", row, ratio, target)
+	}
+	return tw.Flush()
 }
 
 // runPython writes scripts into a temporary directory, runs main with the JSON job as its
-// argument, and decodes its one line of JSON output into out.
-func runPython(ctx context.Context, python string, scripts map[string]string, main string, job, out any) error {
+// argument in this process's environment plus extra, and decodes its one line of JSON output into
+// out.
+func runPython(ctx context.Context, python string, extra []string, scripts map[string]string, main string, job, out any) error {
 	if _, err := exec.LookPath(python); err != nil {
 		return fmt.Errorf("%s not found", python)
 	}
@@ -140,9 +213,9 @@ func runPython(ctx context.Context, python string, scripts map[string]string, ma
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	c := exec.CommandContext(ctx, python, filepath.Join(dir, main), string(data))
-	// The environment is this process's, after torchrt's re-exec: the same OMP_NUM_THREADS and
-	// OPENBLAS_CORETYPE, so both sides use the same kernels and threads.
-	c.Env = os.Environ()
+	// torchrt.Reexec took spa's tuning back out of this process's environment, so this is the
+	// user's environment unless extra adds the tuning.
+	c.Env = append(os.Environ(), extra...)
 	outBytes, err := c.Output()
 	if err != nil {
 		if ee, ok := err.(*exec.ExitError); ok && len(ee.Stderr) > 0 {

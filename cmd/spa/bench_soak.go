@@ -20,6 +20,7 @@ import (
 	"github.com/spa-rl/spa/envs/busenv"
 	"github.com/spa-rl/spa/inference"
 	"github.com/spa-rl/spa/rollout"
+	"github.com/spa-rl/spa/torchrt"
 )
 
 // soakSample is the process's state at one moment of the soak.
@@ -40,7 +41,9 @@ type soakResult struct {
 	Samples  []soakSample `json:"samples"`
 	// Growth compares the mean of the last quarter of the samples with the mean of the first
 	// quarter after warm-up (the first sample is the start): 1.0 means flat.
-	RSSGrowth       float64 `json:"rss_growth"`
+	RSSGrowth float64 `json:"rss_growth"`
+	// RSSSlope is the least-squares slope of RSS after the first quarter, in MiB/s.
+	RSSSlope        float64 `json:"rss_slope_mib_per_s"`
 	GoroutineGrowth float64 `json:"goroutine_growth"`
 	EpisodesPerSec  float64 `json:"episodes_per_sec"`
 	FailedEpisodes  int64   `json:"failed_episodes"`
@@ -87,7 +90,12 @@ last quarter of the run with the first: a leak shows as growth above 1.0.`,
 			fmt.Fprintln(tw, "\tAFTER WARM-UP\tAT THE END\tLAST QUARTER / FIRST QUARTER\t")
 			fmt.Fprintf(tw, "RSS\t%.1f MiB\t%.1f MiB\t%.3f\t\n", first.RSSMiB, last.RSSMiB, res.RSSGrowth)
 			fmt.Fprintf(tw, "goroutines\t%d\t%d\t%.3f\t\n", first.Goroutines, last.Goroutines, res.GoroutineGrowth)
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			info, _ := torchrt.ReadInfo()
+			fmt.Fprintf(out, "RSS slope after the first quarter: %+.3f MiB/s (least squares; allocator %s)\n", res.RSSSlope, info.Allocator)
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
@@ -251,7 +259,30 @@ func soak(ctx context.Context, duration, every time.Duration, workers int, sampl
 	gor := func(s soakSample) float64 { return float64(s.Goroutines) }
 	res.RSSGrowth = mean(rest[len(rest)-q:], rss) / mean(rest[:q], rss)
 	res.GoroutineGrowth = mean(rest[len(rest)-q:], gor) / mean(rest[:q], gor)
+	res.RSSSlope = rssSlope(rest[q:])
 	return res, nil
+}
+
+// rssSlope is the least-squares slope of RSS over time in MiB/s: a process whose allocator only
+// fills its caches levels off, and one that leaks keeps climbing.
+func rssSlope(ss []soakSample) float64 {
+	if len(ss) < 2 {
+		return 0
+	}
+	var mt, mr float64
+	for _, s := range ss {
+		mt += s.Seconds / float64(len(ss))
+		mr += s.RSSMiB / float64(len(ss))
+	}
+	var cov, vt float64
+	for _, s := range ss {
+		cov += (s.Seconds - mt) * (s.RSSMiB - mr)
+		vt += (s.Seconds - mt) * (s.Seconds - mt)
+	}
+	if vt == 0 {
+		return 0
+	}
+	return cov / vt
 }
 
 // rssMiB is the resident set size of this process, from /proc (0 where there is none).

@@ -36,3 +36,24 @@ func TestBenchSoakShort(t *testing.T) {
 		t.Errorf("a soak too short for 4 samples ran: %s", errOut)
 	}
 }
+
+func TestRSSSlope(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		rss  []float64 // one sample every 10 s
+		want float64
+	}{
+		{"flat", []float64{500, 500, 500, 500}, 0},
+		{"1 MiB per 10 s", []float64{500, 501, 502, 503}, 0.1},
+		{"noise around flat", []float64{500, 502, 500, 502}, 0.04},
+		{"one sample", []float64{500}, 0},
+	} {
+		var ss []soakSample
+		for i, r := range tc.rss {
+			ss = append(ss, soakSample{Seconds: float64(10 * i), RSSMiB: r})
+		}
+		if got := rssSlope(ss); math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("%s: slope %g MiB/s, want %g", tc.name, got, tc.want)
+		}
+	}
+}

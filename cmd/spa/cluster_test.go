@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/spa-rl/spa/bus"
+	"github.com/spa-rl/spa/internal/testdeadline"
 	"github.com/spa-rl/spa/learner"
 )
 
@@ -90,7 +91,7 @@ func (p *proc) kill() {
 func (p *proc) stop(t *testing.T) {
 	t.Helper()
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	if err := p.wait(60 * time.Second); err != nil {
+	if err := p.wait(testdeadline.Remaining(t)); err != nil {
 		t.Errorf("%s after SIGTERM: %v\n%s", p.name, err, tail(p.out.String(), 2000))
 	}
 }
@@ -171,7 +172,7 @@ func newCluster(t *testing.T, natsBin string) *cluster {
 	addr := freePort(t)
 	c.endpoint = "http://" + addr + "/v1"
 	c.serve = startProc(t, "serve", "serve", "--model", c.model, "--listen", addr, "--threads", "1", "--set", "server.max_model_len=1024", "--set", "server.kv_cache_mb=64")
-	c.serve.waitOutput(t, "spa serve: ", time.Minute)
+	c.serve.waitOutput(t, "spa serve: ", testdeadline.Remaining(t))
 	for i := range 2 {
 		c.workers = append(c.workers, c.startWorker(i))
 	}
@@ -185,16 +186,16 @@ func (c *cluster) startBus() {
 	if c.natsBin != "" {
 		host, port, _ := net.SplitHostPort(c.busAddr)
 		c.bus = startExe(c.t, "nats-server", c.natsBin, os.Environ(), "-js", "-a", host, "-p", port, "-sd", store)
-		c.bus.waitOutput(c.t, "Server is ready", 30*time.Second)
+		c.bus.waitOutput(c.t, "Server is ready", testdeadline.Remaining(c.t))
 		return
 	}
 	c.bus = startProc(c.t, "bus", "bus", "--listen", c.busAddr, "--store", store)
-	c.bus.waitOutput(c.t, "JetStream on", 30*time.Second)
+	c.bus.waitOutput(c.t, "JetStream on", testdeadline.Remaining(c.t))
 }
 
 func (c *cluster) startEnvHost(i int) *proc {
 	p := startProc(c.t, fmt.Sprintf("env host %d", i), "env", "serve", "sokoban", "--bus", c.busURL(), "--set", "bus.timeout=2s")
-	p.waitOutput(c.t, "serving sokoban", 30*time.Second)
+	p.waitOutput(c.t, "serving sokoban", testdeadline.Remaining(c.t))
 	return p
 }
 
@@ -240,7 +241,7 @@ var episodesLine = regexp.MustCompile(`episodes (\d+) \(success \d+\), turns \d+
 func (c *cluster) finish(killedWorkers int, serverKilled bool) {
 	t := c.t
 	t.Helper()
-	if err := c.learner.wait(3 * time.Minute); err != nil {
+	if err := c.learner.wait(testdeadline.Remaining(t)); err != nil {
 		t.Fatalf("learner: %v\n%s", err, tail(c.learner.out.String(), 3000))
 	}
 	if want := fmt.Sprintf("ppo: %d steps, version %d", c.steps, c.steps); !strings.Contains(c.learner.out.String(), want) {
@@ -433,7 +434,7 @@ func TestClusterFaults(t *testing.T) {
 			c.startLearner(false)
 			at := 1 + r.IntN(c.steps-2)
 			delay := time.Duration(r.IntN(1500)) * time.Millisecond
-			c.waitStep(at, 2*time.Minute)
+			c.waitStep(at, testdeadline.Remaining(t))
 			time.Sleep(delay)
 			t.Logf("killing the %s %s after step %d", tc.name, delay, at)
 			killed := tc.fault(c)
@@ -456,12 +457,12 @@ func TestClusterAuth(t *testing.T) {
 	}
 	busAddr := freePort(t)
 	busProc := startProc(t, "bus", "bus", "--listen", busAddr, "--store", filepath.Join(dir, "nats"), "--set", "bus.token=sesame")
-	busProc.waitOutput(t, "JetStream on", 30*time.Second)
+	busProc.waitOutput(t, "JetStream on", testdeadline.Remaining(t))
 	addr := freePort(t)
 	endpoint := "http://" + addr + "/v1"
 	serve := startProc(t, "serve", "serve", "--model", model, "--listen", addr, "--threads", "1", "--api-key", "k-api", "--admin-key", "k-admin",
 		"--set", "server.max_model_len=1024", "--set", "server.kv_cache_mb=64")
-	serve.waitOutput(t, "spa serve: ", time.Minute)
+	serve.waitOutput(t, "spa serve: ", testdeadline.Remaining(t))
 
 	url := "nats://" + busAddr
 	rollout := func(busToken string, groups int) []string {

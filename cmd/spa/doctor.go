@@ -94,19 +94,44 @@ func doctorChecks(store string) []check {
 				return fail, info.BLAS + ": install libopenblas0-openmp; other BLAS builds are about 10x slower for spa's matrix sizes"
 			}
 			detail := fmt.Sprintf("%s, kernels %s", strings.TrimSpace(info.BLAS), info.BLASCore)
+			// The environment is the user's again after start-up (torchrt.Reexec); spa's own choice
+			// is in Tuned.
 			if forced := os.Getenv("OPENBLAS_CORETYPE"); forced != "" {
-				detail += " (OPENBLAS_CORETYPE=" + forced + ")"
-			}
-			if add := torchrt.TunedEnv([]string{"OMP_NUM_THREADS=set"}, info.BLASCore); len(add) > 0 {
-				return warn, detail + "; these kernels are slower than this CPU allows: set " + strings.Join(add, " ")
+				detail += " (OPENBLAS_CORETYPE=" + forced + " set in the environment)"
+			} else if tuned := tunedValue("OPENBLAS_CORETYPE"); tuned != "" {
+				detail += " (chosen by spa over OpenBLAS's own detection)"
+			} else if better := torchrt.BetterCore(info.BLASCore); better != "" {
+				return warn, detail + "; these kernels are slower than this CPU allows: set OPENBLAS_CORETYPE=" + better
 			}
 			return ok, detail
+		}},
+		{"malloc", func(context.Context) (status, string) {
+			if infoErr != nil {
+				return fail, "skipped: libtorch did not load"
+			}
+			switch {
+			case info.Allocator != "glibc":
+				how := "preloaded by spa, MALLOC_CONF=" + tunedValue("MALLOC_CONF")
+				if tunedValue("LD_PRELOAD") == "" {
+					how = "from LD_PRELOAD"
+				}
+				return ok, info.Allocator + " (" + how + ")"
+			case os.Getenv("MALLOC_MMAP_THRESHOLD_") != "" || os.Getenv("LD_PRELOAD") != "":
+				return ok, "glibc, as the environment chose (docs/build.md: jemalloc trains about 2x faster with flat memory)"
+			case torchrt.FindJemalloc() == "":
+				return warn, "glibc with a fixed mmap threshold: flat memory, but training is about 2x slower than with jemalloc; install libjemalloc2"
+			}
+			return warn, "glibc, although " + torchrt.FindJemalloc() + " is installed"
 		}},
 		{"threads", func(context.Context) (status, string) {
 			if infoErr != nil {
 				return fail, "skipped: libtorch did not load"
 			}
-			detail := fmt.Sprintf("%d intra-op threads (OMP_NUM_THREADS=%s, %d CPUs)", info.Threads, envOr("OMP_NUM_THREADS", "unset"), runtime.NumCPU())
+			threads := envOr("OMP_NUM_THREADS", "unset")
+			if v := tunedValue("OMP_NUM_THREADS"); v != "" {
+				threads = v + " set by spa"
+			}
+			detail := fmt.Sprintf("%d intra-op threads (OMP_NUM_THREADS=%s, %d CPUs)", info.Threads, threads, runtime.NumCPU())
 			switch {
 			case info.Threads < 1:
 				return fail, detail
@@ -174,4 +199,14 @@ func envOr(key, def string) string {
 		return v
 	}
 	return def
+}
+
+// tunedValue is the value torchrt.Reexec gave key for this process's libraries, or "".
+func tunedValue(key string) string {
+	for _, kv := range torchrt.Tuned() {
+		if k, v, _ := strings.Cut(kv, "="); k == key {
+			return v
+		}
+	}
+	return ""
 }

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The test suite, as `make test` runs it (after setup and build).
+#
+# Packages that do not link libtorch run side by side. The libtorch packages run one at a time:
+# each sizes its work to every core (OMP_NUM_THREADS), and two of them on a 2-core machine starve
+# each other's process tests. -timeout bounds a hang in each package; no test carries its own
+# guess of how fast the machine is (internal/testdeadline).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+timeout=${TEST_TIMEOUT:-25m}
+pkgs=$(go list -f '{{.ImportPath}}{{range .Deps}}{{if eq . "github.com/sugarme/gotch"}} torch{{end}}{{end}}' ./...)
+light=$(awk 'NF == 1 {print $1}' <<<"$pkgs")
+torch=$(awk 'NF == 2 {print $1}' <<<"$pkgs")
+start=$SECONDS
+go test -count=1 -timeout "$timeout" $light
+go test -count=1 -timeout "$timeout" -p 1 $torch
+printf 'tests: %d packages in %ds\n' "$(wc -w <<<"$light $torch")" $((SECONDS - start))
