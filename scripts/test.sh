@@ -12,6 +12,9 @@ pkgs=$(go list -f '{{.ImportPath}}{{range .Deps}}{{if eq . "github.com/sugarme/g
 light=$(awk 'NF == 1 {print $1}' <<<"$pkgs")
 torch=$(awk 'NF == 2 {print $1}' <<<"$pkgs")
 start=$SECONDS
-go test -count=1 -timeout "$timeout" $light
-go test -count=1 -timeout "$timeout" -p 1 $torch
+status=0
+# Both groups run even when the first fails, so one run reports every failure.
+go test -count=1 -timeout "$timeout" $light || status=1
+go test -count=1 -timeout "$timeout" -p 1 $torch || status=1
 printf 'tests: %d packages in %ds\n' "$(wc -w <<<"$light $torch")" $((SECONDS - start))
+exit $status

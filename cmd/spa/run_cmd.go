@@ -40,8 +40,8 @@ states) and state-estimation (PPO with coordinates, no SFT), on the same seeds a
 Everything runs in this process: an embedded NATS with JetStream in the run directory, the
 inference server on 127.0.0.1, env hosts, rollout workers and the learner. Outputs go to
 <run.dir>/<run id>/: trajectories, sft.jsonl, checkpoints, metrics.jsonl, state.json, report.md and
-PNG plots. --resume <dir> continues from the last completed stage or PPO step. Presets: smoke
-(minutes, for tests), quick (the default; about 20 minutes on 2 cores), paper (the paper's
+PNG plots; the log and the report give each stage's wall time. --resume <dir> continues from the last completed stage or PPO step. Presets: smoke
+(minutes, for tests), quick (the default; about 12 minutes on 2 cores), paper (the paper's
 hyperparameters, for GPUs).`,
 		Args: cobra.NoArgs,
 	}
