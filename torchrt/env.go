@@ -48,11 +48,13 @@ func BetterCore(loaded string) string {
 const JemallocLibrary = "libjemalloc.so.2"
 
 // JemallocConf is the MALLOC_CONF spa gives jemalloc. By default jemalloc serves allocations over
-// 8 MiB from an arena that returns them to the OS at once, so every large activation was mapped
-// and zero-faulted afresh (training 2x slower, half its time in the kernel); oversize_threshold:0
-// turns that arena off. background_thread:true returns unused memory to the OS from a thread of
-// its own instead of on the allocating (torch) thread.
-const JemallocConf = "oversize_threshold:0,background_thread:true"
+// 8 MiB from an arena that returns them to the OS at once, and returns other freed pages over the
+// next 10 seconds; libtorch frees and reallocates the same activations every step, so either way
+// they were unmapped and zero-faulted afresh, and training ran at half speed with half its time in
+// the kernel (in some runs and not others, as the purging met the steps). oversize_threshold:0
+// turns the arena off and the decay settings stop the purging: freed pages stay with jemalloc for
+// reuse, so RSS stays at the working set's high-water mark (docs/build.md has both measurements).
+const JemallocConf = "oversize_threshold:0,dirty_decay_ms:-1,muzzy_decay_ms:-1"
 
 // FindJemalloc returns the path of JemallocLibrary in the usual library folders, or "".
 func FindJemalloc() string {
