@@ -9,10 +9,10 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
 # 1. Debian packages. libopenblas0-openmp is not optional: libtorch's BLAS calls go through the
 #    libblas.so.3 alternative, and the reference BLAS is about 10x slower. nats-server is for the
-#    tests that run a cluster on a stock NATS server (spa itself embeds one). libjemalloc2 is the
-#    allocator spa preloads for libtorch (docs/build.md: glibc's malloc either fragments or, tuned
-#    not to, makes training about 2x slower).
-packages=(g++ libtorch-dev libopenblas0-openmp libjemalloc2 nats-server)
+#    tests that run a cluster on a stock NATS server (spa itself embeds one). libtcmalloc-minimal4
+#    is the allocator spa preloads for libtorch (docs/build.md: glibc's malloc either fragments or,
+#    tuned not to, makes training 2-3x slower).
+packages=(g++ libtorch-dev libopenblas0-openmp libtcmalloc-minimal4 nats-server)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

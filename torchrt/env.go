@@ -44,22 +44,13 @@ func BetterCore(loaded string) string {
 	return want
 }
 
-// JemallocLibrary is the file name of jemalloc (Debian's libjemalloc2).
-const JemallocLibrary = "libjemalloc.so.2"
+// TCMallocLibrary is the file name of gperftools' tcmalloc (Debian's libtcmalloc-minimal4).
+const TCMallocLibrary = "libtcmalloc_minimal.so.4"
 
-// JemallocConf is the MALLOC_CONF spa gives jemalloc. By default jemalloc serves allocations over
-// 8 MiB from an arena that returns them to the OS at once, and returns other freed pages over the
-// next 10 seconds; libtorch frees and reallocates the same activations every step, so either way
-// they were unmapped and zero-faulted afresh, and training ran at half speed with half its time in
-// the kernel (in some runs and not others, as the purging met the steps). oversize_threshold:0
-// turns the arena off and the decay settings stop the purging: freed pages stay with jemalloc for
-// reuse, so RSS stays at the working set's high-water mark (docs/build.md has both measurements).
-const JemallocConf = "oversize_threshold:0,dirty_decay_ms:-1,muzzy_decay_ms:-1"
-
-// FindJemalloc returns the path of JemallocLibrary in the usual library folders, or "".
-func FindJemalloc() string {
+// FindTCMalloc returns the path of TCMallocLibrary in the usual library folders, or "".
+func FindTCMalloc() string {
 	for _, pattern := range []string{"/usr/lib/*-linux-gnu/", "/lib/*-linux-gnu/", "/usr/lib64/", "/usr/lib/", "/usr/local/lib/"} {
-		if m, _ := filepath.Glob(pattern + JemallocLibrary); len(m) > 0 {
+		if m, _ := filepath.Glob(pattern + TCMallocLibrary); len(m) > 0 {
 			return m[0]
 		}
 	}
@@ -68,7 +59,7 @@ func FindJemalloc() string {
 
 // TunedEnv returns the variables to add to environ so that libtorch and OpenBLAS use this CPU well,
 // given the OpenBLAS core the library picked by itself (loaded, "" when not OpenBLAS) and the path
-// of jemalloc ("" when it is not installed):
+// of tcmalloc ("" when it is not installed):
 //
 //   - OMP_NUM_THREADS=<cores> when unset: libgomp can default to one thread in containers.
 //   - OPENBLAS_CORETYPE when unset and OpenBLAS's own CPU detection chose weaker kernels than the
@@ -77,13 +68,15 @@ func FindJemalloc() string {
 //   - The allocator, unless LD_PRELOAD or MALLOC_MMAP_THRESHOLD_ is set (the user chose one).
 //     libtorch frees and reallocates every activation on every step. glibc's malloc either keeps
 //     freed blocks in a heap that fragments (RSS grows under serving load) or, with a fixed low
-//     mmap threshold, maps and zero-faults every activation afresh (2–7× slower training, half
-//     the time in the kernel). jemalloc with JemallocConf does neither (docs/build.md has the
+//     mmap threshold, maps and zero-faults every activation afresh (2–3× slower training, half
+//     the time in the kernel); jemalloc's purging did the same in some runs and not others.
+//     tcmalloc trained at full speed in every run with RSS levelling off (docs/build.md has the
 //     measurements), so it is preloaded when installed; without it the low threshold keeps memory
-//     flat at the cost of speed.
+//     flat at the cost of speed. tcmalloc's report of allocations over 1 GiB is silenced: a KV
+//     cache is meant to be large.
 //
 // They are read when the libraries load, so they only take effect in a new process (see Reexec).
-func TunedEnv(environ []string, loaded, jemalloc string) []string {
+func TunedEnv(environ []string, loaded, tcmalloc string) []string {
 	has := func(key string) bool {
 		for _, kv := range environ {
 			if strings.HasPrefix(kv, key+"=") {
@@ -100,10 +93,10 @@ func TunedEnv(environ []string, loaded, jemalloc string) []string {
 		add = append(add, "OPENBLAS_CORETYPE="+core)
 	}
 	if !has("LD_PRELOAD") && !has("MALLOC_MMAP_THRESHOLD_") {
-		if jemalloc != "" {
-			add = append(add, "LD_PRELOAD="+jemalloc)
-			if !has("MALLOC_CONF") {
-				add = append(add, "MALLOC_CONF="+JemallocConf)
+		if tcmalloc != "" {
+			add = append(add, "LD_PRELOAD="+tcmalloc)
+			if !has("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD") {
+				add = append(add, "TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD=1099511627776")
 			}
 		} else {
 			add = append(add, "MALLOC_MMAP_THRESHOLD_=131072")
@@ -141,7 +134,7 @@ func Reexec() error {
 		}
 		return nil
 	}
-	add := TunedEnv(os.Environ(), blasCorename(), FindJemalloc())
+	add := TunedEnv(os.Environ(), blasCorename(), FindTCMalloc())
 	if len(add) == 0 {
 		return nil
 	}

@@ -44,9 +44,9 @@ func TestReadInfoDescribesLoadedLibraries(t *testing.T) {
 func TestTunedEnv(t *testing.T) {
 	const (
 		mmap    = "MALLOC_MMAP_THRESHOLD_=131072"
-		je      = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
-		preload = "LD_PRELOAD=" + je
-		conf    = "MALLOC_CONF=" + JemallocConf
+		tc      = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+		preload = "LD_PRELOAD=" + tc
+		quiet   = "TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD=1099511627776"
 	)
 	want := bestCore()
 	cores := fmt.Sprint(runtime.NumCPU())
@@ -54,20 +54,20 @@ func TestTunedEnv(t *testing.T) {
 		name     string
 		environ  []string
 		loaded   string
-		jemalloc string
+		tcmalloc string
 		want     []string
 	}{
-		{"nothing set, misdetected core", nil, "Prescott", je, nonEmpty("OMP_NUM_THREADS="+cores, prefixed("OPENBLAS_CORETYPE=", want), preload, conf)},
-		{"user chose the core", []string{"OPENBLAS_CORETYPE=Haswell"}, "Prescott", je, []string{"OMP_NUM_THREADS=" + cores, preload, conf}},
-		{"user chose threads", []string{"OMP_NUM_THREADS=1"}, "", je, []string{preload, conf}},
-		{"user preloads an allocator", []string{"OMP_NUM_THREADS=1", "LD_PRELOAD=/x/libtcmalloc_minimal.so.4"}, "", je, nil},
-		{"user chose the malloc threshold", []string{"OMP_NUM_THREADS=1", "MALLOC_MMAP_THRESHOLD_=1"}, "", je, nil},
-		{"user configured jemalloc", []string{"OMP_NUM_THREADS=1", "MALLOC_CONF=narenas:1"}, "", je, []string{preload}},
-		{"no jemalloc: glibc with a fixed threshold", []string{"OMP_NUM_THREADS=1"}, "", "", []string{mmap}},
-		{"unknown core is left alone", []string{"OMP_NUM_THREADS=2", mmap}, "FutureLake", je, nil},
-		{"correct detection is left alone", []string{"OMP_NUM_THREADS=2", mmap}, "SapphireRapids", je, nil},
+		{"nothing set, misdetected core", nil, "Prescott", tc, nonEmpty("OMP_NUM_THREADS="+cores, prefixed("OPENBLAS_CORETYPE=", want), preload, quiet)},
+		{"user chose the core", []string{"OPENBLAS_CORETYPE=Haswell"}, "Prescott", tc, []string{"OMP_NUM_THREADS=" + cores, preload, quiet}},
+		{"user chose threads", []string{"OMP_NUM_THREADS=1"}, "", tc, []string{preload, quiet}},
+		{"user preloads an allocator", []string{"OMP_NUM_THREADS=1", "LD_PRELOAD=/x/libjemalloc.so.2"}, "", tc, nil},
+		{"user chose the malloc threshold", []string{"OMP_NUM_THREADS=1", "MALLOC_MMAP_THRESHOLD_=1"}, "", tc, nil},
+		{"user chose tcmalloc's report threshold", []string{"OMP_NUM_THREADS=1", "TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD=1"}, "", tc, []string{preload}},
+		{"no tcmalloc: glibc with a fixed threshold", []string{"OMP_NUM_THREADS=1"}, "", "", []string{mmap}},
+		{"unknown core is left alone", []string{"OMP_NUM_THREADS=2", mmap}, "FutureLake", tc, nil},
+		{"correct detection is left alone", []string{"OMP_NUM_THREADS=2", mmap}, "SapphireRapids", tc, nil},
 	} {
-		got := TunedEnv(tc.environ, tc.loaded, tc.jemalloc)
+		got := TunedEnv(tc.environ, tc.loaded, tc.tcmalloc)
 		if strings.Join(got, " ") != strings.Join(tc.want, " ") {
 			t.Errorf("%s: TunedEnv = %v, want %v", tc.name, got, tc.want)
 		}
@@ -75,7 +75,7 @@ func TestTunedEnv(t *testing.T) {
 }
 
 // TestReexecLeavesUserEnvironment checks what this test binary's own start-up did: the variables
-// Reexec added reached the libraries (jemalloc serves malloc where it is installed) and were then
+// Reexec added reached the libraries (tcmalloc serves malloc where it is installed) and were then
 // taken out of the environment, so child processes see the user's environment.
 func TestReexecLeavesUserEnvironment(t *testing.T) {
 	if os.Getenv(tunedMarker) != "" {
@@ -97,12 +97,12 @@ func TestReexecLeavesUserEnvironment(t *testing.T) {
 	switch {
 	case userPreload || userThreshold:
 		t.Logf("allocator chosen by the environment: %s", info.Allocator)
-	case FindJemalloc() != "":
-		if info.Allocator != "jemalloc" {
-			t.Errorf("allocator %q with %s installed; tuned %v", info.Allocator, FindJemalloc(), Tuned())
+	case FindTCMalloc() != "":
+		if info.Allocator != "tcmalloc" {
+			t.Errorf("allocator %q with %s installed; tuned %v", info.Allocator, FindTCMalloc(), Tuned())
 		}
 	default:
-		t.Logf("%s is not installed; allocator %s", JemallocLibrary, info.Allocator)
+		t.Logf("%s is not installed; allocator %s", TCMallocLibrary, info.Allocator)
 	}
 }
 

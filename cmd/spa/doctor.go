@@ -111,17 +111,17 @@ func doctorChecks(store string) []check {
 			}
 			switch {
 			case info.Allocator != "glibc":
-				how := "preloaded by spa, MALLOC_CONF=" + tunedValue("MALLOC_CONF")
+				how := "preloaded by spa"
 				if tunedValue("LD_PRELOAD") == "" {
 					how = "from LD_PRELOAD"
 				}
 				return ok, info.Allocator + " (" + how + ")"
 			case os.Getenv("MALLOC_MMAP_THRESHOLD_") != "" || os.Getenv("LD_PRELOAD") != "":
-				return ok, "glibc, as the environment chose (docs/build.md: jemalloc trains about 2x faster with flat memory)"
-			case torchrt.FindJemalloc() == "":
-				return warn, "glibc with a fixed mmap threshold: flat memory, but training is about 2x slower than with jemalloc; install libjemalloc2"
+				return ok, "glibc, as the environment chose (docs/build.md: tcmalloc trains 2-3x faster with flat memory)"
+			case torchrt.FindTCMalloc() == "":
+				return warn, "glibc with a fixed mmap threshold: flat memory, but training is 2-3x slower than with tcmalloc; install libtcmalloc-minimal4"
 			}
-			return warn, "glibc, although " + torchrt.FindJemalloc() + " is installed"
+			return warn, "glibc, although " + torchrt.FindTCMalloc() + " is installed"
 		}},
 		{"threads", func(context.Context) (status, string) {
 			if infoErr != nil {
