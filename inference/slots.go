@@ -17,8 +17,8 @@ import (
 // The layout is [slots, kv heads, maxLen, head dim], the layout attention reads: the step's slots
 // and its first past+steps positions are a view of the store (narrowed twice), which attention's
 // matmuls read in place. In a [slots, maxLen, kv·hd] layout the same range had to be copied into
-// head-major order on every step in every layer, a cost that grew with the context (3.5x slower
-// decoding after a 1,500-token prompt than after a 32-token one).
+// head-major order on every step in every layer, a cost that grew with the context (decoding after
+// a 1,500-token prompt ran at 0.25x the rate after a 32-token one; docs/serve.md).
 type slotCache struct {
 	k, v    []*ts.Tensor // per layer [slots, kvHeads, maxLen, headDim]
 	slots   int
@@ -129,7 +129,7 @@ func (c *slotCache) Advance(t int) {
 	c.dropIndex()
 }
 
-// positions is slot s's first n positions in layer l's store, a [kvHeads, n, headDim] view.
+// positions is slot s's first n positions in one layer's store, a [kvHeads, n, headDim] view.
 func positions(store *ts.Tensor, s, n int) *ts.Tensor {
 	return store.MustNarrow(0, int64(s), 1, false).MustNarrow(2, 0, int64(n), true).MustSqueezeDim(0, true)
 }

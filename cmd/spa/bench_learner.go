@@ -26,9 +26,9 @@ PyTorch eager (learner/bench_torch.py), in one run, with the same thread count:
   - sft batch 8 x 256: loss on the second half of each sequence, AdamW, clipping;
   - ppo update 16 x (192+64): critic scoring, GAE, whitening, one actor update (clipped and
     dual-clipped surrogate, entropy bonus) and one critic update;
-  - world-model sft: the quick preset's SFT shape, batches of 16 three-turn conversations of about
-    1k tokens with a ~120-token answer per turn, in forward passes of 8;
-  - multi-turn ppo: the quick preset's PPO update, 32 three-turn episodes of ~700 tokens with
+  - world-model sft: the quick preset's SFT shape, batches of 16 three-turn conversations of 1,160
+    tokens with a 120-token answer per turn, in forward passes of 8;
+  - multi-turn ppo: the quick preset's PPO update, 32 three-turn episodes of 880 tokens with
     masked prompts, in forward passes of 8.
 
 Tokens/s count whole sequences. PyTorch runs as its users run it, in your environment (--peer-env

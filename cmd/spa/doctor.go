@@ -98,7 +98,7 @@ func doctorChecks(store string) []check {
 			// is in Tuned.
 			if forced := os.Getenv("OPENBLAS_CORETYPE"); forced != "" {
 				detail += " (OPENBLAS_CORETYPE=" + forced + " set in the environment)"
-			} else if tuned := tunedValue("OPENBLAS_CORETYPE"); tuned != "" {
+			} else if tunedValue("OPENBLAS_CORETYPE") != "" {
 				detail += " (chosen by spa over OpenBLAS's own detection)"
 			} else if better := torchrt.BetterCore(info.BLASCore); better != "" {
 				return warn, detail + "; these kernels are slower than this CPU allows: set OPENBLAS_CORETYPE=" + better
