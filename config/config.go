@@ -139,6 +139,12 @@ type PPO struct {
 	Advantage      string  `yaml:"advantage" doc:"gae, turn-gae (bi-level) or grpo (no critic)" check:"oneof=gae turn-gae grpo"`
 	LossAgg        string  `yaml:"loss_agg" doc:"policy loss over tokens: token-mean (the paper's) or seq-mean-token-mean (each trajectory weighs the same)" check:"oneof=token-mean seq-mean-token-mean"`
 	ValidateEvery  int     `yaml:"validate_every" doc:"validate every N steps; 0 disables" check:">=0"`
+	GroupNorm      string  `yaml:"group_norm" doc:"grpo: divide centred group rewards by the group's std (verl's, n-1), population-std, or none (Dr.GRPO)" check:"oneof=std population-std none"`
+	GroupFilter    string  `yaml:"group_filter" doc:"groups a step trains on: std (keep_group_ratio of them, highest reward std first; the paper's), success (groups with a solve) or none" check:"oneof=std success none"`
+	RewardScale    float64 `yaml:"reward_scale" doc:"multiply rewards by this before advantages and returns; value_clip is in scaled units" check:">0"`
+	CriticWarmup   int     `yaml:"critic_warmup" doc:"steps that train the critic alone before the actor starts (gae, turn-gae)" check:">=0"`
+	CompleteGroups bool    `yaml:"complete_groups" doc:"train only groups with all rollout.group_size episodes in the batch; drop and count the rest"`
+	ShuffleRewards bool    `yaml:"shuffle_rewards" doc:"negative control: permute rewards within each group before training; a run that still improves has a bug"`
 }
 
 // LoRA holds low-rank adaptation settings.
@@ -182,6 +188,7 @@ func Default() Config {
 				Steps: 1000, ActorLR: 1e-6, CriticLR: 1e-5, ClipLow: 0.2, ClipHigh: 0.28, DualClip: 3,
 				EntropyCoef: 0.001, Gamma: 1, Lambda: 1, ValueClip: 0.5, KeepGroupRatio: 0.25,
 				MiniBatches: 1, Epochs: 1, Advantage: "gae", LossAgg: "token-mean", ValidateEvery: 10,
+				GroupNorm: "std", GroupFilter: "std", RewardScale: 1,
 			},
 			LoRA: LoRA{Alpha: 16, Targets: []string{"q_proj", "k_proj", "v_proj", "o_proj"}},
 		},

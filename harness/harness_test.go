@@ -133,7 +133,8 @@ func TestSmokePipelineEndToEndWithResume(t *testing.T) {
 	if strings.Contains(string(report), "| vanilla | untrained") {
 		t.Error("the untrained model was evaluated twice")
 	}
-	for _, want := range []string{"| spa | untrained (as initialised) |", "| spa | base (format warm-up only) |", "| spa | after world-model SFT |", "| spa | after PPO |", "| vanilla | after PPO |", "![success](success.png)"} {
+	for _, want := range []string{"| spa | untrained (as initialised) |", "| spa | base (format warm-up only) |", "| spa | after world-model SFT |", "| spa | after PPO |", "| vanilla | after PPO |", "![success](success.png)",
+		"![behaviour](behaviour.png)", "| spa − vanilla after PPO | ", "| spa after PPO − its PPO start | "} {
 		if !strings.Contains(string(report), want) {
 			t.Errorf("report lacks %q:\n%s", want, report)
 		}
@@ -149,7 +150,7 @@ func TestSmokePipelineEndToEndWithResume(t *testing.T) {
 			t.Errorf("plot %s: %v", plot, err)
 		}
 	}
-	if len(rep.Plots) != 3 {
+	if len(rep.Plots) != 4 {
 		t.Errorf("%d plots", len(rep.Plots))
 	}
 	// Every stage has its wall time, in the report and in state.json.

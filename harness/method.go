@@ -27,14 +27,25 @@ func render(method string) envs.RenderMode {
 
 // Eval is one evaluation of a policy.
 type Eval struct {
-	Pass1         float64 `json:"pass_at_1"`
-	PassK         float64 `json:"pass_at_k"`
-	PassKUnbiased float64 `json:"pass_at_k_unbiased"`
-	MeanReward    float64 `json:"mean_reward"`
-	FormatErrors  float64 `json:"format_error_rate"`
-	StatePPL      float64 `json:"state_perplexity"`
-	K             int     `json:"k"`
-	Puzzles       int     `json:"puzzles"`
+	Pass1 float64 `json:"pass_at_1"`
+	PassK float64 `json:"pass_at_k"`
+	// Pass1CI and PassKCI are 95% bootstrap intervals over puzzles.
+	Pass1CI       Interval `json:"pass_at_1_ci95"`
+	PassKCI       Interval `json:"pass_at_k_ci95"`
+	PassKUnbiased float64  `json:"pass_at_k_unbiased"`
+	// PassAt is pass@1..pass@K by the unbiased estimator.
+	PassAt []float64 `json:"pass_at"`
+	// Greedy is Pass@1 at temperature 0, one sample per puzzle (what the policy prefers, without
+	// sampling noise).
+	Greedy       float64 `json:"greedy_pass_at_1"`
+	MeanReward   float64 `json:"mean_reward"`
+	MeanActions  float64 `json:"mean_actions"`
+	FormatErrors float64 `json:"format_error_rate"`
+	StatePPL     float64 `json:"state_perplexity"`
+	K            int     `json:"k"`
+	Puzzles      int     `json:"puzzles"`
+	// Successes counts each puzzle's successful samples (for paired comparisons).
+	Successes []int `json:"successes"`
 }
 
 // method runs one method from the base checkpoint: world-model SFT (spa only), evaluation of the
@@ -104,13 +115,15 @@ func (p *pipeline) evaluate(ctx context.Context, m, label, ckpt string) error {
 	if e.StatePPL, err = p.statePPL(ctx, m, ckpt); err != nil {
 		return err
 	}
-	p.logf("%s %s: Pass@1 %.1f%%, Pass@%d %.1f%%, reward %.3f, state perplexity %.2f", m, label, 100*e.Pass1, e.K, 100*e.PassK, e.MeanReward, e.StatePPL)
+	p.logf("%s %s: Pass@1 %.1f%% [%.1f, %.1f], Pass@%d %.1f%%, greedy Pass@1 %.1f%%, reward %.3f, %.2f actions per episode, format errors %.1f%%, state perplexity %.2f",
+		m, label, 100*e.Pass1, 100*e.Pass1CI.Low, 100*e.Pass1CI.High, e.K, 100*e.PassK, 100*e.Greedy, e.MeanReward, e.MeanActions, 100*e.FormatErrors, e.StatePPL)
 	p.record(map[string]any{"stage": "eval", "method": m, "label": label, "eval": e})
 	return p.st.complete(key, &stageResult{Eval: &e})
 }
 
-// evalModel plays the validation puzzles with a served model in the base prompt; an empty label
-// draws no progress line (validation inside PPO, whose line is already on screen).
+// evalModel plays the validation puzzles with a served model in the base prompt, K samples each
+// at the rollout temperature and once greedily; an empty label draws no progress line
+// (validation inside PPO, whose line is already on screen).
 func (p *pipeline) evalModel(ctx context.Context, m, modelName, label string) (Eval, error) {
 	c, err := p.client(false)
 	if err != nil {
@@ -121,18 +134,38 @@ func (p *pipeline) evalModel(ctx context.Context, m, modelName, label string) (E
 	if label != "" {
 		label = m + " eval " + label
 	}
-	bar := newBar(p.o.Log, label, p.cfg.Run.ValPuzzles*p.cfg.Run.ValK)
-	res, err := rollout.Evaluate(ctx, func() (envs.Env, error) { return p.newEnv(ctx) }, func() (rollout.LLM, error) { return c, nil }, p.tokens,
-		rollout.EvalOptions{Episode: eo, Puzzles: p.cfg.Run.ValPuzzles, K: p.cfg.Run.ValK, Concurrency: p.cfg.Rollout.Workers,
-			Progress: func(done, total int) { bar.set(done, "") }})
+	puzzles, k := p.cfg.Run.ValPuzzles, p.cfg.Run.ValK
+	bar := newBar(p.o.Log, label, puzzles*(k+1))
+	play := func(eo rollout.EpisodeOptions, k, done int) (rollout.EvalResult, error) {
+		res, err := rollout.Evaluate(ctx, func() (envs.Env, error) { return p.newEnv(ctx) }, func() (rollout.LLM, error) { return c, nil }, p.tokens,
+			rollout.EvalOptions{Episode: eo, Puzzles: puzzles, K: k, Concurrency: p.cfg.Rollout.Workers,
+				Progress: func(n, _ int) { bar.set(done+n, "") }})
+		if err == nil && res.Failed > 0 {
+			err = fmt.Errorf("evaluation of %s: %d episodes failed", modelName, res.Failed)
+		}
+		return res, err
+	}
+	res, err := play(eo, k, 0)
+	if err != nil {
+		bar.done()
+		return Eval{}, err
+	}
+	greedy := eo
+	greedy.Temperature, greedy.TopP, greedy.TopK = 0, 1, 0
+	g, err := play(greedy, 1, puzzles*k)
 	bar.done()
 	if err != nil {
 		return Eval{}, err
 	}
-	if res.Failed > 0 {
-		return Eval{}, fmt.Errorf("evaluation of %s: %d episodes failed", modelName, res.Failed)
-	}
-	return Eval{Pass1: res.Pass1, PassK: res.PassK, PassKUnbiased: res.PassKUnbiased, MeanReward: res.MeanReward, FormatErrors: res.FormatErrors, K: res.K, Puzzles: res.Puzzles}, nil
+	return newEval(res, g.Pass1, uint64(p.cfg.Run.Seed)), nil
+}
+
+// newEval summarises an evaluation with its intervals; greedy is the greedy Pass@1.
+func newEval(res rollout.EvalResult, greedy float64, seed uint64) Eval {
+	pass1, passK := perPuzzle(res.Successes, res.K)
+	return Eval{Pass1: res.Pass1, PassK: res.PassK, Pass1CI: bootstrapMean(pass1, seed), PassKCI: bootstrapMean(passK, seed),
+		PassKUnbiased: res.PassKUnbiased, PassAt: res.PassAt, Greedy: greedy, MeanReward: res.MeanReward, MeanActions: res.MeanActions,
+		FormatErrors: res.FormatErrors, K: res.K, Puzzles: res.Puzzles, Successes: res.Successes}
 }
 
 // statePPL is the perplexity of true states in world-model conversations on the validation
@@ -213,7 +246,7 @@ func (p *pipeline) ppo(ctx context.Context, m, start, out, run string) (string, 
 	began := time.Now()
 	var final string
 	err = p.ex.Do(ctx, func() error {
-		trainer, closeAll, err := learner.NewPPOFrom(start, p.cfg.Learner, p.cfg.Rollout.Temperature, uint64(p.cfg.Run.Seed))
+		trainer, closeAll, err := learner.NewPPOFrom(start, p.cfg.Learner, p.cfg.Rollout, uint64(p.cfg.Run.Seed))
 		if err != nil {
 			return err
 		}
@@ -226,7 +259,7 @@ func (p *pipeline) ppo(ctx context.Context, m, start, out, run string) (string, 
 			Seed:        uint64(p.cfg.Run.Seed), Resume: true,
 			AfterStep: func(ctx context.Context, r learner.StepReport) error {
 				mt := r.Metrics
-				bar.set(r.Step, fmt.Sprintf("reward %.2f success %.0f%% pg %.3f vf %.3f kl %.4f", mt.Reward, 100*mt.Success, mt.PolicyLoss, mt.ValueLoss, mt.ApproxKL))
+				bar.set(r.Step, fmt.Sprintf("reward %.2f success %.0f%% moves %.1f format errors %.0f%% pg %.3f kl %.4f", mt.Reward, 100*mt.Success, mt.Moves, 100*mt.FormatErrors, mt.PolicyLoss, mt.ApproxKL))
 				p.record(map[string]any{"stage": "ppo", "method": m, "step": r.Step, "report": r})
 				// The last step's validation is the final evaluation, which follows.
 				every := p.cfg.Learner.PPO.ValidateEvery
@@ -236,7 +269,7 @@ func (p *pipeline) ppo(ctx context.Context, m, start, out, run string) (string, 
 						return err
 					}
 					p.record(map[string]any{"stage": "validate", "method": m, "step": r.Step, "eval": e})
-					bar.set(r.Step, fmt.Sprintf("reward %.2f success %.0f%% | validation Pass@1 %.1f%% Pass@%d %.1f%%", mt.Reward, 100*mt.Success, 100*e.Pass1, e.K, 100*e.PassK))
+					bar.set(r.Step, fmt.Sprintf("reward %.2f success %.0f%% | validation Pass@1 %.1f%% Pass@%d %.1f%% greedy %.1f%%", mt.Reward, 100*mt.Success, 100*e.Pass1, e.K, 100*e.PassK, 100*e.Greedy))
 				}
 				return nil
 			},

@@ -66,44 +66,11 @@ type pipeline struct {
 
 // Run executes the pipeline (see the package doc and docs/run.md) and writes the report.
 func Run(ctx context.Context, o Options) (*Report, error) {
-	if o.Log == nil {
-		o.Log = io.Discard
-	}
-	p := &pipeline{o: o, cfg: o.Config}
-	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+	p, base, err := open(ctx, o)
+	if err != nil {
 		return nil, err
 	}
-	var err error
-	if p.st, err = loadState(o.Dir, o.Resume); err != nil {
-		return nil, err
-	}
-	p.st.finished = func(stage string, took time.Duration) {
-		p.logf("stage %s: done in %s", stage, took.Round(100*time.Millisecond))
-		p.record(map[string]any{"stage": "timing", "name": stage, "seconds": took.Seconds()})
-	}
-	if p.metrics, err = os.OpenFile(filepath.Join(o.Dir, "metrics.jsonl"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err != nil {
-		return nil, err
-	}
-	defer p.metrics.Close()
-	if err := p.saveConfig(); err != nil {
-		return nil, err
-	}
-	p.ex = torchrt.NewExecutor()
-	defer p.ex.Close()
 	defer p.close()
-
-	initDir, err := p.initModel(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := p.start(ctx, initDir); err != nil {
-		return nil, err
-	}
-	p.initDir = initDir
-	base, err := p.warmup(ctx, initDir)
-	if err != nil {
-		return nil, err
-	}
 	if slices.Contains(p.cfg.Run.Methods, "spa") {
 		if err := p.selfPlay(ctx, base); err != nil {
 			return nil, err
@@ -115,6 +82,50 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	return p.report()
+}
+
+// open brings up what every method shares: the run directory and its state, the starting
+// checkpoint, the embedded stack (bus, env hosts, server) and the format warm-up, whose result
+// (the base checkpoint) it returns. The caller closes the pipeline.
+func open(ctx context.Context, o Options) (p *pipeline, base string, err error) {
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	p = &pipeline{o: o, cfg: o.Config}
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, "", err
+	}
+	if p.st, err = loadState(o.Dir, o.Resume); err != nil {
+		return nil, "", err
+	}
+	p.st.finished = func(stage string, took time.Duration) {
+		p.logf("stage %s: done in %s", stage, took.Round(100*time.Millisecond))
+		p.record(map[string]any{"stage": "timing", "name": stage, "seconds": took.Seconds()})
+	}
+	if p.metrics, err = os.OpenFile(filepath.Join(o.Dir, "metrics.jsonl"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err != nil {
+		return nil, "", err
+	}
+	p.ex = torchrt.NewExecutor()
+	defer func() {
+		if err != nil {
+			p.close()
+		}
+	}()
+	if err := p.saveConfig(); err != nil {
+		return nil, "", err
+	}
+	initDir, err := p.initModel(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := p.start(ctx, initDir); err != nil {
+		return nil, "", err
+	}
+	p.initDir = initDir
+	if base, err = p.warmup(ctx, initDir); err != nil {
+		return nil, "", err
+	}
+	return p, base, nil
 }
 
 // saveConfig writes the merged configuration the run uses, for the record.
@@ -255,7 +266,16 @@ func (p *pipeline) newEnv(ctx context.Context) (envs.Env, error) {
 	return busenv.Dial(ctx, p.b.Conn, p.cfg.Env.Name, busenv.RemoteOptions{Variant: p.cfg.Env.Variant, Timeout: p.cfg.Bus.Timeout})
 }
 
+// close stops everything open started, in reverse order.
 func (p *pipeline) close() {
+	defer func() {
+		if p.ex != nil {
+			p.ex.Close()
+		}
+		if p.metrics != nil {
+			p.metrics.Close()
+		}
+	}()
 	if p.httpSrv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = p.httpSrv.Shutdown(ctx)

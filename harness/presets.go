@@ -22,10 +22,10 @@ var Presets = map[string]map[string]string{
 	},
 	"quick": {
 		"run.methods": "spa,vanilla", "run.selfplay_episodes": "384", "run.warmup_episodes": "512", "run.warmup_epochs": "4",
-		"run.val_puzzles": "32", "run.val_k": "8",
+		"run.val_puzzles": "64", "run.val_k": "8",
 		"rollout.groups": "8", "rollout.group_size": "8", "rollout.workers": "16", "rollout.max_turns": "3", "rollout.max_tokens": "160",
 		"run.warmup_lr": "1e-3", "run.sft_replay": "1", "learner.sft.epochs": "2", "learner.sft.batch_size": "16", "learner.sft.lr": "1e-3",
-		"learner.ppo.steps": "16", "learner.ppo.validate_every": "8", "learner.ppo.keep_group_ratio": "0.5",
+		"learner.ppo.steps": "24", "learner.ppo.validate_every": "12", "learner.ppo.group_filter": "success",
 		"learner.ppo.advantage": "grpo", "learner.ppo.loss_agg": "seq-mean-token-mean", "learner.ppo.actor_lr": "5e-5",
 		"learner.ppo.epochs": "2", "learner.ppo.mini_batches": "2",
 		"server.max_model_len": "2048", "server.kv_cache_mb": "256",

@@ -4,10 +4,9 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"maps"
+	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -15,6 +14,8 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
+
+	"github.com/spa-rl/spa/learner"
 )
 
 // Report is what a run produced.
@@ -40,8 +41,11 @@ type MethodResult struct {
 
 // series are a method's numbers by PPO step, read back from metrics.jsonl.
 type series struct {
-	valStep, pass1, passK []float64
-	step, reward, pg, vf  []float64
+	valStep, pass1, passK, greedy []float64
+	step, reward, penalty, moves  []float64
+	formatErrors, pg, vf          []float64 // formatErrors: turns with a format error per episode
+	// critic is true when the method trained a critic (its value loss means something).
+	critic bool
 }
 
 func (p *pipeline) readSeries() (map[string]*series, error) {
@@ -66,11 +70,7 @@ func (p *pipeline) readSeries() (map[string]*series, error) {
 			Step   int    `json:"step"`
 			Eval   *Eval  `json:"eval"`
 			Report *struct {
-				Metrics struct {
-					Reward     float64 `json:"reward"`
-					PolicyLoss float64 `json:"pg_loss"`
-					ValueLoss  float64 `json:"vf_loss"`
-				} `json:"metrics"`
+				Metrics learner.PPOMetrics `json:"metrics"`
 			} `json:"report"`
 		}
 		if json.Unmarshal(sc.Bytes(), &rec) != nil {
@@ -82,12 +82,17 @@ func (p *pipeline) readSeries() (map[string]*series, error) {
 			s.valStep = append(s.valStep, float64(rec.Step))
 			s.pass1 = append(s.pass1, 100*rec.Eval.Pass1)
 			s.passK = append(s.passK, 100*rec.Eval.PassK)
+			s.greedy = append(s.greedy, 100*rec.Eval.Greedy)
 		case rec.Stage == "ppo" && rec.Report != nil:
-			s := get(rec.Method)
+			s, mt := get(rec.Method), rec.Report.Metrics
 			s.step = append(s.step, float64(rec.Step))
-			s.reward = append(s.reward, rec.Report.Metrics.Reward)
-			s.pg = append(s.pg, rec.Report.Metrics.PolicyLoss)
-			s.vf = append(s.vf, rec.Report.Metrics.ValueLoss)
+			s.reward = append(s.reward, mt.Reward)
+			s.penalty = append(s.penalty, mt.FormatPenalty)
+			s.moves = append(s.moves, mt.Moves)
+			s.formatErrors = append(s.formatErrors, mt.FormatErrors*mt.Turns)
+			s.pg = append(s.pg, mt.PolicyLoss)
+			s.vf = append(s.vf, mt.ValueLoss)
+			s.critic = s.critic || mt.CriticNorm > 0
 		}
 	}
 	return out, sc.Err()
@@ -131,66 +136,86 @@ func (p *pipeline) report() (*Report, error) {
 			s.valStep = append([]float64{0}, s.valStep...)
 			s.pass1 = append([]float64{100 * start.Pass1}, s.pass1...)
 			s.passK = append([]float64{100 * start.PassK}, s.passK...)
+			s.greedy = append([]float64{100 * start.Greedy}, s.greedy...)
 		}
 		if mr.Final != nil && len(s.step) > 0 {
 			s.valStep = append(s.valStep, s.step[len(s.step)-1])
 			s.pass1 = append(s.pass1, 100*mr.Final.Pass1)
 			s.passK = append(s.passK, 100*mr.Final.PassK)
+			s.greedy = append(s.greedy, 100*mr.Final.Greedy)
 		}
 	}
-	type plotSpec struct {
-		file, title, y string
-		lines          func(m string, s *series) map[string][2][]float64
+	// A line is a name, its points, and whether it is drawn dashed (the second quantity of a
+	// method, in the method's colour family).
+	type line struct {
+		name   string
+		x, y   []float64
+		dashed bool
 	}
-	specs := []plotSpec{
-		{"success.png", "Validation success vs PPO step", "%", func(m string, s *series) map[string][2][]float64 {
-			return map[string][2][]float64{m + " Pass@1": {s.valStep, s.pass1}, m + " Pass@k": {s.valStep, s.passK}}
+	specs := []struct {
+		file, title, y string
+		lines          func(m string, s *series) []line
+	}{
+		{"success.png", "Validation success vs PPO step", "%", func(m string, s *series) []line {
+			return []line{{m + " Pass@1", s.valStep, s.pass1, false}, {m + " Pass@k", s.valStep, s.passK, true}, {m + " greedy Pass@1", s.valStep, s.greedy, true}}
 		}},
-		{"reward.png", "Training reward vs PPO step", "mean episode reward", func(m string, s *series) map[string][2][]float64 {
-			return map[string][2][]float64{m: {s.step, s.reward}}
+		{"reward.png", "Training reward vs PPO step", "mean per episode", func(m string, s *series) []line {
+			return []line{{m + " reward", s.step, s.reward, false}, {m + " of it format penalty", s.step, s.penalty, true}}
 		}},
-		{"losses.png", "Losses vs PPO step", "loss", func(m string, s *series) map[string][2][]float64 {
-			return map[string][2][]float64{m + " policy": {s.step, s.pg}, m + " value": {s.step, s.vf}}
+		{"behaviour.png", "What the policy does vs PPO step", "per episode", func(m string, s *series) []line {
+			return []line{{m + " moves", s.step, s.moves, false}, {m + " turns with a format error", s.step, s.formatErrors, true}}
+		}},
+		{"losses.png", "Losses vs PPO step", "loss", func(m string, s *series) []line {
+			ls := []line{{m + " policy", s.step, s.pg, false}}
+			if s.critic {
+				ls = append(ls, line{m + " value", s.step, s.vf, true})
+			}
+			return ls
 		}},
 	}
 	for _, sp := range specs {
 		pl := plot.New()
 		pl.Title.Text, pl.X.Label.Text, pl.Y.Label.Text = sp.title, "PPO step", sp.y
 		i := 0
+		lo, hi := math.Inf(1), math.Inf(-1)
 		for _, m := range p.cfg.Run.Methods {
 			s := ser[m]
 			if s == nil {
 				continue
 			}
-			lines := sp.lines(m, s)
-			for _, name := range sortedKeys(lines) {
-				xy := lines[name]
-				if len(xy[0]) == 0 {
+			for _, l := range sp.lines(m, s) {
+				if len(l.x) == 0 {
 					continue
 				}
-				pts := make(plotter.XYs, len(xy[0]))
+				pts := make(plotter.XYs, len(l.x))
 				for j := range pts {
-					pts[j].X, pts[j].Y = xy[0][j], xy[1][j]
+					pts[j].X, pts[j].Y = l.x[j], l.y[j]
+					lo, hi = math.Min(lo, l.y[j]), math.Max(hi, l.y[j])
 				}
-				line, points, err := plotter.NewLinePoints(pts)
+				ln, points, err := plotter.NewLinePoints(pts)
 				if err != nil {
 					return nil, err
 				}
 				c := plotutil.Color(i)
-				line.Color, points.Color = c, c
-				if strings.HasSuffix(name, "Pass@k") || strings.HasSuffix(name, "value") {
-					line.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+				ln.Color, points.Color = c, c
+				if l.dashed {
+					ln.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
 				}
 				points.Shape = plotutil.Shape(i)
-				pl.Add(line, points)
-				pl.Legend.Add(name, line, points)
+				pl.Add(ln, points)
+				pl.Legend.Add(l.name, ln, points)
 				i++
 			}
+		}
+		// The legend sits in a band above the data, so that it never covers a line.
+		if i > 0 {
+			span := math.Max(hi-lo, 1e-6)
+			pl.Y.Min, pl.Y.Max = lo-0.05*span, hi+(0.1+0.09*float64(i))*span
 		}
 		pl.Legend.Top = true
 		pl.Add(plotter.NewGrid())
 		path := filepath.Join(p.o.Dir, sp.file)
-		if err := pl.Save(7*vg.Inch, 4*vg.Inch, path); err != nil {
+		if err := pl.Save(7*vg.Inch, 4.5*vg.Inch, path); err != nil {
 			return nil, fmt.Errorf("plot %s: %w", sp.file, err)
 		}
 		r.Plots = append(r.Plots, path)
@@ -201,8 +226,6 @@ func (p *pipeline) report() (*Report, error) {
 	}
 	return r, p.st.complete("report", nil)
 }
-
-func sortedKeys(m map[string][2][]float64) []string { return slices.Sorted(maps.Keys(m)) }
 
 func pct(e *Eval, f func(*Eval) float64) string {
 	if e == nil {
@@ -218,6 +241,11 @@ func num(e *Eval, f func(*Eval) float64, format string) string {
 	return fmt.Sprintf(format, f(e))
 }
 
+// ci formats a share with its interval, in percent.
+func ci(x float64, iv Interval) string {
+	return fmt.Sprintf("%.1f [%.1f, %.1f]", 100*x, 100*iv.Low, 100*iv.High)
+}
+
 // Table is the report's results table in Markdown.
 func (r *Report) Table() string {
 	var b strings.Builder
@@ -227,20 +255,68 @@ func (r *Report) Table() string {
 			k = m.Final.K
 		}
 	}
-	fmt.Fprintf(&b, "| method | policy | Pass@1 %% | Pass@%d %% | mean reward | state perplexity |\n|---|---|---|---|---|---|\n", k)
+	fmt.Fprintf(&b, "| method | policy | Pass@1 %% [95%% CI] | Pass@%d %% [95%% CI] | greedy Pass@1 %% | mean reward | actions per episode | format errors %% | state perplexity |\n|---|---|---|---|---|---|---|---|---|\n", k)
 	for _, m := range r.Methods {
 		rows := []struct {
 			label string
 			e     *Eval
 		}{{"untrained (as initialised)", m.Init}, {"base (format warm-up only)", m.Base}, {"after world-model SFT", m.Start}, {"after PPO", m.Final}}
 		for _, row := range rows {
-			if row.e == nil {
+			e := row.e
+			if e == nil {
 				continue
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", m.Method, row.label,
-				pct(row.e, func(e *Eval) float64 { return e.Pass1 }), pct(row.e, func(e *Eval) float64 { return e.PassK }),
-				num(row.e, func(e *Eval) float64 { return e.MeanReward }, "%.3f"), num(row.e, func(e *Eval) float64 { return e.StatePPL }, "%.2f"))
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %.1f | %.3f | %.2f | %.1f | %.2f |\n", m.Method, row.label,
+				ci(e.Pass1, e.Pass1CI), ci(e.PassK, e.PassKCI), 100*e.Greedy, e.MeanReward, e.MeanActions, 100*e.FormatErrors, e.StatePPL)
 		}
+	}
+	return b.String()
+}
+
+// PairedTable compares every method's final policy with every later method's on the same
+// validation puzzles, and each method's final policy with its own PPO start: the per-puzzle
+// differences in Pass@1 and Pass@k with their intervals. It is empty without two evaluations of
+// the same puzzles.
+func (r *Report) PairedTable(seed uint64) string {
+	type pair struct {
+		label string
+		a, b  *Eval
+	}
+	var pairs []pair
+	for i, m := range r.Methods {
+		start := m.Start
+		if start == nil {
+			start = m.Base
+		}
+		pairs = append(pairs, pair{m.Method + " after PPO − its PPO start", m.Final, start})
+		for _, o := range r.Methods[i+1:] {
+			pairs = append(pairs, pair{m.Method + " − " + o.Method + " after PPO", m.Final, o.Final})
+		}
+		if m.Start != nil {
+			for _, o := range r.Methods {
+				if o.Method != m.Method {
+					pairs = append(pairs, pair{m.Method + " after PPO − " + o.Method + " base", m.Final, o.Base})
+				}
+			}
+		}
+	}
+	var b strings.Builder
+	for _, p := range pairs {
+		if p.a == nil || p.b == nil || p.a.K != p.b.K || len(p.a.Successes) == 0 {
+			continue
+		}
+		a1, aK := perPuzzle(p.a.Successes, p.a.K)
+		b1, bK := perPuzzle(p.b.Successes, p.b.K)
+		d1, ok1 := pairedDiff(a1, b1, seed)
+		dK, okK := pairedDiff(aK, bK, seed)
+		if !ok1 || !okK {
+			continue
+		}
+		if b.Len() == 0 {
+			fmt.Fprintf(&b, "| comparison (same puzzles) | Pass@1 points [95%% CI] | Pass@%d points [95%% CI] |\n|---|---|---|\n", p.a.K)
+		}
+		fmt.Fprintf(&b, "| %s | %+.1f [%+.1f, %+.1f] | %+.1f [%+.1f, %+.1f] |\n", p.label,
+			100*d1.Diff, 100*d1.CI.Low, 100*d1.CI.High, 100*dK.Diff, 100*dK.CI.Low, 100*dK.CI.High)
 	}
 	return b.String()
 }
@@ -267,7 +343,12 @@ func (p *pipeline) markdown(r *Report) string {
 	fmt.Fprintf(&b, "Validation: %d fixed puzzles (seeds 0..%d) x %d samples at temperature %g, base prompt; Pass@1 is the mean success, Pass@%d the share of puzzles solved at least once. State perplexity is that of the true states inside world-model turns on validation puzzles. PPO: %d steps of %d groups x %d episodes on training seeds from %d.\n\n",
 		puzzles, puzzles-1, k, c.Rollout.Temperature, k, c.Learner.PPO.Steps, c.Rollout.Groups, c.Rollout.GroupSize, trainSeedBase)
 	b.WriteString(r.Table())
-	b.WriteString("\n")
+	b.WriteString("\nIntervals are 95% percentile-bootstrap intervals over puzzles; greedy Pass@1 is one sample per puzzle at temperature 0.\n\n")
+	if t := r.PairedTable(uint64(c.Run.Seed)); t != "" {
+		b.WriteString("Paired differences on the same validation puzzles (a difference whose interval excludes 0 is more than noise):\n\n")
+		b.WriteString(t)
+		b.WriteString("\n")
+	}
 	for _, pl := range r.Plots {
 		name := filepath.Base(pl)
 		fmt.Fprintf(&b, "![%s](%s)\n\n", strings.TrimSuffix(name, ".png"), name)

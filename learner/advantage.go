@@ -44,26 +44,43 @@ func Whiten(x []float64, mask []bool) error {
 	if mask != nil && len(mask) != len(x) {
 		return fmt.Errorf("whiten: %d values and %d mask entries", len(x), len(mask))
 	}
-	n, sum := 0, 0.0
-	for i, v := range x {
+	w := make([]float64, len(x))
+	for i := range w {
 		if mask == nil || mask[i] {
-			n++
-			sum += v
+			w[i] = 1
 		}
 	}
-	if n == 0 {
+	return WhitenWeighted(x, w)
+}
+
+// WhitenWeighted is Whiten with a weight per position: the mean and variance are weighted by w,
+// and positions of weight 0 are left unchanged. Weighting positions as the loss weighs them
+// keeps the loss's mean advantage at zero: with a sequence-mean loss every token of a sequence of
+// n tokens weighs 1/n, and whitening with unit weights would leave longer sequences' advantages
+// over-counted in the mean (a small positive or negative bias in every update).
+func WhitenWeighted(x, w []float64) error {
+	if len(w) != len(x) {
+		return fmt.Errorf("whiten: %d values and %d weights", len(x), len(w))
+	}
+	sw, sum := 0.0, 0.0
+	for i, v := range x {
+		if w[i] < 0 {
+			return fmt.Errorf("whiten: weight %d is %v", i, w[i])
+		}
+		sw += w[i]
+		sum += w[i] * v
+	}
+	if sw == 0 {
 		return nil
 	}
-	mean := sum / float64(n)
+	mean := sum / sw
 	ss := 0.0
 	for i, v := range x {
-		if mask == nil || mask[i] {
-			ss += (v - mean) * (v - mean)
-		}
+		ss += w[i] * (v - mean) * (v - mean)
 	}
-	std := math.Sqrt(ss/float64(n) + 1e-8)
+	std := math.Sqrt(ss/sw + 1e-8)
 	for i, v := range x {
-		if mask == nil || mask[i] {
+		if w[i] > 0 {
 			x[i] = (v - mean) / std
 		}
 	}
@@ -85,33 +102,68 @@ func TokenRewards(total float64, n int) []float64 {
 type GroupStat struct {
 	Group   string
 	Rewards []float64
+	// Successes counts the group's successful episodes (FilterSuccess).
+	Successes int
 }
 
 // Std is the population standard deviation of the group's rewards.
-func (g GroupStat) Std() float64 {
-	if len(g.Rewards) == 0 {
+func (g GroupStat) Std() float64 { return std(g.Rewards, 0) }
+
+// std is the standard deviation of x with ddof delta degrees of freedom (0: population, 1:
+// sample); a group too small for ddof has 0.
+func std(x []float64, ddof int) float64 {
+	if len(x) <= ddof {
 		return 0
 	}
-	m := 0.0
-	for _, r := range g.Rewards {
-		m += r
-	}
-	m /= float64(len(g.Rewards))
+	m := mean(x)
 	ss := 0.0
-	for _, r := range g.Rewards {
+	for _, r := range x {
 		ss += (r - m) * (r - m)
 	}
-	return math.Sqrt(ss / float64(len(g.Rewards)))
+	return math.Sqrt(ss / float64(len(x)-ddof))
 }
 
-// FilterGroups keeps the share of groups with the highest in-group reward standard deviation
-// (SPA.md: the top 25%), at least one group, and returns their names in order of decreasing std
-// (ties by name, so the choice is deterministic). Groups whose episodes all scored the same teach
-// nothing to a group-relative advantage and little to PPO.
-func FilterGroups(groups []GroupStat, keep float64) []string {
-	if keep <= 0 || keep > 1 || len(groups) == 0 {
-		keep = 1
+func mean(x []float64) float64 {
+	if len(x) == 0 {
+		return 0
 	}
+	s := 0.0
+	for _, v := range x {
+		s += v
+	}
+	return s / float64(len(x))
+}
+
+// GroupFilter is how a step picks the groups it trains on.
+type GroupFilter string
+
+const (
+	// FilterNone keeps every group.
+	FilterNone GroupFilter = "none"
+	// FilterStd keeps the share of groups with the highest in-group reward std (the paper's top
+	// 25%, learner.ppo.keep_group_ratio).
+	FilterStd GroupFilter = "std"
+	// FilterSuccess keeps the groups in which at least one episode succeeded: the groups that
+	// carry the signal of a solve, so that differences in move costs alone never drive an update.
+	FilterSuccess GroupFilter = "success"
+)
+
+// ParseGroupFilter accepts the GroupFilter names; empty means FilterStd.
+func ParseGroupFilter(s string) (GroupFilter, error) {
+	switch f := GroupFilter(s); f {
+	case "":
+		return FilterStd, nil
+	case FilterNone, FilterStd, FilterSuccess:
+		return f, nil
+	}
+	return "", fmt.Errorf("unknown group filter %q (want none, std or success)", s)
+}
+
+// FilterGroups returns the names of the groups f keeps, in order of decreasing reward std (ties
+// by name, so the choice is deterministic). For FilterStd it keeps the share keep, at least one
+// group: groups whose episodes all scored the same teach nothing to a group-relative advantage.
+// FilterSuccess may keep none.
+func FilterGroups(groups []GroupStat, f GroupFilter, keep float64) []string {
 	sorted := append([]GroupStat(nil), groups...)
 	sort.Slice(sorted, func(i, j int) bool {
 		si, sj := sorted[i].Std(), sorted[j].Std()
@@ -120,7 +172,21 @@ func FilterGroups(groups []GroupStat, keep float64) []string {
 		}
 		return sorted[i].Group < sorted[j].Group
 	})
-	n := max(1, int(math.Ceil(keep*float64(len(sorted)))))
+	n := len(sorted)
+	switch f {
+	case FilterStd, "":
+		if keep > 0 && keep < 1 && n > 0 {
+			n = max(1, int(math.Ceil(keep*float64(n))))
+		}
+	case FilterSuccess:
+		kept := sorted[:0]
+		for _, g := range sorted {
+			if g.Successes > 0 {
+				kept = append(kept, g)
+			}
+		}
+		sorted, n = kept, len(kept)
+	}
 	out := make([]string, n)
 	for i := range n {
 		out[i] = sorted[i].Group
@@ -128,21 +194,47 @@ func FilterGroups(groups []GroupStat, keep float64) []string {
 	return out
 }
 
-// GroupAdvantages is GRPO's critic-free advantage: each episode's reward minus its group's mean,
-// divided by the group's standard deviation (plus eps); a group with no spread gives zeros.
-func GroupAdvantages(rewards []float64) []float64 {
-	g := GroupStat{Rewards: rewards}
-	std := g.Std()
-	mean := 0.0
-	for _, r := range rewards {
-		mean += r
+// GroupNorm is how GRPO scales a group's centred rewards.
+type GroupNorm string
+
+const (
+	// NormStd divides by the group's sample standard deviation (n − 1 degrees of freedom) plus
+	// 1e-6, as verl computes it (torch.std).
+	NormStd GroupNorm = "std"
+	// NormPopulationStd divides by the population standard deviation plus 1e-6 (spa before
+	// verl's convention was adopted).
+	NormPopulationStd GroupNorm = "population-std"
+	// NormNone does not divide: Dr.GRPO (Liu et al. 2025; verl's norm_adv_by_std_in_grpo=False).
+	// A group whose rewards differ only by move costs then gets advantages of that size, not ±1
+	// like a group that differs by a solve.
+	NormNone GroupNorm = "none"
+)
+
+// ParseGroupNorm accepts the GroupNorm names; empty means NormStd.
+func ParseGroupNorm(s string) (GroupNorm, error) {
+	switch n := GroupNorm(s); n {
+	case "":
+		return NormStd, nil
+	case NormStd, NormPopulationStd, NormNone:
+		return n, nil
 	}
-	if len(rewards) > 0 {
-		mean /= float64(len(rewards))
+	return "", fmt.Errorf("unknown group normalisation %q (want std, population-std or none)", s)
+}
+
+// GroupAdvantages is GRPO's critic-free advantage: each episode's reward minus its group's mean,
+// divided as norm says; a group with no spread gives zeros.
+func GroupAdvantages(rewards []float64, norm GroupNorm) []float64 {
+	m := mean(rewards)
+	div := 1.0
+	switch norm {
+	case NormStd, "":
+		div = std(rewards, 1) + 1e-6
+	case NormPopulationStd:
+		div = std(rewards, 0) + 1e-6
 	}
 	out := make([]float64, len(rewards))
 	for i, r := range rewards {
-		out[i] = (r - mean) / (std + 1e-6)
+		out[i] = (r - m) / div
 	}
 	return out
 }

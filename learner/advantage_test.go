@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"testing"
+
+	"github.com/spa-rl/spa/config"
 )
 
 func near(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
@@ -49,33 +51,156 @@ func TestWhitenByHand(t *testing.T) {
 	}
 }
 
-func TestFilterGroupsKeepsHighestSpread(t *testing.T) {
-	groups := []GroupStat{
-		{"flat", []float64{1, 1, 1, 1}},
-		{"wide", []float64{0, 10, 0, 10}},
-		{"mid", []float64{0, 1, 0, 1}},
-		{"zero", []float64{0, 0, 0, 0}},
+func TestWhitenWeightedByHand(t *testing.T) {
+	// Two sequences under a sequence-mean loss: A has 1 token (weight 1), B 3 tokens (weight 1/3
+	// each). Values [4 | 0 0 0]: weighted mean (4 + 0)/2 = 2, weighted variance
+	// (1·4 + 3·(1/3)·4)/2 = 4, std 2 → [1 | −1 −1 −1]. Unit weights would give mean 1 and leave
+	// the loss's mean advantage at (1.73 − 0.58)/2 ≠ 0.
+	x := []float64{4, 0, 0, 0}
+	if err := WhitenWeighted(x, []float64{1, 1.0 / 3, 1.0 / 3, 1.0 / 3}); err != nil {
+		t.Fatal(err)
 	}
-	if got := fmt.Sprint(FilterGroups(groups, 0.25)); got != "[wide]" {
-		t.Errorf("top 25%%: %s", got)
+	s := math.Sqrt(4 + 1e-8)
+	for i, want := range []float64{2 / s, -2 / s, -2 / s, -2 / s} {
+		if !near(x[i], want) {
+			t.Errorf("x[%d] = %v, want %v", i, x[i], want)
+		}
 	}
-	if got := fmt.Sprint(FilterGroups(groups, 0.5)); got != "[wide mid]" {
-		t.Errorf("top 50%%: %s", got)
-	}
-	if got := fmt.Sprint(FilterGroups(groups[:1], 0.25)); got != "[flat]" {
-		t.Errorf("at least one group: %s", got)
+	if err := WhitenWeighted([]float64{1}, []float64{-1}); err == nil {
+		t.Error("a negative weight was accepted")
 	}
 }
 
-func TestGroupAdvantages(t *testing.T) {
-	// rewards [0, 2]: mean 1, std 1 → [−1, 1] (up to eps).
-	a := GroupAdvantages([]float64{0, 2})
-	if math.Abs(a[0]+1) > 1e-5 || math.Abs(a[1]-1) > 1e-5 {
-		t.Errorf("%v", a)
+func TestFilterGroupsByHand(t *testing.T) {
+	groups := []GroupStat{
+		{"flat", []float64{1, 1, 1, 1}, 4},
+		{"wide", []float64{0, 10, 0, 10}, 2},
+		{"mid", []float64{0, 1, 0, 1}, 0},
+		{"zero", []float64{0, 0, 0, 0}, 0},
 	}
-	for _, v := range GroupAdvantages([]float64{3, 3, 3}) {
-		if v != 0 {
-			t.Errorf("a flat group gave %v", v)
+	for _, c := range []struct {
+		filter GroupFilter
+		keep   float64
+		groups []GroupStat
+		want   string
+	}{
+		{FilterStd, 0.25, groups, "[wide]"},
+		{FilterStd, 0.5, groups, "[wide mid]"},
+		{FilterStd, 1, groups, "[wide mid flat zero]"},
+		{FilterStd, 0.25, groups[:1], "[flat]"}, // at least one group
+		// A group with a solve is kept whatever its spread; an all-fail group is not, even when
+		// its rewards differ (move costs).
+		{FilterSuccess, 0.25, groups, "[wide flat]"},
+		{FilterSuccess, 1, groups[2:], "[]"},
+		{FilterNone, 0.25, groups, "[wide mid flat zero]"},
+	} {
+		if got := fmt.Sprint(FilterGroups(c.groups, c.filter, c.keep)); got != c.want {
+			t.Errorf("%s keep %v: %s, want %s", c.filter, c.keep, got, c.want)
+		}
+	}
+	if _, err := ParseGroupFilter("best"); err == nil {
+		t.Error("an unknown filter was accepted")
+	}
+}
+
+func TestGroupAdvantagesByHand(t *testing.T) {
+	// rewards [0, 2, 4]: mean 2; sample std (verl's torch.std) sqrt(8/2) = 2; population std
+	// sqrt(8/3) = 1.633; Dr.GRPO divides by nothing.
+	for _, c := range []struct {
+		norm GroupNorm
+		want []float64
+	}{
+		{NormStd, []float64{-1, 0, 1}},
+		{NormPopulationStd, []float64{-2 / math.Sqrt(8.0/3), 0, 2 / math.Sqrt(8.0/3)}},
+		{NormNone, []float64{-2, 0, 2}},
+	} {
+		a := GroupAdvantages([]float64{0, 2, 4}, c.norm)
+		for i := range a {
+			if math.Abs(a[i]-c.want[i]) > 1e-5 {
+				t.Errorf("%s: %v, want %v", c.norm, a, c.want)
+				break
+			}
+		}
+		for _, v := range GroupAdvantages([]float64{3, 3, 3}, c.norm) {
+			if v != 0 {
+				t.Errorf("%s: a flat group gave %v", c.norm, v)
+			}
+		}
+	}
+	// The case that taught the policy to act less: an all-fail group whose rewards differ only by
+	// move costs. Divided by its std it is as loud as a solve; Dr.GRPO keeps it at the costs' size.
+	fail := []float64{-0.3, -0.1, -0.2, -0.4}
+	if a := GroupAdvantages(fail, NormStd); math.Abs(a[1]) < 1 {
+		t.Errorf("std-normalised all-fail advantages %v, want magnitudes above 1", a)
+	}
+	if a := GroupAdvantages(fail, NormNone); math.Abs(a[1]-0.15) > 1e-9 {
+		t.Errorf("Dr.GRPO all-fail advantage %v, want 0.15", a[1])
+	}
+	if _, err := ParseGroupNorm("max"); err == nil {
+		t.Error("an unknown normalisation was accepted")
+	}
+}
+
+func TestShuffleAndCompleteGroups(t *testing.T) {
+	seqs := []Sequence{
+		{Group: "a", Reward: 1, TurnRewards: []float64{0, 1}, Success: true},
+		{Group: "a", Reward: 0, TurnRewards: []float64{0, 0}},
+		{Group: "b", Reward: 5, TurnRewards: []float64{5}},
+		{Group: "a", Reward: 2, TurnRewards: []float64{2}},
+		{Group: "b", Reward: 7, TurnRewards: []float64{3, 4}},
+	}
+	// Shuffling permutes outcomes inside each group only: the multiset of each group's rewards
+	// is kept, turn rewards still sum to the reward, and success travels with its reward.
+	sum := func(x []float64) float64 {
+		s := 0.0
+		for _, v := range x {
+			s += v
+		}
+		return s
+	}
+	moved := false
+	for step := range uint64(20) {
+		s := make([]Sequence, len(seqs))
+		copy(s, seqs)
+		shuffleRewards(s, 1, step)
+		got := map[string]float64{}
+		for i, q := range s {
+			got[q.Group] += q.Reward
+			if math.Abs(sum(q.TurnRewards)-q.Reward) > 1e-12 || len(q.TurnRewards) != len(seqs[i].TurnRewards) {
+				t.Fatalf("step %d: sequence %d has turn rewards %v for reward %v", step, i, q.TurnRewards, q.Reward)
+			}
+			if q.Success != (q.Reward == 1) {
+				t.Fatalf("step %d: success did not travel with its reward: %+v", step, q)
+			}
+			moved = moved || q.Reward != seqs[i].Reward
+		}
+		if got["a"] != 3 || got["b"] != 12 {
+			t.Fatalf("step %d: group sums %v, want a 3 and b 12", step, got)
+		}
+	}
+	if !moved {
+		t.Error("20 shuffles never moved a reward")
+	}
+	kept, dropped := completeGroups(seqs, 3)
+	if len(kept) != 3 || dropped != 1 || kept[0].Group != "a" || kept[2].Group != "a" {
+		t.Errorf("complete groups of 3: kept %d (%v), dropped %d", len(kept), kept, dropped)
+	}
+}
+
+func TestCheckSamplingRefusesTruncatedTrainingRollouts(t *testing.T) {
+	ok := config.Default().Rollout
+	if err := CheckSampling(ok); err != nil {
+		t.Fatalf("the defaults: %v", err)
+	}
+	for name, change := range map[string]func(*config.Rollout){
+		"top_p":  func(r *config.Rollout) { r.TopP = 0.9 },
+		"top_k":  func(r *config.Rollout) { r.TopK = 20 },
+		"greedy": func(r *config.Rollout) { r.Temperature = 0 },
+	} {
+		r := ok
+		change(&r)
+		if err := CheckSampling(r); err == nil {
+			t.Errorf("%s: accepted", name)
 		}
 	}
 }

@@ -1,6 +1,8 @@
 package learner
 
 import (
+	"fmt"
+
 	"github.com/spa-rl/spa/config"
 	"github.com/spa-rl/spa/model"
 )
@@ -13,17 +15,38 @@ func SFTOptionsFrom(l config.Learner, seed uint64) SFTOptions {
 	}
 }
 
-// PPOOptionsFrom maps the configuration's learner section onto PPO options; temperature is the
-// rollout's sampling temperature.
-func PPOOptionsFrom(l config.Learner, temperature float64, seed uint64) PPOOptions {
+// PPOOptionsFrom maps the configuration's learner section onto PPO options; the rollout section
+// gives the sampling temperature and the group size.
+func PPOOptionsFrom(l config.Learner, r config.Rollout, seed uint64) PPOOptions {
 	p := l.PPO
-	return PPOOptions{
+	o := PPOOptions{
 		ActorLR: p.ActorLR, CriticLR: p.CriticLR, ClipLow: p.ClipLow, ClipHigh: p.ClipHigh, DualClip: p.DualClip,
 		EntropyCoef: p.EntropyCoef, KLCoef: p.KLCoef, Gamma: p.Gamma, Lambda: p.Lambda, ValueClip: p.ValueClip,
 		KeepGroupRatio: p.KeepGroupRatio, MiniBatches: p.MiniBatches, Epochs: p.Epochs,
 		Beta1: l.Beta1, Beta2: l.Beta2, WeightDecay: l.WeightDecay, GradClip: l.GradClip,
-		Advantage: p.Advantage, LossAgg: p.LossAgg, Temperature: temperature, MicroBatch: l.MicroBatch, Seed: seed,
+		Advantage: p.Advantage, LossAgg: p.LossAgg, Temperature: r.Temperature, MicroBatch: l.MicroBatch, Seed: seed,
+		GroupNorm: GroupNorm(p.GroupNorm), GroupFilter: GroupFilter(p.GroupFilter), RewardScale: p.RewardScale,
+		CriticWarmup: p.CriticWarmup, ShuffleRewards: p.ShuffleRewards,
 	}
+	if p.CompleteGroups {
+		o.GroupSize = r.GroupSize
+	}
+	return o
+}
+
+// CheckSampling refuses rollout settings PPO cannot train on: the learner recomputes logprobs
+// under the full softmax at the rollout's temperature, so nucleus or top-k sampling (which
+// renormalise over fewer tokens) would bias every importance ratio, and greedy decoding has no
+// logprobs to compare.
+func CheckSampling(r config.Rollout) error {
+	switch {
+	case r.Temperature <= 0:
+		return fmt.Errorf("training rollouts need rollout.temperature > 0 (greedy decoding is for evaluation)")
+	case r.TopP < 1 || r.TopK > 0:
+		return fmt.Errorf("training rollouts must sample the full distribution (rollout.top_p 1, rollout.top_k 0; have %g and %d): "+
+			"the learner's logprobs cover every token, so truncated sampling biases the importance ratio", r.TopP, r.TopK)
+	}
+	return nil
 }
 
 // LoadPolicy loads a checkpoint on l.Device for training, with LoRA adapters when l.LoRA.Rank > 0.
@@ -47,7 +70,10 @@ func LoadPolicy(dir string, l config.Learner, seed uint64) (*model.Model, error)
 
 // NewPPOFrom loads the actor from dir (with LoRA when configured), makes the critic from it (none
 // for GRPO) and the frozen reference (when kl_coef > 0). closeAll frees the trainer and the models.
-func NewPPOFrom(dir string, l config.Learner, temperature float64, seed uint64) (p *PPO, closeAll func(), err error) {
+func NewPPOFrom(dir string, l config.Learner, r config.Rollout, seed uint64) (p *PPO, closeAll func(), err error) {
+	if err := CheckSampling(r); err != nil {
+		return nil, nil, err
+	}
 	actor, err := LoadPolicy(dir, l, seed)
 	if err != nil {
 		return nil, nil, err
@@ -74,7 +100,7 @@ func NewPPOFrom(dir string, l config.Learner, temperature float64, seed uint64) 
 		}
 		models = append(models, ref)
 	}
-	if p, err = NewPPO(actor, critic, ref, PPOOptionsFrom(l, temperature, seed)); err != nil {
+	if p, err = NewPPO(actor, critic, ref, PPOOptionsFrom(l, r, seed)); err != nil {
 		free()
 		return nil, nil, err
 	}

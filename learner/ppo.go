@@ -3,6 +3,7 @@ package learner
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/sugarme/gotch"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/spa-rl/spa/bus"
 	"github.com/spa-rl/spa/model"
+	"github.com/spa-rl/spa/rollout"
 )
 
 // PPOOptions are SPA.md's PPO settings (clip 0.2/0.28, dual clip 3, entropy 0.001, γ = λ = 1,
@@ -30,6 +32,24 @@ type PPOOptions struct {
 	// weighs the same, so long responses weigh more) or "seq-mean-token-mean" (each trajectory
 	// weighs the same, the mean of its tokens). Empty means token-mean.
 	LossAgg string
+	// GroupNorm scales GRPO's group advantages: NormStd (verl's) by default, NormNone for Dr.GRPO.
+	GroupNorm GroupNorm
+	// GroupFilter picks the groups a step trains on (FilterStd by default, keeping
+	// KeepGroupRatio of them).
+	GroupFilter GroupFilter
+	// RewardScale multiplies every reward before advantages and returns; zero means 1. Scaling
+	// returns to about ±1 puts them where ValueClip and a fresh critic's outputs are.
+	RewardScale float64
+	// CriticWarmup is how many steps train the critic alone, before the actor starts (verl's
+	// trainer.critic_warmup): advantages from an untrained critic are noise.
+	CriticWarmup int
+	// GroupSize, when positive, trains complete groups only: a group with fewer episodes in the
+	// batch (free-running workers can split one across batches) is dropped and counted.
+	GroupSize int
+	// ShuffleRewards permutes rewards (and success) among the episodes of each group before
+	// training: the negative control. A policy that still improves learns from something other
+	// than its rewards, which is a bug.
+	ShuffleRewards bool
 	// Temperature the trajectories were sampled at; logprobs are recomputed under it.
 	Temperature float64
 	// MicroBatch is how many sequences one forward pass holds; zero means a whole mini-batch.
@@ -77,6 +97,19 @@ func NewPPO(actor, critic, ref *model.Model, o PPOOptions) (*PPO, error) {
 	if o.Temperature <= 0 {
 		o.Temperature = 1
 	}
+	if o.RewardScale == 0 {
+		o.RewardScale = 1
+	}
+	var err error
+	if o.GroupNorm, err = ParseGroupNorm(string(o.GroupNorm)); err != nil {
+		return nil, fmt.Errorf("ppo: %w", err)
+	}
+	if o.GroupFilter, err = ParseGroupFilter(string(o.GroupFilter)); err != nil {
+		return nil, fmt.Errorf("ppo: %w", err)
+	}
+	if o.CriticWarmup > 0 && critic == nil {
+		return nil, errors.New("ppo: critic warm-up needs a critic (gae or turn-gae)")
+	}
 	p := &PPO{Actor: actor, Critic: critic, Ref: ref, o: o}
 	p.ActorOpt = NewAdamW(actor.TrainableVarStore(), o.Beta1, o.Beta2, 1e-8, o.WeightDecay)
 	if critic != nil {
@@ -93,13 +126,25 @@ func (p *PPO) Close() {
 	}
 }
 
-// PPOMetrics are one step's numbers, named as verl logs them where it has a name.
+// PPOMetrics are one step's numbers, named as verl logs them where it has a name. The first
+// group describes what the policy did (over every trajectory of the batch, before filtering);
+// the rest what the update did.
 type PPOMetrics struct {
 	Trajectories int     `json:"trajectories"`
 	Kept         int     `json:"kept"`
 	Filtered     int     `json:"filtered"`
+	Incomplete   int     `json:"incomplete_groups_dropped,omitempty"`
 	Reward       float64 `json:"reward"`
 	Success      float64 `json:"success"`
+	// EnvReward and FormatPenalty split Reward: what the environment paid (moves, boxes, the
+	// solve) and the format penalties the rollout added, per episode.
+	EnvReward     float64 `json:"reward_env"`
+	FormatPenalty float64 `json:"reward_format_penalty"`
+	// Moves counts the actions the environment accepted, Turns the turns played, per episode;
+	// FormatErrors is the share of turns whose answer broke the format.
+	Moves        float64 `json:"moves_per_episode"`
+	Turns        float64 `json:"turns_per_episode"`
+	FormatErrors float64 `json:"format_error_rate"`
 	ResponseLen  float64 `json:"response_length"`
 	Tokens       int     `json:"tokens"`
 	PolicyLoss   float64 `json:"pg_loss"`
@@ -111,20 +156,58 @@ type PPOMetrics struct {
 	GradNorm     float64 `json:"grad_norm"`
 	CriticNorm   float64 `json:"critic_grad_norm,omitempty"`
 	ExplainedVar float64 `json:"vf_explained_var"`
-	Skipped      int     `json:"skipped_updates"`
-	ScoreTime    float64 `json:"score_s"`
-	UpdateTime   float64 `json:"update_s"`
+	// ActorFrozen is true in a critic warm-up step; NoSignal when the filter kept no group.
+	ActorFrozen bool    `json:"actor_frozen,omitempty"`
+	NoSignal    bool    `json:"no_signal,omitempty"`
+	Skipped     int     `json:"skipped_updates"`
+	ScoreTime   float64 `json:"score_s"`
+	UpdateTime  float64 `json:"update_s"`
+}
+
+// describe fills the metrics of what the policy did in trajs.
+func (met *PPOMetrics) describe(trajs []*bus.Trajectory) {
+	n := float64(len(trajs))
+	turns := 0
+	for _, t := range trajs {
+		met.Reward += t.Reward / n
+		if t.Success {
+			met.Success += 1 / n
+		}
+		for _, turn := range t.Turns {
+			turns++
+			penalised := !turn.FormatOK
+			for _, ok := range turn.Valid {
+				if ok {
+					met.Moves += 1 / n
+				} else {
+					penalised = true
+				}
+			}
+			if !turn.FormatOK {
+				met.FormatErrors++
+			}
+			if penalised {
+				met.FormatPenalty += rollout.FormatPenalty / n
+			}
+		}
+	}
+	met.Turns = float64(turns) / n
+	if turns > 0 {
+		met.FormatErrors /= float64(turns)
+	}
+	met.EnvReward = met.Reward - met.FormatPenalty
 }
 
 // Update runs one PPO step on trajs: filter groups, score (critic values, reference logprobs),
-// compute advantages, then Epochs passes of MiniBatches updates of actor and critic. step
-// seeds the mini-batch order.
+// compute advantages, then Epochs passes of MiniBatches updates of actor and critic. step (the
+// number of steps before this one) seeds the mini-batch order and ends the critic warm-up.
 func (p *PPO) Update(trajs []*bus.Trajectory, step int) (PPOMetrics, error) {
 	var met PPOMetrics
 	met.Trajectories = len(trajs)
 	if len(trajs) == 0 {
 		return met, errors.New("ppo: no trajectories")
 	}
+	met.describe(trajs)
 	all := make([]Sequence, len(trajs))
 	for i, t := range trajs {
 		s, err := FromTrajectory(t)
@@ -132,13 +215,28 @@ func (p *PPO) Update(trajs []*bus.Trajectory, step int) (PPOMetrics, error) {
 			return met, err
 		}
 		all[i] = s
-		met.Reward += s.Reward / float64(len(trajs))
-		if s.Success {
-			met.Success += 1 / float64(len(trajs))
+	}
+	if p.o.ShuffleRewards {
+		shuffleRewards(all, p.o.Seed, uint64(step))
+	}
+	if p.o.RewardScale != 1 {
+		for i := range all {
+			all[i].Reward *= p.o.RewardScale
+			all[i].TurnRewards = slices.Clone(all[i].TurnRewards)
+			for k := range all[i].TurnRewards {
+				all[i].TurnRewards[k] *= p.o.RewardScale
+			}
 		}
 	}
-	seqs := filterSequences(all, p.o.KeepGroupRatio)
-	met.Kept, met.Filtered = len(seqs), len(all)-len(seqs)
+	if p.o.GroupSize > 0 {
+		all, met.Incomplete = completeGroups(all, p.o.GroupSize)
+	}
+	seqs := filterSequences(all, p.o.GroupFilter, p.o.KeepGroupRatio)
+	met.Kept, met.Filtered = len(seqs), len(trajs)-len(seqs)
+	if len(seqs) == 0 {
+		met.NoSignal = true
+		return met, nil
+	}
 
 	t0 := time.Now()
 	adv, ret, oldV, refLogp, err := p.score(seqs)
@@ -153,6 +251,7 @@ func (p *PPO) Update(trajs []*bus.Trajectory, step int) (PPOMetrics, error) {
 	if oldV != nil {
 		met.ExplainedVar = explainedVariance(flatten(ret), flatten(oldV))
 	}
+	met.ActorFrozen = step < p.o.CriticWarmup
 
 	t0 = time.Now()
 	var sums stepSums
@@ -160,8 +259,10 @@ func (p *PPO) Update(trajs []*bus.Trajectory, step int) (PPOMetrics, error) {
 		order := permutation(len(seqs), p.o.Seed, uint64(step)<<8|uint64(epoch))
 		for _, mb := range chunks(len(order), (len(order)+p.o.MiniBatches-1)/p.o.MiniBatches) {
 			idx := order[mb[0]:mb[1]]
-			if err := p.updateActor(seqs, idx, adv, refLogp, &sums); err != nil {
-				return met, err
+			if !met.ActorFrozen {
+				if err := p.updateActor(seqs, idx, adv, refLogp, &sums); err != nil {
+					return met, err
+				}
 			}
 			if p.Critic != nil {
 				if err := p.updateCritic(seqs, idx, ret, oldV, &sums); err != nil {
@@ -180,6 +281,67 @@ func (p *PPO) Update(trajs []*bus.Trajectory, step int) (PPOMetrics, error) {
 	return met, nil
 }
 
+// shuffleRewards permutes the outcomes (reward, turn rewards, success) among the members of each
+// group, the same way for the same (seed, step).
+func shuffleRewards(seqs []Sequence, seed, step uint64) {
+	type outcome struct {
+		reward  float64
+		turns   []float64
+		success bool
+	}
+	for gi, members := range groupMembers(seqs) {
+		outs := make([]outcome, len(members))
+		for j, i := range members {
+			outs[j] = outcome{seqs[i].Reward, seqs[i].TurnRewards, seqs[i].Success}
+		}
+		perm := permutation(len(members), seed, 0x5348<<32|step<<12|uint64(gi))
+		for j, i := range members {
+			o := outs[perm[j]]
+			// Turn rewards follow the episode's own turns; another episode's may have fewer.
+			turns := make([]float64, len(seqs[i].TurnRewards))
+			copy(turns, o.turns)
+			if len(o.turns) > len(turns) && len(turns) > 0 {
+				for _, r := range o.turns[len(turns):] {
+					turns[len(turns)-1] += r
+				}
+			}
+			seqs[i].Reward, seqs[i].TurnRewards, seqs[i].Success = o.reward, turns, o.success
+		}
+	}
+}
+
+// groupMembers lists the indices of each group's sequences, groups in order of first appearance.
+func groupMembers(seqs []Sequence) [][]int {
+	at := map[string]int{}
+	var out [][]int
+	for i, s := range seqs {
+		g, ok := at[s.Group]
+		if !ok {
+			g = len(out)
+			at[s.Group] = g
+			out = append(out, nil)
+		}
+		out[g] = append(out[g], i)
+	}
+	return out
+}
+
+// completeGroups keeps the sequences of groups with size members and counts the groups dropped.
+func completeGroups(seqs []Sequence, size int) ([]Sequence, int) {
+	var out []Sequence
+	dropped := 0
+	for _, members := range groupMembers(seqs) {
+		if len(members) < size {
+			dropped++
+			continue
+		}
+		for _, i := range members {
+			out = append(out, seqs[i])
+		}
+	}
+	return out, dropped
+}
+
 // stepSums accumulate per-update numbers for the step's means.
 type stepSums struct {
 	pg, ent, kl, clip, refKL, norm float64
@@ -188,25 +350,24 @@ type stepSums struct {
 	skipped                        int
 }
 
-// filterSequences keeps the groups FilterGroups picks (all when keep is 0 or 1).
-func filterSequences(all []Sequence, keep float64) []Sequence {
-	if keep <= 0 || keep >= 1 {
+// filterSequences keeps the groups FilterGroups picks.
+func filterSequences(all []Sequence, f GroupFilter, keep float64) []Sequence {
+	if f == FilterNone || (f == FilterStd && (keep <= 0 || keep >= 1)) {
 		return all
 	}
-	byGroup := map[string][]float64{}
-	var names []string
-	for _, s := range all {
-		if _, ok := byGroup[s.Group]; !ok {
-			names = append(names, s.Group)
+	groups := groupMembers(all)
+	stats := make([]GroupStat, len(groups))
+	for gi, members := range groups {
+		stats[gi].Group = all[members[0]].Group
+		for _, i := range members {
+			stats[gi].Rewards = append(stats[gi].Rewards, all[i].Reward)
+			if all[i].Success {
+				stats[gi].Successes++
+			}
 		}
-		byGroup[s.Group] = append(byGroup[s.Group], s.Reward)
-	}
-	stats := make([]GroupStat, len(names))
-	for i, g := range names {
-		stats[i] = GroupStat{Group: g, Rewards: byGroup[g]}
 	}
 	kept := map[string]bool{}
-	for _, g := range FilterGroups(stats, keep) {
+	for _, g := range FilterGroups(stats, f, keep) {
 		kept[g] = true
 	}
 	var out []Sequence
@@ -243,16 +404,12 @@ func (p *PPO) score(seqs []Sequence) (adv, ret, values, refLogp [][]float64, err
 	ret = make([][]float64, len(seqs))
 	switch p.o.Advantage {
 	case "grpo":
-		byGroup := map[string][]int{}
-		for i, s := range seqs {
-			byGroup[s.Group] = append(byGroup[s.Group], i)
-		}
-		for _, members := range byGroup {
+		for _, members := range groupMembers(seqs) {
 			rewards := make([]float64, len(members))
 			for j, i := range members {
 				rewards[j] = seqs[i].Reward
 			}
-			for j, a := range GroupAdvantages(rewards) {
+			for j, a := range GroupAdvantages(rewards, p.o.GroupNorm) {
 				i := members[j]
 				adv[i] = make([]float64, len(seqs[i].OldLogp))
 				for k := range adv[i] {
@@ -272,8 +429,9 @@ func (p *PPO) score(seqs []Sequence) (adv, ret, values, refLogp [][]float64, err
 			}
 		}
 	}
+	// Whiten with the weights the policy loss gives each token.
 	flat := flatten(adv)
-	if err = Whiten(flat, nil); err != nil {
+	if err = WhitenWeighted(flat, p.lossWeights(seqs)); err != nil {
 		return
 	}
 	at := 0
@@ -282,6 +440,25 @@ func (p *PPO) score(seqs []Sequence) (adv, ret, values, refLogp [][]float64, err
 		at += len(adv[i])
 	}
 	return adv, ret, values, refLogp, nil
+}
+
+// seqMean says whether the policy loss weighs trajectories alike (seq-mean-token-mean).
+func (p *PPO) seqMean() bool { return p.o.LossAgg == "seq-mean-token-mean" }
+
+// lossWeights is each trained token's weight in the policy loss, in sequence order: 1 for
+// token-mean, 1/n for a token of an n-token sequence for seq-mean-token-mean.
+func (p *PPO) lossWeights(seqs []Sequence) []float64 {
+	var w []float64
+	for _, s := range seqs {
+		x := 1.0
+		if p.seqMean() {
+			x = 1 / float64(len(s.OldLogp))
+		}
+		for range s.OldLogp {
+			w = append(w, x)
+		}
+	}
+	return w
 }
 
 // perToken runs f (a [N] result at the trained positions) over seqs in micro-batches without
@@ -370,15 +547,10 @@ func (p *PPO) updateActor(seqs []Sequence, idx []int, adv, refLogp [][]float64, 
 			return err
 		}
 		share := float64(pk.n) / float64(total)
-		seqMean := p.o.LossAgg == "seq-mean-token-mean"
-		var old, weight []float64
+		seqMean := p.seqMean()
+		var old []float64
 		for _, s := range batch {
 			old = append(old, s.OldLogp...)
-			if seqMean {
-				for range s.OldLogp {
-					weight = append(weight, 1/float64(len(s.OldLogp)))
-				}
-			}
 		}
 		a := gatherRows(adv, part)
 		neg := make([]float64, len(a))
@@ -392,7 +564,7 @@ func (p *PPO) updateActor(seqs []Sequence, idx []int, adv, refLogp [][]float64, 
 		// The mask weighs the tokens: all alike, or each trajectory's tokens summing to one.
 		var ones *ts.Tensor
 		if seqMean {
-			ones = vector(weight, dev)
+			ones = vector(p.lossWeights(batch), dev)
 			share = float64(len(part)) / float64(len(idx))
 		} else {
 			ones = ts.MustOnes([]int64{int64(pk.n)}, gotch.Float, dev)

@@ -373,6 +373,48 @@ func TestGRPOAndTurnGAEUpdate(t *testing.T) {
 				return fmt.Errorf("%s: metrics %+v", c.adv, m)
 			}
 		}
+		// Critic warm-up: the first step trains the critic alone, the second both.
+		warm := with(base, "gae")
+		warm.CriticWarmup = 1
+		p, err := NewPPO(actor, critic, actor, warm)
+		if err != nil {
+			return err
+		}
+		defer p.Close()
+		for step, frozen := range []bool{true, false} {
+			actorSteps, criticSteps := p.ActorOpt.Step, p.CriticOpt.Step
+			m, err := p.Update(batch, step)
+			if err != nil {
+				return err
+			}
+			if m.ActorFrozen != frozen || (p.ActorOpt.Step == actorSteps) != frozen || p.CriticOpt.Step == criticSteps {
+				return fmt.Errorf("critic warm-up step %d: frozen %v, actor steps %d → %d, critic steps %d → %d", step, m.ActorFrozen, actorSteps, p.ActorOpt.Step, criticSteps, p.CriticOpt.Step)
+			}
+		}
+		if _, err := NewPPO(actor, nil, actor, PPOOptions{Advantage: "grpo", CriticWarmup: 1, KLCoef: 0.1}); err == nil {
+			return fmt.Errorf("a critic warm-up without a critic was accepted")
+		}
+		// With no success in the batch, filtering by success keeps nothing and the step trains
+		// nothing, without an error; with one, that episode's group is kept.
+		failed := make([]*bus.Trajectory, len(batch))
+		for i, tr := range batch {
+			c := *tr
+			c.Success = i == 5
+			failed[i] = &c
+		}
+		g, err := NewPPO(actor, nil, actor, PPOOptions{Advantage: "grpo", GroupFilter: FilterSuccess, KLCoef: 0.1, ActorLR: 1e-3})
+		if err != nil {
+			return err
+		}
+		defer g.Close()
+		before := g.ActorOpt.Step
+		if m, err := g.Update(failed, 0); err != nil || m.Kept != 4 || m.NoSignal || g.ActorOpt.Step != before+1 {
+			return fmt.Errorf("success filter with one success: %+v, %v", m, err)
+		}
+		failed[5].Success = false
+		if m, err := g.Update(failed, 1); err != nil || !m.NoSignal || m.Kept != 0 || g.ActorOpt.Step != before+1 {
+			return fmt.Errorf("success filter on an all-fail batch: %+v, %v", m, err)
+		}
 		return nil
 	})
 	if err != nil {

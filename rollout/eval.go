@@ -49,10 +49,16 @@ type EvalResult struct {
 	// PassKUnbiased the estimator averaged over puzzles (equal to PassK when n = k).
 	PassK         float64 `json:"pass_at_k"`
 	PassKUnbiased float64 `json:"pass_at_k_unbiased"`
-	MeanReward    float64 `json:"mean_reward"`
-	MeanActions   float64 `json:"mean_actions"`
-	FormatErrors  float64 `json:"format_error_rate"`
-	Failed        int     `json:"failed_episodes"`
+	// PassAt[j] is pass@(j+1) for every j+1 ≤ K, the unbiased estimator from the K samples
+	// averaged over puzzles: the whole curve, not only its ends.
+	PassAt []float64 `json:"pass_at"`
+	// Successes[p] counts puzzle p's successful samples, for confidence intervals over puzzles
+	// and paired comparisons of two policies on the same puzzles.
+	Successes    []int   `json:"successes"`
+	MeanReward   float64 `json:"mean_reward"`
+	MeanActions  float64 `json:"mean_actions"`
+	FormatErrors float64 `json:"format_error_rate"`
+	Failed       int     `json:"failed_episodes"`
 }
 
 // Evaluate plays K samples of each puzzle and computes Pass@1, Pass@k and the rest. newEnv makes
@@ -168,13 +174,17 @@ func Evaluate(ctx context.Context, newEnv func() (envs.Env, error), pick func() 
 	if turns > 0 {
 		res.FormatErrors = float64(formatErrors) / float64(turns)
 	}
+	res.Successes = success
+	res.PassAt = make([]float64, o.K)
 	for _, c := range success {
 		if c > 0 {
 			res.PassK++
 		}
-		res.PassKUnbiased += PassAtK(o.K, c, o.K)
+		for k := 1; k <= o.K; k++ {
+			res.PassAt[k-1] += PassAtK(o.K, c, k) / float64(o.Puzzles)
+		}
 	}
 	res.PassK /= float64(o.Puzzles)
-	res.PassKUnbiased /= float64(o.Puzzles)
+	res.PassKUnbiased = res.PassAt[o.K-1]
 	return res, nil
 }

@@ -370,6 +370,9 @@ func TestEvaluateCountsPassAtK(t *testing.T) {
 	if res.Episodes != 12 || res.Pass1 != 0.5 || res.PassK != 0.5 || res.PassKUnbiased != 0.5 || res.Failed != 0 {
 		t.Errorf("%+v", res)
 	}
+	if fmt.Sprint(res.Successes, res.PassAt) != "[3 0 3 0] [0.5 0.5 0.5]" {
+		t.Errorf("successes per puzzle %v, pass@1..3 %v", res.Successes, res.PassAt)
+	}
 }
 
 // seedAware solves even seeds and answers nonsense on odd ones; it reads the seed from the

@@ -253,7 +253,7 @@ func learnPPO(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelD
 	began := time.Now()
 	var st learner.TrainerState
 	err = onTorchThread(func() error {
-		ppo, closeAll, err := learner.NewPPOFrom(modelDir, cfg.Learner, cfg.Rollout.Temperature, uint64(cfg.Run.Seed))
+		ppo, closeAll, err := learner.NewPPOFrom(modelDir, cfg.Learner, cfg.Rollout, uint64(cfg.Run.Seed))
 		if err != nil {
 			return err
 		}

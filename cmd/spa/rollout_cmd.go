@@ -144,6 +144,11 @@ as the paper validates).`,
 		fmt.Fprintf(tw, "episodes\t%d (%d puzzles x %d), %d failed\n", res.Episodes, res.Puzzles, res.K, res.Failed)
 		fmt.Fprintf(tw, "Pass@1\t%.1f%%\n", 100*res.Pass1)
 		fmt.Fprintf(tw, "Pass@%d\t%.1f%% (unbiased estimator %.1f%%)\n", res.K, 100*res.PassK, 100*res.PassKUnbiased)
+		curve := make([]string, len(res.PassAt))
+		for i, v := range res.PassAt {
+			curve[i] = fmt.Sprintf("%.1f", 100*v)
+		}
+		fmt.Fprintf(tw, "pass@1..%d %%\t%s (unbiased estimator)\n", res.K, strings.Join(curve, " "))
 		fmt.Fprintf(tw, "mean reward\t%.3f\n", res.MeanReward)
 		fmt.Fprintf(tw, "mean actions\t%.2f\n", res.MeanActions)
 		fmt.Fprintf(tw, "format errors\t%.1f%% of turns\n", 100*res.FormatErrors)

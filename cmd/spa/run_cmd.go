@@ -31,8 +31,10 @@ func newRunCmd() *cobra.Command {
   6. PPO        learner.ppo.steps steps; rollout workers query the inference server over HTTP,
                 environments run on the bus, trajectories go through JetStream to the learner,
                 and new weights reach the server through the weight-sync interface
-  7. evaluation Pass@1, Pass@k, reward and state perplexity per method: the model as initialised
-                (from scratch, once), the base model, after SFT (spa) and after PPO
+  7. evaluation Pass@1 and Pass@k with 95% bootstrap intervals over puzzles, greedy Pass@1,
+                reward, actions per episode, format errors and state perplexity per method: the
+                model as initialised (from scratch, once), the base model, after SFT (spa) and
+                after PPO; paired differences between methods on the same puzzles
 
 Methods (run.methods, or --compare): spa (the recipe), vanilla (PPO from the base model on raw
 states) and state-estimation (PPO with coordinates, no SFT), on the same seeds and budget.
