@@ -150,7 +150,7 @@ func TestSmokePipelineEndToEndWithResume(t *testing.T) {
 			t.Errorf("plot %s: %v", plot, err)
 		}
 	}
-	if len(rep.Plots) != 4 {
+	if len(rep.Plots) != 5 {
 		t.Errorf("%d plots", len(rep.Plots))
 	}
 	// Every stage has its wall time, in the report and in state.json.

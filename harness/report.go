@@ -44,6 +44,7 @@ type series struct {
 	valStep, pass1, passK, greedy []float64
 	step, reward, penalty, moves  []float64
 	formatErrors, pg, vf          []float64 // formatErrors: turns with a format error per episode
+	entropy, clipFrac, kl         []float64
 	// critic is true when the method trained a critic (its value loss means something).
 	critic bool
 }
@@ -92,6 +93,9 @@ func (p *pipeline) readSeries() (map[string]*series, error) {
 			s.formatErrors = append(s.formatErrors, mt.FormatErrors*mt.Turns)
 			s.pg = append(s.pg, mt.PolicyLoss)
 			s.vf = append(s.vf, mt.ValueLoss)
+			s.entropy = append(s.entropy, mt.Entropy)
+			s.clipFrac = append(s.clipFrac, mt.ClipFrac)
+			s.kl = append(s.kl, 100*mt.ApproxKL)
 			s.critic = s.critic || mt.CriticNorm > 0
 		}
 	}
@@ -164,6 +168,9 @@ func (p *pipeline) report() (*Report, error) {
 		}},
 		{"behaviour.png", "What the policy does vs PPO step", "per episode", func(m string, s *series) []line {
 			return []line{{m + " moves", s.step, s.moves, false}, {m + " turns with a format error", s.step, s.formatErrors, true}}
+		}},
+		{"policy.png", "Policy change vs PPO step", "nats / share", func(m string, s *series) []line {
+			return []line{{m + " entropy (nats per token)", s.step, s.entropy, false}, {m + " clip fraction", s.step, s.clipFrac, true}, {m + " approx KL x 100", s.step, s.kl, true}}
 		}},
 		{"losses.png", "Losses vs PPO step", "loss", func(m string, s *series) []line {
 			ls := []line{{m + " policy", s.step, s.pg, false}}
