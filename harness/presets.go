@@ -8,7 +8,7 @@ import (
 
 // Presets are named sizes of the pipeline, as configuration values that sit above the defaults
 // and below a config file, SPA_* variables and flags. smoke is for tests (minutes); quick is the
-// README's `make run` (Sokoban with the tiny model, about 12 minutes on 2 cores); paper is the
+// README's `make run` (Sokoban with the tiny model, about 16 minutes on 2 cores); paper is the
 // paper's hyperparameters (the defaults), for GPUs, vLLM and a pretrained run.model.
 var Presets = map[string]map[string]string{
 	"smoke": {

@@ -43,7 +43,7 @@ Everything runs in this process: an embedded NATS with JetStream in the run dire
 inference server on 127.0.0.1, env hosts, rollout workers and the learner. Outputs go to
 <run.dir>/<run id>/: trajectories, sft.jsonl, checkpoints, metrics.jsonl, state.json, report.md and
 PNG plots; the log and the report give each stage's wall time. --resume <dir> continues from the last completed stage or PPO step. Presets: smoke
-(minutes, for tests), quick (the default; about 12 minutes on 2 cores), paper (the paper's
+(minutes, for tests), quick (the default; about 16 minutes on 2 cores), paper (the paper's
 hyperparameters, for GPUs).`,
 		Args: cobra.NoArgs,
 	}
