@@ -5,6 +5,7 @@ import (
 	"math"
 	"testing"
 
+	"github.com/spa-rl/spa/bus"
 	"github.com/spa-rl/spa/config"
 )
 
@@ -201,6 +202,34 @@ func TestCheckSamplingRefusesTruncatedTrainingRollouts(t *testing.T) {
 		change(&r)
 		if err := CheckSampling(r); err == nil {
 			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestStepMetricsSplitWhatThePolicyDid(t *testing.T) {
+	// Episode 1: a malformed turn (penalty), then two accepted moves and a solve worth 10.
+	// Episode 2: one accepted and one rejected move in one turn (penalty), no solve.
+	trajs := []*bus.Trajectory{
+		{Success: true, Reward: -0.1 + 10 - 0.2, Turns: []bus.Turn{
+			{FormatOK: false},
+			{FormatOK: true, Actions: []string{"Up", "Left"}, Valid: []bool{true, true}},
+		}},
+		{Reward: -0.1 - 0.1, Turns: []bus.Turn{
+			{FormatOK: true, Actions: []string{"Up", "Jump"}, Valid: []bool{true, false}},
+		}},
+	}
+	var m PPOMetrics
+	m.describe(trajs)
+	for name, c := range map[string][2]float64{
+		"success":        {m.Success, 0.5},
+		"moves":          {m.Moves, 1.5},            // (2 + 1) / 2
+		"turns":          {m.Turns, 1.5},            // (2 + 1) / 2
+		"format errors":  {m.FormatErrors, 1.0 / 3}, // 1 malformed turn of 3
+		"format penalty": {m.FormatPenalty, -0.1},   // 2 penalised turns over 2 episodes
+		"env reward":     {m.EnvReward, (9.7-0.2)/2 + 0.1},
+	} {
+		if !near(c[0], c[1]) {
+			t.Errorf("%s: %v, want %v", name, c[0], c[1])
 		}
 	}
 }
