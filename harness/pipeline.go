@@ -62,15 +62,22 @@ type pipeline struct {
 	spec    envs.Spec
 	// pplData holds the state-perplexity conversations per rendering.
 	pplData map[envs.RenderMode][]learner.SFTExample
+	// warmupPlayer, when set, plays the warm-up episodes instead of the random explorer (the
+	// learning-signal test's stand-in for a pretrained model's reading of its input).
+	warmupPlayer func(seed uint64) rollout.LLM
 }
 
 // Run executes the pipeline (see the package doc and docs/run.md) and writes the report.
 func Run(ctx context.Context, o Options) (*Report, error) {
-	p, base, err := open(ctx, o)
+	p, err := open(ctx, o)
 	if err != nil {
 		return nil, err
 	}
 	defer p.close()
+	base, err := p.warmup(ctx, p.initDir)
+	if err != nil {
+		return nil, err
+	}
 	if slices.Contains(p.cfg.Run.Methods, "spa") {
 		if err := p.selfPlay(ctx, base); err != nil {
 			return nil, err
@@ -85,25 +92,24 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 }
 
 // open brings up what every method shares: the run directory and its state, the starting
-// checkpoint, the embedded stack (bus, env hosts, server) and the format warm-up, whose result
-// (the base checkpoint) it returns. The caller closes the pipeline.
-func open(ctx context.Context, o Options) (p *pipeline, base string, err error) {
+// checkpoint and the embedded stack (bus, env hosts, server). The caller closes the pipeline.
+func open(ctx context.Context, o Options) (p *pipeline, err error) {
 	if o.Log == nil {
 		o.Log = io.Discard
 	}
 	p = &pipeline{o: o, cfg: o.Config}
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if p.st, err = loadState(o.Dir, o.Resume); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	p.st.finished = func(stage string, took time.Duration) {
 		p.logf("stage %s: done in %s", stage, took.Round(100*time.Millisecond))
 		p.record(map[string]any{"stage": "timing", "name": stage, "seconds": took.Seconds()})
 	}
 	if p.metrics, err = os.OpenFile(filepath.Join(o.Dir, "metrics.jsonl"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	p.ex = torchrt.NewExecutor()
 	defer func() {
@@ -112,20 +118,17 @@ func open(ctx context.Context, o Options) (p *pipeline, base string, err error) 
 		}
 	}()
 	if err := p.saveConfig(); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	initDir, err := p.initModel(ctx)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if err := p.start(ctx, initDir); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	p.initDir = initDir
-	if base, err = p.warmup(ctx, initDir); err != nil {
-		return nil, "", err
-	}
-	return p, base, nil
+	return p, nil
 }
 
 // saveConfig writes the merged configuration the run uses, for the record.
@@ -396,16 +399,10 @@ func writeTrajectories(path string, trs []*bus.Trajectory) error {
 	return f.Close()
 }
 
-// explorerPlay plays n episodes with the random explorer (mode, render) and returns them.
-func (p *pipeline) explorerPlay(ctx context.Context, run, label string, mode rollout.Mode, render envs.RenderMode, n int, seed uint64) ([]*bus.Trajectory, error) {
-	ex := NewExplorer(p.spec, mode, p.cfg.Rollout.MaxActionsPerTurn, seed)
-	groups := (n + p.cfg.Rollout.GroupSize - 1) / p.cfg.Rollout.GroupSize
-	return p.play(ctx, run, label, []rollout.LLM{ex}, nil, p.episodeOptions(mode, render), groups, 0)
-}
-
 // warmup gives a from-scratch model the answer format (its stand-in for an instruct model's
-// prior): SFT on random-explorer episodes in the base prompt, half with raw and half with
-// coordinate states. Every method starts from its result. A pretrained run.model skips it.
+// prior): SFT on random-explorer episodes in the base prompt (or p.warmupPlayer's), half with
+// raw and half with coordinate states. Every method starts from its result. A pretrained
+// run.model skips it.
 func (p *pipeline) warmup(ctx context.Context, initDir string) (string, error) {
 	if p.cfg.Run.Model != "" || p.cfg.Run.WarmupEpisodes == 0 {
 		return initDir, nil
@@ -417,7 +414,13 @@ func (p *pipeline) warmup(ctx context.Context, initDir string) (string, error) {
 	n := p.cfg.Run.WarmupEpisodes
 	var trs []*bus.Trajectory
 	for i, render := range []envs.RenderMode{envs.Raw, envs.Coords} {
-		part, err := p.explorerPlay(ctx, p.o.ID+"-warmup-"+string(render), "warm-up play ("+string(render)+")", rollout.Base, render, n/2, uint64(p.cfg.Run.Seed)*7+uint64(i))
+		seed := uint64(p.cfg.Run.Seed)*7 + uint64(i)
+		var player rollout.LLM = NewExplorer(p.spec, rollout.Base, p.cfg.Rollout.MaxActionsPerTurn, seed)
+		if p.warmupPlayer != nil {
+			player = p.warmupPlayer(seed)
+		}
+		groups := (n/2 + p.cfg.Rollout.GroupSize - 1) / p.cfg.Rollout.GroupSize
+		part, err := p.play(ctx, p.o.ID+"-warmup-"+string(render), "warm-up play ("+string(render)+")", []rollout.LLM{player}, nil, p.episodeOptions(rollout.Base, render), groups, 0)
 		if err != nil {
 			return "", err
 		}

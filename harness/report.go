@@ -43,6 +43,7 @@ type MethodResult struct {
 type series struct {
 	valStep, pass1, passK, greedy []float64
 	step, reward, penalty, moves  []float64
+	success                       []float64 // the share of the step's episodes that succeeded
 	formatErrors, pg, vf          []float64 // formatErrors: turns with a format error per episode
 	entropy, clipFrac, kl         []float64
 	// critic is true when the method trained a critic (its value loss means something).
@@ -88,6 +89,7 @@ func (p *pipeline) readSeries() (map[string]*series, error) {
 			s, mt := get(rec.Method), rec.Report.Metrics
 			s.step = append(s.step, float64(rec.Step))
 			s.reward = append(s.reward, mt.Reward)
+			s.success = append(s.success, mt.Success)
 			s.penalty = append(s.penalty, mt.FormatPenalty)
 			s.moves = append(s.moves, mt.Moves)
 			s.formatErrors = append(s.formatErrors, mt.FormatErrors*mt.Turns)

@@ -2,10 +2,8 @@ package harness
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,7 +14,6 @@ import (
 	"github.com/spa-rl/spa/config"
 	"github.com/spa-rl/spa/envs"
 	"github.com/spa-rl/spa/internal/testdeadline"
-	"github.com/spa-rl/spa/learner"
 	"github.com/spa-rl/spa/rollout"
 )
 
@@ -81,7 +78,7 @@ func (e *cueEnv) Render(envs.RenderMode) string {
 }
 
 // cueReader stands in for the prior of a pretrained model: it restates what it observed in its
-// thinking, then answers with a random letter ("<think>The cue is C. I will try H.</think>
+// thinking, then answers with a random letter ("<think>The cue is C.</think>
 // <answer>H</answer>"). A tiny model warmed up on its play reads the cue into its context but
 // answers at random, about 10% success; PPO has to learn to use what it read. (A from-scratch
 // model warmed up on answers that ignore the state never grows the circuit that reads it within
@@ -100,29 +97,13 @@ func (c *cueReader) Generate(_ context.Context, req rollout.GenRequest) (rollout
 	return rollout.GenResponse{Text: text, Model: ExplorerModel, FinishReason: "stop"}, nil
 }
 
-// cueWarmup is the format warm-up of the learning-signal test: SFT on the cue reader's play.
-func cueWarmup(ctx context.Context, p *pipeline, episodes, epochs int) (string, error) {
-	eo := p.episodeOptions(rollout.Base, envs.Raw)
-	reader := &cueReader{rng: rand.New(rand.NewPCG(5, 7))}
-	trs, err := p.play(ctx, "signal-warmup", "", []rollout.LLM{reader}, nil, eo, episodes/p.cfg.Rollout.GroupSize, 0)
-	if err != nil {
-		return "", err
-	}
-	exs := make([]learner.SFTExample, len(trs))
-	for i, tr := range trs {
-		exs[i] = GroundTruth(tr, false)
-	}
-	ckpt, _, err := p.sft(ctx, "warmup", p.initDir, exs, filepath.Join(p.o.Dir, "warmup"), epochs, p.cfg.Run.WarmupLR)
-	return ckpt, err
-}
-
 // signalConfig is the learning-signal run: the cue task, the tiny model with a short format
 // warm-up, groups of 8, one action per turn.
 func signalConfig(t *testing.T, advantage string, extra map[string]string) config.Config {
 	t.Helper()
 	flags := map[string]string{
 		"env.name": "cue", "run.methods": "vanilla", "run.seed": "3",
-		"run.warmup_episodes": "0", "run.warmup_lr": "4e-3", "run.val_puzzles": "10", "run.val_k": "4",
+		"run.warmup_episodes": "256", "run.warmup_epochs": "4", "run.warmup_lr": "4e-3", "run.val_puzzles": "10", "run.val_k": "4",
 		"rollout.groups": "8", "rollout.group_size": "8", "rollout.workers": "16", "rollout.max_turns": "2",
 		"rollout.max_actions_per_turn": "1", "rollout.max_tokens": "24",
 		"learner.sft.batch_size": "16", "learner.micro_batch": "32",
@@ -138,29 +119,6 @@ func signalConfig(t *testing.T, advantage string, extra map[string]string) confi
 		t.Fatal(err)
 	}
 	return cfg
-}
-
-// successByStep reads a method's PPO success rate per step from metrics.jsonl.
-func successByStep(dir, method string) ([]float64, error) {
-	data, err := os.ReadFile(filepath.Join(dir, "metrics.jsonl"))
-	if err != nil {
-		return nil, err
-	}
-	var out []float64
-	for _, line := range strings.Split(string(data), "\n") {
-		var rec struct {
-			Stage, Method string
-			Report        struct {
-				Metrics struct {
-					Success float64 `json:"success"`
-				} `json:"metrics"`
-			} `json:"report"`
-		}
-		if err := json.Unmarshal([]byte(line), &rec); err == nil && rec.Stage == "ppo" && rec.Method == method {
-			out = append(out, rec.Report.Metrics.Success)
-		}
-	}
-	return out, nil
 }
 
 // reached is the first step (1-based) at which the success of it and the step before average
@@ -186,13 +144,14 @@ func TestPPOLearnsTheCueTask(t *testing.T) {
 	defer cancel()
 	dir := filepath.Join(t.TempDir(), "signal")
 	var log strings.Builder
-	p, _, err := open(ctx, Options{Config: signalConfig(t, "grpo", nil), Dir: dir, ID: "signal", Log: &log})
+	p, err := open(ctx, Options{Config: signalConfig(t, "grpo", nil), Dir: dir, ID: "signal", Log: &log})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, log.String())
 	}
 	defer p.close()
 	began := time.Now()
-	base, err := cueWarmup(ctx, p, 256, 4)
+	p.warmupPlayer = func(seed uint64) rollout.LLM { return &cueReader{rng: rand.New(rand.NewPCG(seed, 7))} }
+	base, err := p.warmup(ctx, p.initDir)
 	if err != nil {
 		t.Fatalf("warm-up: %v\n%s", err, log.String())
 	}
@@ -220,8 +179,8 @@ func TestPPOLearnsTheCueTask(t *testing.T) {
 		go func() {
 			defer stop()
 			for caseCtx.Err() == nil {
-				if s, err := successByStep(dir, c.name); err == nil && c.learns && reached(s) > 0 {
-					at <- reached(s)
+				if ser, err := p.readSeries(); err == nil && ser[c.name] != nil && c.learns && reached(ser[c.name].success) > 0 {
+					at <- reached(ser[c.name].success)
 					return
 				}
 				time.Sleep(200 * time.Millisecond)
@@ -234,10 +193,11 @@ func TestPPOLearnsTheCueTask(t *testing.T) {
 		if err != nil && stoppedAt == 0 {
 			t.Fatalf("%s: %v\n%s", c.name, err, log.String())
 		}
-		s, err := successByStep(dir, c.name)
-		if err != nil {
-			t.Fatal(err)
+		ser, err := p.readSeries()
+		if err != nil || ser[c.name] == nil {
+			t.Fatalf("%s: no PPO steps in metrics.jsonl: %v", c.name, err)
 		}
+		s := ser[c.name].success
 		t.Logf("%s: success per step %.2f (%s)", c.name, s, time.Since(began).Round(time.Second))
 		if len(s) < 2 || s[0] > 0.3 {
 			t.Errorf("%s: the starting policy succeeds %.2f of the time; the task does not test learning", c.name, s)

@@ -7,7 +7,9 @@ package learner
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
+	"strings"
 )
 
 // GAE computes generalised advantage estimates and returns for one sequence of T positions
@@ -150,13 +152,22 @@ const (
 
 // ParseGroupFilter accepts the GroupFilter names; empty means FilterStd.
 func ParseGroupFilter(s string) (GroupFilter, error) {
-	switch f := GroupFilter(s); f {
-	case "":
-		return FilterStd, nil
-	case FilterNone, FilterStd, FilterSuccess:
-		return f, nil
+	return parseChoice("group filter", s, FilterStd, FilterNone, FilterStd, FilterSuccess)
+}
+
+// parseChoice returns s as one of choices, or def when s is empty.
+func parseChoice[T ~string](what, s string, def T, choices ...T) (T, error) {
+	if s == "" {
+		return def, nil
 	}
-	return "", fmt.Errorf("unknown group filter %q (want none, std or success)", s)
+	if slices.Contains(choices, T(s)) {
+		return T(s), nil
+	}
+	names := make([]string, len(choices))
+	for i, c := range choices {
+		names[i] = string(c)
+	}
+	return "", fmt.Errorf("unknown %s %q (want %s)", what, s, strings.Join(names, ", "))
 }
 
 // FilterGroups returns the names of the groups f keeps, in order of decreasing reward std (ties
@@ -212,13 +223,7 @@ const (
 
 // ParseGroupNorm accepts the GroupNorm names; empty means NormStd.
 func ParseGroupNorm(s string) (GroupNorm, error) {
-	switch n := GroupNorm(s); n {
-	case "":
-		return NormStd, nil
-	case NormStd, NormPopulationStd, NormNone:
-		return n, nil
-	}
-	return "", fmt.Errorf("unknown group normalisation %q (want std, population-std or none)", s)
+	return parseChoice("group normalisation", s, NormStd, NormStd, NormPopulationStd, NormNone)
 }
 
 // GroupAdvantages is GRPO's critic-free advantage: each episode's reward minus its group's mean,

@@ -3,7 +3,6 @@ package learner
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/sugarme/gotch"
@@ -222,7 +221,6 @@ func (p *PPO) Update(trajs []*bus.Trajectory, step int) (PPOMetrics, error) {
 	if p.o.RewardScale != 1 {
 		for i := range all {
 			all[i].Reward *= p.o.RewardScale
-			all[i].TurnRewards = slices.Clone(all[i].TurnRewards)
 			for k := range all[i].TurnRewards {
 				all[i].TurnRewards[k] *= p.o.RewardScale
 			}
