@@ -167,11 +167,12 @@ type CloseRequest struct {
 }
 
 // ExploreRequest asks for a random well-formed action for the session's current state
-// (subject <host>.explore), drawn from Seed. Hosts may answer unknown_op.
+// (subject <host>.explore), drawn from Seed, an integer in [0, MaxSeed] as for reset. Hosts may
+// answer unknown_op.
 type ExploreRequest struct {
-	Protocol int    `json:"protocol"`
-	Session  string `json:"session"`
-	Seed     uint64 `json:"seed"`
+	Protocol int              `json:"protocol"`
+	Session  string           `json:"session"`
+	Seed     *json.RawMessage `json:"seed"`
 }
 
 // ExploreReply carries the proposed action.

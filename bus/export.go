@@ -4,11 +4,37 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"sort"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
+
+// ErrNoTrajectories means a run has nothing stored: most often a mistyped run id.
+var ErrNoTrajectories = errors.New("no trajectories stored for this run")
+
+// storedRuns names the runs that do have trajectories, for an error message.
+func storedRuns(ctx context.Context, stream jetstream.Stream) string {
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(TrajSubject(">")))
+	if err != nil {
+		return "the stored runs could not be listed: " + err.Error()
+	}
+	var runs []string
+	for subj, n := range info.State.Subjects {
+		runs = append(runs, fmt.Sprintf("%s (%d)", strings.TrimPrefix(subj, TrajSubject("")), n))
+	}
+	if len(runs) == 0 {
+		return "it holds no runs at all"
+	}
+	sort.Strings(runs)
+	if len(runs) > 10 {
+		runs = append(runs[:10], fmt.Sprintf("and %d more", len(runs)-10))
+	}
+	return "runs stored: " + strings.Join(runs, ", ")
+}
 
 // ExportTrajectories writes every trajectory of run stored when the call starts to w, one JSON
 // object per line, in stream order. progress, if set, is called with (done, total) as it goes.
@@ -28,7 +54,7 @@ func ExportTrajectories(ctx context.Context, b *Bus, run string, w io.Writer, pr
 	}
 	total := info.State.Subjects[subject]
 	if total == 0 {
-		return 0, nil
+		return 0, fmt.Errorf("export run %s: %w in stream %s (%s)", run, ErrNoTrajectories, TrajStream, storedRuns(ctx, stream))
 	}
 	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
 	if err != nil {

@@ -70,6 +70,12 @@ type Server struct {
 	MaxModelLen int    `yaml:"max_model_len" doc:"longest prompt plus completion, in tokens" check:">=16"`
 	KVCacheMB   int    `yaml:"kv_cache_mb" doc:"memory budget of the KV cache, MiB" check:">=1"`
 	MaxVersions int    `yaml:"max_versions" doc:"policy versions kept loaded at once" check:">=1"`
+	MaxWaiting  int    `yaml:"max_waiting" doc:"sequences queued for a slot before requests get 429" check:">=1"`
+	// MaxRequestSeqs bounds prompts × n of one request.
+	MaxRequestSeqs int           `yaml:"max_request_seqs" doc:"most sequences (prompts x n) in one request; more is a 400" check:">=1"`
+	LoadTimeout    time.Duration `yaml:"load_timeout" doc:"deadline for reading a checkpoint on /update_weights" check:">0"`
+	BodyTimeout    time.Duration `yaml:"body_timeout" doc:"deadline for receiving a request body" check:">0"`
+	WeightsRoot    string        `yaml:"weights_root" doc:"if set, /update_weights loads only from this directory tree (after symlinks); empty allows any"`
 }
 
 // Rollout holds the sampling side: endpoints, episodes and sampling parameters.
@@ -174,6 +180,7 @@ func Default() Config {
 		Bus: Bus{Timeout: 5 * time.Second},
 		Server: Server{
 			Listen: "127.0.0.1:8000", MaxBatch: 64, MaxModelLen: 4096, KVCacheMB: 1024, MaxVersions: 2,
+			MaxWaiting: 4096, MaxRequestSeqs: 256, LoadTimeout: 5 * time.Minute, BodyTimeout: 30 * time.Second,
 		},
 		Rollout: Rollout{
 			Mode: "token", Prompt: "world-model", Workers: 8, Groups: 32, GroupSize: 8,

@@ -238,23 +238,33 @@ func (p *pipeline) start(ctx context.Context, initDir string) error {
 	if err != nil {
 		return err
 	}
-	if p.srv, err = inference.Open(ctx, initDir, inference.Options{
-		MaxBatch: p.cfg.Server.MaxBatch, MaxModelLen: p.cfg.Server.MaxModelLen, KVCacheMB: p.cfg.Server.KVCacheMB,
-		MaxVersions: p.cfg.Server.MaxVersions, Device: dev,
-		// The starting checkpoint is "init-v0", so that no method's "<method>-v0" is taken by it.
-		Name: "init",
-	}, inference.ServerOptions{APIKey: p.cfg.Server.APIKey, AdminKey: p.cfg.Server.AdminKey}); err != nil {
+	eopts, sopts := ServerOptions(p.cfg.Server)
+	// The starting checkpoint is "init-v0", so that no method's "<method>-v0" is taken by it.
+	eopts.Name, eopts.Device = "init", dev
+	if p.srv, err = inference.Open(ctx, initDir, eopts, sopts); err != nil {
 		return err
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
-	p.httpSrv = &http.Server{Handler: p.srv, ReadHeaderTimeout: 10 * time.Second}
+	p.httpSrv = inference.NewHTTPServer(p.srv)
 	go func() { _ = p.httpSrv.Serve(l) }()
 	p.baseURL = "http://" + l.Addr().String() + "/v1"
 	p.logf("embedded: NATS %s, inference server %s, %s on the bus", orEmbedded(p.cfg.Bus.URL), p.baseURL, env)
 	return nil
+}
+
+// ServerOptions maps the config's server section onto the engine's and the HTTP layer's options;
+// the caller adds the served name and the device.
+func ServerOptions(c config.Server) (inference.Options, inference.ServerOptions) {
+	return inference.Options{
+			MaxBatch: c.MaxBatch, MaxModelLen: c.MaxModelLen, KVCacheMB: c.KVCacheMB, MaxVersions: c.MaxVersions,
+			MaxWaiting: c.MaxWaiting, LoadTimeout: c.LoadTimeout,
+		}, inference.ServerOptions{
+			APIKey: c.APIKey, AdminKey: c.AdminKey, BodyTimeout: c.BodyTimeout, MaxRequestSeqs: c.MaxRequestSeqs,
+			WeightsRoot: c.WeightsRoot,
+		}
 }
 
 func orEmbedded(url string) string {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/spa-rl/spa/inference/wire"
 )
 
 // LoadResult is the outcome of a closed-loop load: concurrency clients each sending streaming
@@ -168,7 +170,7 @@ func MultiTurn(ctx context.Context, baseURL string, episodes, turns, newTokens, 
 					mu.Unlock()
 					return
 				}
-				var out completionResponse
+				var out wire.CompletionResponse
 				if resp.StatusCode != http.StatusOK {
 					err = fmt.Errorf("status %s", resp.Status)
 				} else if err = json.NewDecoder(resp.Body).Decode(&out); err == nil && len(out.Choices) != 1 {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"runtime"
 	"sort"
 	"sync"
@@ -41,6 +42,12 @@ type Options struct {
 	PrefixCacheMB int
 	// Device runs the models; the zero value is the CPU.
 	Device gotch.Device
+	// MaxWaiting bounds the sequences queued for a slot, across versions; Submit past it fails
+	// with ErrQueueFull. Zero means 4096.
+	MaxWaiting int
+	// LoadTimeout bounds reading a checkpoint from disk; a load past it fails without holding up
+	// the next one. Zero means 5 minutes.
+	LoadTimeout time.Duration
 }
 
 // Request is one sequence to generate. The HTTP layer turns n > 1 into n requests.
@@ -91,6 +98,11 @@ var (
 	ErrUnknownModel  = errors.New("unknown model")
 	ErrPromptTooLong = errors.New("prompt too long")
 	ErrClosed        = errors.New("engine closed")
+	ErrQueueFull     = errors.New("queue full")
+	// ErrBadVersion marks a version name or number LoadVersion refuses.
+	ErrBadVersion = errors.New("bad version")
+	// ErrIncompatible marks a checkpoint that cannot be served beside the loaded ones.
+	ErrIncompatible = errors.New("incompatible checkpoint")
 )
 
 type seq struct {
@@ -166,6 +178,12 @@ func New(opts Options) *Engine {
 	if opts.Device.Name == "" {
 		opts.Device = gotch.CPU
 	}
+	if opts.MaxWaiting <= 0 {
+		opts.MaxWaiting = 4096
+	}
+	if opts.LoadTimeout <= 0 {
+		opts.LoadTimeout = 5 * time.Minute
+	}
 	e := &Engine{opts: opts, loader: torchrt.NewExecutor(), versions: map[string]*version{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go e.loop()
 	return e
@@ -176,6 +194,9 @@ func (e *Engine) Name() string { return e.opts.Name }
 
 // MaxModelLen is the longest prompt plus completion.
 func (e *Engine) MaxModelLen() int { return e.opts.MaxModelLen }
+
+// QueueRoom is how many more sequences may queue before Submit refuses them with ErrQueueFull.
+func (e *Engine) QueueRoom() int { return e.opts.MaxWaiting - int(e.stats.waiting.Load()) }
 
 func (e *Engine) signal() {
 	select {
@@ -215,8 +236,8 @@ func (e *Engine) Versions() []VersionInfo {
 // with. The oldest idle version beyond MaxVersions is evicted; a busy one stops taking requests
 // and is freed when its last sequence ends.
 func (e *Engine) LoadVersion(ctx context.Context, name string, number int64, dir string) error {
-	if name == "" {
-		return errors.New("load version: empty name")
+	if err := e.CheckVersion(name, number); err != nil {
+		return err
 	}
 	// Loading the same checkpoint under the same name again is a no-op, so that a resumed
 	// learner can re-send the version it resumes from without knowing whether it arrived.
@@ -226,10 +247,16 @@ func (e *Engine) LoadVersion(ctx context.Context, name string, number int64, dir
 		return nil
 	}
 	e.mu.Unlock()
+	ck, err := e.read(ctx, dir)
+	if err != nil {
+		return fmt.Errorf("load version %s from %s: %w", name, dir, err)
+	}
+	if err := e.compatible(ck.Config); err != nil {
+		return fmt.Errorf("load version %s from %s: %w", name, dir, err)
+	}
 	var v *version
-	err := e.loader.Do(ctx, func() error {
-		var err error
-		m, err := model.Load(dir, model.Options{Device: e.opts.Device})
+	err = e.loader.Do(ctx, func() error {
+		m, err := model.FromCheckpoint(ck, model.Options{Device: e.opts.Device})
 		if err != nil {
 			return err
 		}
@@ -268,6 +295,65 @@ func (e *Engine) LoadVersion(ctx context.Context, name string, number int64, dir
 	e.evictLocked()
 	e.mu.Unlock()
 	e.signal()
+	return nil
+}
+
+// versionName is what a version may be called: it appears in URLs, metrics labels and logs.
+var versionName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,127}$`)
+
+// CheckVersion reports a version name or number LoadVersion would refuse: names are 1-128
+// letters, digits and ._:@+/- ("/" as in Hugging Face names), starting with a letter or digit,
+// and not the served name, which always means the latest; numbers are not negative.
+func (e *Engine) CheckVersion(name string, number int64) error {
+	switch {
+	case !versionName.MatchString(name):
+		return fmt.Errorf("%w: name %q must be 1-128 letters, digits or ._:@+/- starting with a letter or digit", ErrBadVersion, name)
+	case name == e.opts.Name:
+		return fmt.Errorf("%w: %q is the served name, which always means the latest version; give the version its own name", ErrBadVersion, name)
+	case number < 0:
+		return fmt.Errorf("%w: number %d is negative", ErrBadVersion, number)
+	}
+	return nil
+}
+
+// readCheckpoint reads a checkpoint from disk; tests replace it to simulate a read that hangs.
+var readCheckpoint = model.ReadCheckpoint
+
+// read reads a checkpoint off the loader thread, under LoadTimeout. A read that hangs (a network
+// file system, a device) fails the load and is left behind, so the next load is not held up.
+func (e *Engine) read(ctx context.Context, dir string) (model.Checkpoint, error) {
+	ctx, cancel := context.WithTimeout(ctx, e.opts.LoadTimeout)
+	defer cancel()
+	type result struct {
+		ck  model.Checkpoint
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ck, err := readCheckpoint(dir)
+		done <- result{ck, err}
+	}()
+	select {
+	case r := <-done:
+		return r.ck, r.err
+	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return model.Checkpoint{}, fmt.Errorf("reading the checkpoint took longer than server.load_timeout (%s): %w", e.opts.LoadTimeout, ctx.Err())
+		}
+		return model.Checkpoint{}, ctx.Err()
+	}
+}
+
+// compatible refuses a checkpoint whose vocabulary differs from the loaded versions': one server
+// has one tokenizer, and ids it cannot decode would come back as empty text.
+func (e *Engine) compatible(cfg model.Config) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, v := range e.versions {
+		if v.m.Config.VocabSize != cfg.VocabSize {
+			return fmt.Errorf("%w: vocab_size %d, but %s serves %d; a server serves one tokenizer", ErrIncompatible, cfg.VocabSize, v.name, v.m.Config.VocabSize)
+		}
+	}
 	return nil
 }
 
@@ -370,6 +456,9 @@ func (e *Engine) Submit(ctx context.Context, req Request) (<-chan Event, error) 
 	defer e.mu.Unlock()
 	if e.closed {
 		return nil, ErrClosed
+	}
+	if w := e.stats.waiting.Load(); w >= int64(e.opts.MaxWaiting) {
+		return nil, fmt.Errorf("%w: %d sequences are waiting for a slot, the limit (server.max_waiting) is %d; retry later", ErrQueueFull, w, e.opts.MaxWaiting)
 	}
 	name, err := e.resolveLocked(req.Model)
 	if err != nil {
@@ -689,7 +778,7 @@ func (e *Engine) emit(v *version, s *seq, logits []float32) bool {
 	tok, lp := s.sampler.Sample(logits, s.req.Sampling)
 	t := &Token{ID: tok, Logprob: lp}
 	if s.req.TopLogprobs > 0 {
-		t.TopIDs, t.TopLPs = sample.TopLogProbs(logits, s.req.TopLogprobs)
+		t.TopIDs, t.TopLPs = sample.TopLogProbs(logits, s.req.TopLogprobs, s.req.Sampling.Temperature)
 	}
 	s.generated++
 	s.last = tok

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/spa-rl/spa/inference/wire"
 )
 
 // choice follows one sequence from the engine: it decodes text incrementally, applies stop
@@ -34,7 +37,7 @@ type choice struct {
 
 type run struct {
 	s       *Server
-	p       params
+	p       wire.Params
 	choices []*choice
 	events  chan choiceEvent
 }
@@ -45,23 +48,28 @@ type choiceEvent struct {
 }
 
 // start submits every prompt n times and merges their events into one channel.
-func (s *Server) start(ctx context.Context, prompts [][]int, p params, modelName string, topLogprobs int) (*run, error) {
+func (s *Server) start(ctx context.Context, prompts [][]int, p wire.Params, modelName string, topLogprobs int) (*run, error) {
+	if total := len(prompts) * p.N; total > s.opts.MaxRequestSeqs {
+		return nil, wire.BadRequest("n", "%d prompts × n %d = %d sequences in one request; the limit (server.max_request_seqs) is %d", len(prompts), p.N, total, s.opts.MaxRequestSeqs)
+	} else if room := s.engine.QueueRoom(); total > room {
+		return nil, queueFull(fmt.Sprintf("%d sequences asked for, room for %d in the queue (server.max_waiting); retry later", total, max(room, 0)))
+	}
 	r := &run{s: s, p: p, events: make(chan choiceEvent, 64)}
-	stops := append([]int(nil), p.stopTokenIDs...)
+	stops := append([]int(nil), p.StopTokenIDs...)
 	type pending struct {
 		c  *choice
 		ch <-chan Event
 	}
 	var subs []pending
 	for i, prompt := range prompts {
-		for k := range p.n {
+		for k := range p.N {
 			cctx, cancel := context.WithCancel(ctx)
 			seed := rand.Uint64()
-			if p.seed != nil {
-				seed = *p.seed + uint64(k)
+			if p.Seed != nil {
+				seed = *p.Seed + uint64(k)
 			}
-			req := Request{Model: modelName, Prompt: prompt, Sampling: p.sampling, Seed: seed, MaxTokens: p.maxTokens,
-				StopTokenIDs: append(append([]int(nil), stops...), s.eosFor(p)...), TopLogprobs: topLogprobs, CacheSalt: p.cacheSalt}
+			req := Request{Model: modelName, Prompt: prompt, Sampling: p.Sampling, Seed: seed, MaxTokens: p.MaxTokens,
+				StopTokenIDs: append(append([]int(nil), stops...), s.eosFor(p)...), TopLogprobs: topLogprobs, CacheSalt: p.CacheSalt}
 			ch, err := s.engine.Submit(cctx, req)
 			if err != nil {
 				cancel()
@@ -70,7 +78,7 @@ func (s *Server) start(ctx context.Context, prompts [][]int, p params, modelName
 				}
 				return nil, submitError(err)
 			}
-			c := &choice{index: i*p.n + k, prompt: prompt, cancel: cancel}
+			c := &choice{index: i*p.N + k, prompt: prompt, cancel: cancel}
 			r.choices = append(r.choices, c)
 			subs = append(subs, pending{c, ch})
 		}
@@ -96,24 +104,31 @@ func (s *Server) start(ctx context.Context, prompts [][]int, p params, modelName
 func submitError(err error) error {
 	switch {
 	case errors.Is(err, ErrUnknownModel):
-		return &apiError{Status: 404, Message: err.Error(), Type: "NotFoundError", Param: "model", Code: 404}
+		return &wire.Error{Status: 404, Message: err.Error(), Type: "NotFoundError", Param: "model", Code: 404}
 	case errors.Is(err, ErrPromptTooLong):
-		return badRequest("prompt", "%v", err)
+		return wire.BadRequest("prompt", "%v", err)
+	case errors.Is(err, ErrQueueFull):
+		return queueFull(err.Error())
 	case errors.Is(err, ErrClosed):
-		return &apiError{Status: 503, Message: err.Error(), Type: "ServiceUnavailableError", Code: 503}
+		return &wire.Error{Status: 503, Message: err.Error(), Type: "ServiceUnavailableError", Code: 503}
 	}
-	return badRequest("", "%v", err)
+	return wire.BadRequest("", "%v", err)
+}
+
+// queueFull is OpenAI's rate-limit shape, which its clients retry with backoff.
+func queueFull(msg string) *wire.Error {
+	return &wire.Error{Status: http.StatusTooManyRequests, Message: msg, Type: "RateLimitError", Code: http.StatusTooManyRequests}
 }
 
 // eosFor is the end-of-sequence ids, unless the request ignores them.
-func (s *Server) eosFor(p params) []int {
+func (s *Server) eosFor(p wire.Params) []int {
 	if s.ignoreEOS(p) {
 		return nil
 	}
 	return s.eos
 }
 
-func (s *Server) ignoreEOS(p params) bool { return p.ignoreEOS }
+func (s *Server) ignoreEOS(p wire.Params) bool { return p.IgnoreEOS }
 
 // apply takes one engine event into its choice. It returns the text to stream (possibly empty)
 // and whether the choice just finished.
@@ -132,16 +147,16 @@ func (r *run) apply(ce choiceEvent) (string, bool) {
 	if ev.Err != nil {
 		c.err = ev.Err
 	}
-	tail := r.s.decode(c.ids[c.clean:], r.p.skipSpecial)
+	tail := r.s.decode(c.ids[c.clean:], r.p.SkipSpecial)
 	text := c.decoded + tail
 	if !strings.HasSuffix(tail, "\uFFFD") {
 		c.decoded, c.clean = text, len(c.ids)
 	}
 	// A stop string ends the choice: the text is cut before it (or after, when asked), and the
 	// engine stops generating.
-	if i, stop := firstStop(text, r.p.stops); i >= 0 {
+	if i, stop := firstStop(text, r.p.Stops); i >= 0 {
 		end := i
-		if r.p.IncludeStop() {
+		if r.p.IncludeStop {
 			end = i + len(stop)
 		}
 		c.text = text[:end]
@@ -180,7 +195,7 @@ func (r *run) flush(c *choice, final bool) string {
 			end = strings.LastIndex(c.text, "\uFFFD")
 		}
 		hold := 0
-		for _, s := range r.p.stops {
+		for _, s := range r.p.Stops {
 			hold = max(hold, len(s)-1)
 		}
 		end = max(c.sent, end-hold)
@@ -205,9 +220,6 @@ func firstStop(text string, stops []string) (int, string) {
 	}
 	return best, which
 }
-
-// IncludeStop reports whether stop strings stay in the output.
-func (p params) IncludeStop() bool { return p.includeStop }
 
 // tokenString is how a token appears in logprobs: its text, or "token_id:N" when asked.
 func (r *run) tokenString(id int, asIDs bool) string {

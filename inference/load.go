@@ -2,11 +2,14 @@ package inference
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 
+	"github.com/spa-rl/spa/internal/safefile"
 	"github.com/spa-rl/spa/model"
 	"github.com/spa-rl/spa/model/chat"
 	"github.com/spa-rl/spa/model/tokenizer"
@@ -33,7 +36,31 @@ func Open(ctx context.Context, dir string, eopts Options, sopts ServerOptions) (
 		e.Close()
 		return nil, err
 	}
-	return NewServer(e, tok, tmpl, eos, sopts), nil
+	s := NewServer(e, tok, tmpl, eos, sopts)
+	if s.tokDigest, err = tokenizerDigest(filepath.Join(dir, "tokenizer.json")); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("serve %s: %w", dir, err)
+	}
+	return s, nil
+}
+
+// tokenizerDigest identifies a tokenizer.json by its content, independent of key order and
+// whitespace, so that the copy a learner writes into each checkpoint matches the original.
+func tokenizerDigest(path string) (string, error) {
+	data, err := safefile.Read(path, 256<<20)
+	if err != nil {
+		return "", err
+	}
+	var v any
+	if err := json.Unmarshal(data, &v); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	canonical, err := json.Marshal(v) // map keys come out sorted
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	sum := sha256.Sum256(canonical)
+	return hex.EncodeToString(sum[:]), nil
 }
 
 // Engine is the server's engine, for the in-process API.

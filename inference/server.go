@@ -7,12 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nuid"
 
+	"github.com/spa-rl/spa/inference/wire"
 	"github.com/spa-rl/spa/model/chat"
 	"github.com/spa-rl/spa/model/tokenizer"
 )
@@ -25,6 +29,15 @@ type ServerOptions struct {
 	AdminKey string
 	// MaxBodyBytes bounds request bodies; zero means 16 MiB.
 	MaxBodyBytes int64
+	// BodyTimeout bounds reading one request body, so a client that trickles bytes cannot hold a
+	// connection; zero means 30 s. It does not bound the response: generations stream as long
+	// as they need.
+	BodyTimeout time.Duration
+	// MaxRequestSeqs bounds the sequences one request asks for (prompts × n); zero means 256.
+	MaxRequestSeqs int
+	// WeightsRoot, when set, is the only directory tree /update_weights may load from, checked
+	// after resolving symlinks; empty allows any directory the process can read.
+	WeightsRoot string
 }
 
 // Server is the OpenAI-compatible HTTP API over an Engine.
@@ -35,6 +48,8 @@ type Server struct {
 	eos    []int
 	opts   ServerOptions
 	mux    *http.ServeMux
+	// tokDigest identifies the served tokenizer.json; a version with another is refused.
+	tokDigest string
 }
 
 // NewServer wraps an engine. tok and tmpl come from the served checkpoint; eos lists the ids that
@@ -46,6 +61,12 @@ func NewServer(e *Engine, tok *tokenizer.Tokenizer, tmpl *chat.Template, eos []i
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 16 << 20
 	}
+	if opts.BodyTimeout <= 0 {
+		opts.BodyTimeout = 30 * time.Second
+	}
+	if opts.MaxRequestSeqs <= 0 {
+		opts.MaxRequestSeqs = 256
+	}
 	s := &Server{engine: e, tok: tok, tmpl: tmpl, eos: eos, opts: opts, mux: http.NewServeMux()}
 	s.mux.HandleFunc("GET /health", s.health)
 	s.mux.HandleFunc("GET /metrics", s.metrics)
@@ -55,14 +76,14 @@ func NewServer(e *Engine, tok *tokenizer.Tokenizer, tmpl *chat.Template, eos []i
 	s.mux.HandleFunc("POST /update_weights", s.auth(s.opts.AdminKey, s.updateWeights))
 	s.mux.HandleFunc("POST /pause", s.auth(s.opts.AdminKey, func(w http.ResponseWriter, r *http.Request) {
 		s.engine.Pause()
-		writeJSON(w, map[string]any{"status": "paused"})
+		wire.WriteJSON(w, map[string]any{"status": "paused"})
 	}))
 	s.mux.HandleFunc("POST /resume", s.auth(s.opts.AdminKey, func(w http.ResponseWriter, r *http.Request) {
 		s.engine.Resume()
-		writeJSON(w, map[string]any{"status": "running"})
+		wire.WriteJSON(w, map[string]any{"status": "running"})
 	}))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, &apiError{Status: 404, Message: fmt.Sprintf("no route %s %s", r.Method, r.URL.Path), Type: "NotFoundError", Code: 404})
+		wire.WriteError(w, &wire.Error{Status: 404, Message: fmt.Sprintf("no route %s %s", r.Method, r.URL.Path), Type: "NotFoundError", Code: 404})
 	})
 	return s
 }
@@ -77,30 +98,57 @@ func (s *Server) auth(key string, h http.HandlerFunc) http.HandlerFunc {
 	want := []byte("Bearer " + key)
 	return func(w http.ResponseWriter, r *http.Request) {
 		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
-			writeError(w, &apiError{Status: 401, Message: "missing or wrong API key (Authorization: Bearer ...)", Type: "AuthenticationError", Code: 401})
+			wire.WriteError(w, &wire.Error{Status: 401, Message: "missing or wrong API key (Authorization: Bearer ...)", Type: "AuthenticationError", Code: 401})
 			return
 		}
 		h(w, r)
 	}
 }
 
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
+// NewHTTPServer wraps a handler in an http.Server with the timeouts a server on a network needs:
+// headers within 10 s and idle keep-alive connections closed after 2 minutes. Bodies have their
+// own deadline (ServerOptions.BodyTimeout); there is no write timeout, since a generation
+// streams for as long as it takes.
+func NewHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 }
 
-// decodeBody reads a JSON body strictly enough to report malformed input with a 400.
+// decodeBody reads a JSON body strictly enough to report malformed input with a 400, within
+// BodyTimeout.
 func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(s.opts.BodyTimeout))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes))
 	if err != nil {
-		return badRequest("", "reading the body: %v", err)
+		// The deadline stays, so that the server's attempt to drain the rest of the body fails
+		// too and the connection closes.
+		w.Header().Set("Connection", "close")
+		var tooBig *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooBig):
+			return &wire.Error{Status: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf("the body is larger than %d bytes", s.opts.MaxBodyBytes), Type: "BadRequestError", Code: http.StatusRequestEntityTooLarge}
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return &wire.Error{Status: http.StatusRequestTimeout, Message: fmt.Sprintf("the body did not arrive within %s", s.opts.BodyTimeout), Type: "BadRequestError", Code: http.StatusRequestTimeout}
+		}
+		return wire.BadRequest("", "reading the body: %v", err)
 	}
+	// Clear the deadline: the connection's background read, which notices a client that goes
+	// away mid-generation, must not time out.
+	_ = rc.SetReadDeadline(time.Time{})
 	if err := json.Unmarshal(body, v); err != nil {
-		return badRequest("", "malformed JSON body: %v", err)
+		return wire.BadRequest("", "malformed JSON body: %v", err)
 	}
 	return nil
+}
+
+// encode tokenises prompt text, refusing text too long for max_model_len before paying for it:
+// text of n bytes is at least n / MaxTokenBytes tokens, and NFC normalisation shrinks text at most
+// threefold, hence the margin of four.
+func (s *Server) encode(text string) ([]int, error) {
+	if least := len(text) / (4 * s.tok.MaxTokenBytes()); least >= s.engine.MaxModelLen() {
+		return nil, wire.BadRequest("prompt", "the prompt is %d bytes, so at least %d tokens, beyond max_model_len %d", len(text), least, s.engine.MaxModelLen())
+	}
+	return s.tok.Encode(text), nil
 }
 
 func (s *Server) decode(ids []int, skipSpecial bool) string {
@@ -125,7 +173,7 @@ func (s *Server) models(w http.ResponseWriter, _ *http.Request) {
 		if v.Draining {
 			continue
 		}
-		entry := map[string]any{"id": v.Name, "object": "model", "created": v.Loaded.Unix(), "owned_by": "spa", "root": v.Dir, "max_model_len": s.engine.MaxModelLen()}
+		entry := map[string]any{"id": v.Name, "object": "model", "created": v.Loaded.Unix(), "owned_by": "spa", "root": v.Name, "max_model_len": s.engine.MaxModelLen()}
 		data = append(data, entry)
 		if v.Latest {
 			alias := map[string]any{}
@@ -136,48 +184,48 @@ func (s *Server) models(w http.ResponseWriter, _ *http.Request) {
 			data = append(data, alias)
 		}
 	}
-	writeJSON(w, map[string]any{"object": "list", "data": data})
+	wire.WriteJSON(w, map[string]any{"object": "list", "data": data})
 }
 
 func newID(prefix string) string { return prefix + "-" + strings.ToLower(nuid.Next()) }
 
 func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
-	var req completionRequest
+	var req wire.CompletionRequest
 	if err := s.decodeBody(w, r, &req); err != nil {
-		writeError(w, err)
+		wire.WriteError(w, err)
 		return
 	}
-	p, err := req.check()
+	p, err := req.Check()
 	if err != nil {
-		writeError(w, err)
+		wire.WriteError(w, err)
 		return
 	}
 	top := 0
 	if req.Logprobs != nil {
 		if *req.Logprobs < 0 || *req.Logprobs > 20 {
-			writeError(w, badRequest("logprobs", "logprobs must be in [0, 20], got %d", *req.Logprobs))
+			wire.WriteError(w, wire.BadRequest("logprobs", "logprobs must be in [0, 20], got %d", *req.Logprobs))
 			return
 		}
 		top = *req.Logprobs
 	}
 	if req.Echo && req.Logprobs != nil {
-		writeError(w, badRequest("echo", "echo with logprobs (prompt logprobs) is not supported by spa serve"))
+		wire.WriteError(w, wire.BadRequest("echo", "echo with logprobs (prompt logprobs) is not supported by spa serve"))
 		return
 	}
-	prompts, err := parsePrompts(req.Prompt, s.tok.Encode)
+	prompts, err := wire.ParsePrompts(req.Prompt, s.encode, s.opts.MaxRequestSeqs)
 	if err != nil {
-		writeError(w, err)
+		wire.WriteError(w, err)
 		return
 	}
 	ru, err := s.start(r.Context(), prompts, p, req.Model, top)
 	if err != nil {
-		writeError(w, err)
+		wire.WriteError(w, err)
 		return
 	}
 	id, created := newID("cmpl"), time.Now().Unix()
 	echo := func(c *choice) string {
 		if req.Echo {
-			return s.decode(c.prompt, p.skipSpecial)
+			return s.decode(c.prompt, p.SkipSpecial)
 		}
 		return ""
 	}
@@ -185,71 +233,71 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 		sse := newSSE(w)
 		for _, c := range ru.choices {
 			if e := echo(c); e != "" {
-				sse.send(completionResponse{ID: id, Object: "text_completion", Created: created, Model: s.engine.Name(), Choices: []completionChoice{{Index: c.index, Text: e}}})
+				sse.send(wire.CompletionResponse{ID: id, Object: "text_completion", Created: created, Model: s.engine.Name(), Choices: []wire.CompletionChoice{{Index: c.index, Text: e}}})
 			}
 		}
-		ru.stream(sse, p.returnIDs || req.Logprobs != nil, func(ce choiceEvent, text string, finished bool) any {
+		ru.stream(sse, p.ReturnIDs || req.Logprobs != nil, func(ce choiceEvent, text string, finished bool) any {
 			n := len(ce.c.ids)
-			ch := completionChoice{Index: ce.c.index, Text: text}
-			if ce.ev.Token != nil && p.returnIDs {
+			ch := wire.CompletionChoice{Index: ce.c.index, Text: text}
+			if ce.ev.Token != nil && p.ReturnIDs {
 				ch.TokenIDs = []int{ce.ev.Token.ID}
 				if n == 1 {
 					ch.PromptTokenIDs = ce.c.prompt
 				}
 			}
 			if ce.ev.Token != nil && req.Logprobs != nil {
-				ch.Logprobs = ru.completionLogprobs(ce.c, n-1, n, p.asTokenIDs)
+				ch.Logprobs = ru.completionLogprobs(ce.c, n-1, n, p.AsTokenIDs)
 			}
 			if finished {
 				f := ce.c.finish
 				ch.FinishReason, ch.StopReason = &f, ce.c.stop
 			}
-			return completionResponse{ID: id, Object: "text_completion", Created: created, Model: ce.c.version, Choices: []completionChoice{ch}}
+			return wire.CompletionResponse{ID: id, Object: "text_completion", Created: created, Model: ce.c.version, Choices: []wire.CompletionChoice{ch}}
 		})
 		if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
-			sse.send(completionResponse{ID: id, Object: "text_completion", Created: created, Model: ru.version(), Choices: []completionChoice{}, Usage: ru.usage()})
+			sse.send(wire.CompletionResponse{ID: id, Object: "text_completion", Created: created, Model: ru.version(), Choices: []wire.CompletionChoice{}, Usage: ru.usage()})
 		}
 		sse.done()
 		return
 	}
 	if err := ru.wait(r); err != nil {
-		writeError(w, err)
+		wire.WriteError(w, err)
 		return
 	}
-	resp := completionResponse{ID: id, Object: "text_completion", Created: created, Model: ru.version(), Usage: ru.usage()}
+	resp := wire.CompletionResponse{ID: id, Object: "text_completion", Created: created, Model: ru.version(), Usage: ru.usage()}
 	for _, c := range ru.choices {
 		f := c.finish
-		ch := completionChoice{Index: c.index, Text: echo(c) + c.text, FinishReason: &f, StopReason: c.stop}
-		if p.returnIDs {
+		ch := wire.CompletionChoice{Index: c.index, Text: echo(c) + c.text, FinishReason: &f, StopReason: c.stop}
+		if p.ReturnIDs {
 			ch.TokenIDs, ch.PromptTokenIDs = c.ids, c.prompt
 		}
 		if req.Logprobs != nil {
-			ch.Logprobs = ru.completionLogprobs(c, 0, len(c.ids), p.asTokenIDs)
+			ch.Logprobs = ru.completionLogprobs(c, 0, len(c.ids), p.AsTokenIDs)
 		}
 		resp.Choices = append(resp.Choices, ch)
 	}
-	writeJSON(w, resp)
+	wire.WriteJSON(w, resp)
 }
 
 func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
-	var req chatRequest
+	var req wire.ChatRequest
 	if err := s.decodeBody(w, r, &req); err != nil {
-		writeError(w, err)
+		wire.WriteError(w, err)
 		return
 	}
-	p, err := req.check()
+	p, err := req.Check()
 	if err != nil {
-		writeError(w, err)
+		wire.WriteError(w, err)
 		return
 	}
 	if len(req.Messages) == 0 {
-		writeError(w, badRequest("messages", "messages must not be empty"))
+		wire.WriteError(w, wire.BadRequest("messages", "messages must not be empty"))
 		return
 	}
 	top := 0
 	if req.TopLogprobs != nil {
 		if *req.TopLogprobs < 0 || *req.TopLogprobs > 20 || !req.Logprobs {
-			writeError(w, badRequest("top_logprobs", "top_logprobs must be in [0, 20] and needs logprobs: true"))
+			wire.WriteError(w, wire.BadRequest("top_logprobs", "top_logprobs must be in [0, 20] and needs logprobs: true"))
 			return
 		}
 		top = *req.TopLogprobs
@@ -257,63 +305,67 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	gen := req.AddGenerationPrompt == nil || *req.AddGenerationPrompt
 	text, err := s.tmpl.Render(req.Messages, gen)
 	if err != nil {
-		writeError(w, badRequest("messages", "%v", err))
+		wire.WriteError(w, wire.BadRequest("messages", "%v", err))
 		return
 	}
-	prompt := s.tok.Encode(text)
+	prompt, err := s.encode(text)
+	if err != nil {
+		wire.WriteError(w, err)
+		return
+	}
 	ru, err := s.start(r.Context(), [][]int{prompt}, p, req.Model, top)
 	if err != nil {
-		writeError(w, err)
+		wire.WriteError(w, err)
 		return
 	}
 	id, created := newID("chatcmpl"), time.Now().Unix()
 	if req.Stream {
 		sse := newSSE(w)
 		for _, c := range ru.choices {
-			sse.send(chatResponse{ID: id, Object: "chat.completion.chunk", Created: created, Model: s.engine.Name(),
-				Choices: []chatChoice{{Index: c.index, Delta: &chatMessage{Role: "assistant"}}}})
+			sse.send(wire.ChatResponse{ID: id, Object: "chat.completion.chunk", Created: created, Model: s.engine.Name(),
+				Choices: []wire.ChatChoice{{Index: c.index, Delta: &wire.ChatMessage{Role: "assistant"}}}})
 		}
-		ru.stream(sse, p.returnIDs || req.Logprobs, func(ce choiceEvent, text string, finished bool) any {
+		ru.stream(sse, p.ReturnIDs || req.Logprobs, func(ce choiceEvent, text string, finished bool) any {
 			n := len(ce.c.ids)
-			ch := chatChoice{Index: ce.c.index, Delta: &chatMessage{Content: text}}
-			if ce.ev.Token != nil && p.returnIDs {
+			ch := wire.ChatChoice{Index: ce.c.index, Delta: &wire.ChatMessage{Content: text}}
+			if ce.ev.Token != nil && p.ReturnIDs {
 				ch.TokenIDs = []int{ce.ev.Token.ID}
 			}
 			if ce.ev.Token != nil && req.Logprobs {
-				ch.Logprobs = ru.chatLogprobs(ce.c, n-1, n, p.asTokenIDs)
+				ch.Logprobs = ru.chatLogprobs(ce.c, n-1, n, p.AsTokenIDs)
 			}
 			if finished {
 				f := ce.c.finish
 				ch.FinishReason, ch.StopReason = &f, ce.c.stop
 			}
-			return chatResponse{ID: id, Object: "chat.completion.chunk", Created: created, Model: ce.c.version, Choices: []chatChoice{ch}}
+			return wire.ChatResponse{ID: id, Object: "chat.completion.chunk", Created: created, Model: ce.c.version, Choices: []wire.ChatChoice{ch}}
 		})
 		if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
-			sse.send(chatResponse{ID: id, Object: "chat.completion.chunk", Created: created, Model: ru.version(), Choices: []chatChoice{}, Usage: ru.usage()})
+			sse.send(wire.ChatResponse{ID: id, Object: "chat.completion.chunk", Created: created, Model: ru.version(), Choices: []wire.ChatChoice{}, Usage: ru.usage()})
 		}
 		sse.done()
 		return
 	}
 	if err := ru.wait(r); err != nil {
-		writeError(w, err)
+		wire.WriteError(w, err)
 		return
 	}
-	resp := chatResponse{ID: id, Object: "chat.completion", Created: created, Model: ru.version(), Usage: ru.usage()}
-	if p.returnIDs {
+	resp := wire.ChatResponse{ID: id, Object: "chat.completion", Created: created, Model: ru.version(), Usage: ru.usage()}
+	if p.ReturnIDs {
 		resp.PromptTokenIDs = prompt
 	}
 	for _, c := range ru.choices {
 		f := c.finish
-		ch := chatChoice{Index: c.index, Message: &chatMessage{Role: "assistant", Content: c.text}, FinishReason: &f, StopReason: c.stop}
-		if p.returnIDs {
+		ch := wire.ChatChoice{Index: c.index, Message: &wire.ChatMessage{Role: "assistant", Content: c.text}, FinishReason: &f, StopReason: c.stop}
+		if p.ReturnIDs {
 			ch.TokenIDs = c.ids
 		}
 		if req.Logprobs {
-			ch.Logprobs = ru.chatLogprobs(c, 0, len(c.ids), p.asTokenIDs)
+			ch.Logprobs = ru.chatLogprobs(c, 0, len(c.ids), p.AsTokenIDs)
 		}
 		resp.Choices = append(resp.Choices, ch)
 	}
-	writeJSON(w, resp)
+	wire.WriteJSON(w, resp)
 }
 
 // stream sends one chunk per engine event that carries text, a finish, or (when everyToken) a
@@ -340,7 +392,7 @@ func (r *run) wait(req *http.Request) error {
 func (r *run) failed(req *http.Request) error {
 	for _, c := range r.choices {
 		if c.err != nil && req.Context().Err() == nil && !errors.Is(c.err, context.Canceled) {
-			return &apiError{Status: 500, Message: "generation failed: " + c.err.Error(), Type: "InternalServerError", Code: 500}
+			return &wire.Error{Status: 500, Message: "generation failed: " + c.err.Error(), Type: "InternalServerError", Code: 500}
 		}
 	}
 	return nil
@@ -355,12 +407,12 @@ func (r *run) version() string {
 	return r.s.engine.Name()
 }
 
-func (r *run) usage() *usage {
-	u := &usage{}
+func (r *run) usage() *wire.Usage {
+	u := &wire.Usage{}
 	seen := map[int]bool{}
 	for _, c := range r.choices {
 		// n > 1 repeats a prompt; count it once, as OpenAI does.
-		if p := c.index / r.p.n; !seen[p] {
+		if p := c.index / r.p.N; !seen[p] {
 			seen[p] = true
 			u.PromptTokens += len(c.prompt)
 		}
@@ -370,8 +422,8 @@ func (r *run) usage() *usage {
 	return u
 }
 
-func (r *run) completionLogprobs(c *choice, from, to int, asIDs bool) *completionLogprobs {
-	lp := &completionLogprobs{}
+func (r *run) completionLogprobs(c *choice, from, to int, asIDs bool) *wire.CompletionLogprobs {
+	lp := &wire.CompletionLogprobs{}
 	offset := 0
 	for i := from; i < to; i++ {
 		tok := r.tokenString(c.ids[i], asIDs)
@@ -389,21 +441,21 @@ func (r *run) completionLogprobs(c *choice, from, to int, asIDs bool) *completio
 }
 
 func (r *run) chatLogprobs(c *choice, from, to int, asIDs bool) *struct {
-	Content []chatLogprob `json:"content"`
+	Content []wire.ChatLogprob `json:"content"`
 } {
 	out := &struct {
-		Content []chatLogprob `json:"content"`
-	}{Content: []chatLogprob{}}
-	entry := func(id int, lp float64) chatTopLogprob {
+		Content []wire.ChatLogprob `json:"content"`
+	}{Content: []wire.ChatLogprob{}}
+	entry := func(id int, lp float64) wire.ChatTopLogprob {
 		tok := r.tokenString(id, asIDs)
 		b := make([]int, 0, len(tok))
 		for _, x := range []byte(tok) {
 			b = append(b, int(x))
 		}
-		return chatTopLogprob{Token: tok, Logprob: lp, Bytes: b}
+		return wire.ChatTopLogprob{Token: tok, Logprob: lp, Bytes: b}
 	}
 	for i := from; i < to; i++ {
-		cl := chatLogprob{chatTopLogprob: entry(c.ids[i], c.lps[i]), TopLogprobs: []chatTopLogprob{}}
+		cl := wire.ChatLogprob{ChatTopLogprob: entry(c.ids[i], c.lps[i]), TopLogprobs: []wire.ChatTopLogprob{}}
 		for k, id := range c.tops[i] {
 			cl.TopLogprobs = append(cl.TopLogprobs, entry(id, c.topLPs[i][k]))
 		}
@@ -422,11 +474,11 @@ type updateRequest struct {
 func (s *Server) updateWeights(w http.ResponseWriter, r *http.Request) {
 	var req updateRequest
 	if err := s.decodeBody(w, r, &req); err != nil {
-		writeError(w, err)
+		wire.WriteError(w, err)
 		return
 	}
 	if req.WeightDir == "" {
-		writeError(w, badRequest("weight_dir", "weight_dir is required"))
+		wire.WriteError(w, wire.BadRequest("weight_dir", "weight_dir is required"))
 		return
 	}
 	var number int64
@@ -442,19 +494,84 @@ func (s *Server) updateWeights(w http.ResponseWriter, r *http.Request) {
 			name = vs
 		}
 	default:
-		writeError(w, badRequest("version", "version is required: a number or a name"))
+		wire.WriteError(w, wire.BadRequest("version", "version is required: a whole number or a name"))
+		return
+	}
+	if err := s.engine.CheckVersion(name, number); err != nil {
+		param := "version"
+		if req.Model != "" {
+			param = "model"
+		}
+		wire.WriteError(w, wire.BadRequest(param, "%v", err))
+		return
+	}
+	dir, err := s.weightDir(req.WeightDir)
+	if err != nil {
+		wire.WriteError(w, err)
+		return
+	}
+	if err := s.sameTokenizer(dir); err != nil {
+		wire.WriteError(w, err)
 		return
 	}
 	start := time.Now()
-	if err := s.engine.LoadVersion(r.Context(), name, number, req.WeightDir); err != nil {
-		status := http.StatusBadRequest
-		if errors.Is(err, ErrClosed) {
-			status = http.StatusServiceUnavailable
+	if err := s.engine.LoadVersion(r.Context(), name, number, dir); err != nil {
+		ae := &wire.Error{Status: http.StatusBadRequest, Message: err.Error(), Type: "BadRequestError", Param: "weight_dir", Code: http.StatusBadRequest}
+		switch {
+		case errors.Is(err, ErrClosed):
+			ae.Status, ae.Type, ae.Param = http.StatusServiceUnavailable, "ServiceUnavailableError", ""
+		case errors.Is(err, context.DeadlineExceeded):
+			ae.Status, ae.Type = http.StatusGatewayTimeout, "TimeoutError"
 		}
-		writeError(w, &apiError{Status: status, Message: err.Error(), Type: "BadRequestError", Param: "weight_dir", Code: status})
+		ae.Code = ae.Status
+		wire.WriteError(w, ae)
 		return
 	}
-	writeJSON(w, map[string]any{"status": "ok", "model": name, "version": number, "load_seconds": time.Since(start).Seconds()})
+	wire.WriteJSON(w, map[string]any{"status": "ok", "model": name, "version": number, "load_seconds": time.Since(start).Seconds()})
+}
+
+// weightDir resolves a requested checkpoint directory, symlinks included, and refuses one outside
+// WeightsRoot when that is set. Loading from the resolved path means a link swapped after the
+// check cannot redirect the load.
+func (s *Server) weightDir(dir string) (string, error) {
+	resolved, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return "", wire.BadRequest("weight_dir", "weight_dir %s: %v", dir, err)
+	}
+	if resolved, err = filepath.Abs(resolved); err != nil {
+		return "", wire.BadRequest("weight_dir", "weight_dir %s: %v", dir, err)
+	}
+	if s.opts.WeightsRoot == "" {
+		return resolved, nil
+	}
+	root, err := filepath.EvalSymlinks(s.opts.WeightsRoot)
+	if err == nil {
+		root, err = filepath.Abs(root)
+	}
+	if err != nil {
+		return "", &wire.Error{Status: http.StatusInternalServerError, Message: fmt.Sprintf("server.weights_root %s: %v", s.opts.WeightsRoot, err), Type: "InternalServerError", Code: http.StatusInternalServerError}
+	}
+	if rel, err := filepath.Rel(root, resolved); err != nil || !filepath.IsLocal(rel) && rel != "." {
+		return "", &wire.Error{Status: http.StatusForbidden, Message: fmt.Sprintf("weight_dir %s is outside server.weights_root %s", dir, s.opts.WeightsRoot), Type: "PermissionDeniedError", Param: "weight_dir", Code: http.StatusForbidden}
+	}
+	return resolved, nil
+}
+
+// sameTokenizer refuses a checkpoint that carries a tokenizer.json other than the served one: the
+// server decodes every version's tokens with the tokenizer it started with. A checkpoint without
+// one (weights only) is served with the served tokenizer.
+func (s *Server) sameTokenizer(dir string) error {
+	digest, err := tokenizerDigest(filepath.Join(dir, "tokenizer.json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return wire.BadRequest("weight_dir", "%v", err)
+	}
+	if s.tokDigest != "" && digest != s.tokDigest {
+		return wire.BadRequest("weight_dir", "%s has another tokenizer.json than the served checkpoint; a server serves one tokenizer, so start another server for this model", dir)
+	}
+	return nil
 }
 
 // metrics writes Prometheus text format.
@@ -497,6 +614,9 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 type sse struct {
 	w http.ResponseWriter
 	f http.Flusher
+	// failed is set once an event could not be encoded: the client got an error event, and
+	// nothing more but [DONE].
+	failed bool
 }
 
 func newSSE(w http.ResponseWriter) *sse {
@@ -508,7 +628,14 @@ func newSSE(w http.ResponseWriter) *sse {
 }
 
 func (s *sse) send(v any) {
-	data, _ := json.Marshal(v)
+	if s.failed {
+		return
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		s.failed = true
+		data, _ = json.Marshal(map[string]any{"error": wire.EncodeError(err)})
+	}
 	fmt.Fprintf(s.w, "data: %s\n\n", data)
 	if s.f != nil {
 		s.f.Flush()

@@ -18,9 +18,9 @@ import (
 	openai "github.com/sashabaranov/go-openai"
 
 	_ "github.com/spa-rl/spa/envs/builtin"
+	"github.com/spa-rl/spa/inference/wire"
 	"github.com/spa-rl/spa/model"
 	"github.com/spa-rl/spa/model/domain"
-	"github.com/spa-rl/spa/torchrt"
 )
 
 // servedCheckpoint writes a random tiny model with the domain tokenizer (vocabulary 320).
@@ -33,18 +33,7 @@ func servedCheckpoint(t *testing.T, seed uint64) string {
 	}
 	cfg := testConfig()
 	cfg.VocabSize, cfg.EOSTokenID = size, model.IDList{imEnd}
-	ex := torchrt.NewExecutor()
-	defer ex.Close()
-	if err := ex.Do(context.Background(), func() error {
-		m, err := model.New(cfg, model.Options{Seed: seed})
-		if err != nil {
-			return err
-		}
-		defer m.Close()
-		return model.Save(dir, m, model.SaveOptions{})
-	}); err != nil {
-		t.Fatal(err)
-	}
+	saveRandom(t, dir, cfg, seed)
 	return dir
 }
 
@@ -162,7 +151,7 @@ func TestOpenAIClientCompletionsAndChat(t *testing.T) {
 
 func TestTokenIDPromptsAndVLLMExtras(t *testing.T) {
 	_, hs := startServer(t, ServerOptions{})
-	var resp completionResponse
+	var resp wire.CompletionResponse
 	body := `{"model":"spa","prompt":[[5,6,7,8],[9,10]],"max_tokens":6,"temperature":0,"return_token_ids":true,"logprobs":0,"return_tokens_as_token_ids":true}`
 	if code := post(t, hs.URL+"/v1/completions", body, &resp); code != 200 {
 		t.Fatalf("status %d", code)
@@ -180,7 +169,7 @@ func TestTokenIDPromptsAndVLLMExtras(t *testing.T) {
 		}
 	}
 	// Greedy is deterministic across requests.
-	var again completionResponse
+	var again wire.CompletionResponse
 	post(t, hs.URL+"/v1/completions", body, &again)
 	for i := range resp.Choices {
 		if a, b := resp.Choices[i].TokenIDs, again.Choices[i].TokenIDs; fmt.Sprint(a) != fmt.Sprint(b) {
@@ -188,7 +177,7 @@ func TestTokenIDPromptsAndVLLMExtras(t *testing.T) {
 		}
 	}
 	// Chat with return_token_ids gives the prompt ids at the top level.
-	var cr chatResponse
+	var cr wire.ChatResponse
 	post(t, hs.URL+"/v1/chat/completions", `{"messages":[{"role":"user","content":"Turn 1:"}],"max_tokens":4,"return_token_ids":true,"logprobs":true,"top_logprobs":2}`, &cr)
 	if len(cr.PromptTokenIDs) == 0 || len(cr.Choices[0].TokenIDs) == 0 || len(cr.Choices[0].Logprobs.Content[0].TopLogprobs) != 2 {
 		t.Errorf("chat extras: %+v", cr)
@@ -197,7 +186,7 @@ func TestTokenIDPromptsAndVLLMExtras(t *testing.T) {
 
 func TestStopStringsAndStopTokens(t *testing.T) {
 	_, hs := startServer(t, ServerOptions{})
-	var first completionResponse
+	var first wire.CompletionResponse
 	post(t, hs.URL+"/v1/completions", `{"prompt":"Turn 1:","max_tokens":30,"temperature":0,"return_token_ids":true,"ignore_eos":true}`, &first)
 	text := first.Choices[0].Text
 	ids := first.Choices[0].TokenIDs
@@ -205,7 +194,7 @@ func TestStopStringsAndStopTokens(t *testing.T) {
 		t.Skipf("greedy output too short to test stops: %q", text)
 	}
 	stop := text[2:4]
-	var r completionResponse
+	var r wire.CompletionResponse
 	post(t, hs.URL+"/v1/completions", `{"prompt":"Turn 1:","max_tokens":30,"temperature":0,"ignore_eos":true,"stop":`+mustJSON(stop)+`}`, &r)
 	if got := r.Choices[0]; got.Text != text[:strings.Index(text, stop)] || *got.FinishReason != "stop" || got.StopReason != stop {
 		t.Errorf("stop %q: %+v (full %q)", stop, got, text)
@@ -214,7 +203,7 @@ func TestStopStringsAndStopTokens(t *testing.T) {
 	if got := r.Choices[0].Text; !strings.HasSuffix(got, stop) {
 		t.Errorf("include_stop_str_in_output: %q", got)
 	}
-	var rs completionResponse
+	var rs wire.CompletionResponse
 	post(t, hs.URL+"/v1/completions", `{"prompt":"Turn 1:","max_tokens":30,"temperature":0,"ignore_eos":true,"return_token_ids":true,"stop_token_ids":[`+mustJSON(ids[3])+`]}`, &rs)
 	got := rs.Choices[0]
 	if n := len(got.TokenIDs); n == 0 || got.TokenIDs[n-1] != ids[3] || *got.FinishReason != "stop" || got.StopReason != float64(ids[3]) {
@@ -254,7 +243,7 @@ func TestErrorsAreOpenAIShaped(t *testing.T) {
 	}
 	for _, tc := range cases {
 		var e struct {
-			Error apiError `json:"error"`
+			Error wire.Error `json:"error"`
 		}
 		status := post(t, hs.URL+tc.path, tc.body, &e)
 		if status != tc.status || e.Error.Message == "" || e.Error.Param != tc.param {
@@ -262,7 +251,7 @@ func TestErrorsAreOpenAIShaped(t *testing.T) {
 		}
 	}
 	// The server still works after all that.
-	var ok completionResponse
+	var ok wire.CompletionResponse
 	if code := post(t, hs.URL+"/v1/completions", `{"prompt":"x","max_tokens":2}`, &ok); code != 200 {
 		t.Errorf("after errors: %d", code)
 	}
@@ -300,7 +289,7 @@ func TestWeightUpdateUnderLoad(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; ctx.Err() == nil; i++ {
-				var r completionResponse
+				var r wire.CompletionResponse
 				code := post(t, hs.URL+"/v1/completions", `{"prompt":"Turn `+mustJSON(w*100+i)+`:","max_tokens":8}`, &r)
 				mu.Lock()
 				total++
@@ -315,7 +304,7 @@ func TestWeightUpdateUnderLoad(t *testing.T) {
 	if code := post(t, hs.URL+"/update_weights", `{"weight_dir":`+mustJSON(next)+`,"version":1}`, &upd); code != 200 {
 		t.Fatalf("update: %d %v", code, upd)
 	}
-	var after completionResponse
+	var after wire.CompletionResponse
 	post(t, hs.URL+"/v1/completions", `{"prompt":"x","max_tokens":3}`, &after)
 	cancel()
 	wg.Wait()
@@ -326,7 +315,7 @@ func TestWeightUpdateUnderLoad(t *testing.T) {
 		t.Errorf("after the update the response says model %q", after.Model)
 	}
 	// The old version is still addressable until evicted (max 2 versions).
-	var old completionResponse
+	var old wire.CompletionResponse
 	if code := post(t, hs.URL+"/v1/completions", `{"model":"spa-v0","prompt":"x","max_tokens":3}`, &old); code != 200 || old.Model != "spa-v0" {
 		t.Errorf("old version: %d %q", code, old.Model)
 	}

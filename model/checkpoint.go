@@ -70,18 +70,8 @@ func setVars(vs *nn.VarStore, device gotch.Device, params map[string]Param, igno
 			extra = append(extra, name)
 		}
 	}
-	var errs []error
-	for _, l := range []struct {
-		what  string
-		names []string
-	}{{"missing", missing}, {"unexpected", extra}, {"mismatched", bad}} {
-		if len(l.names) > 0 {
-			sort.Strings(l.names)
-			errs = append(errs, fmt.Errorf("%d %s: %s", len(l.names), l.what, strings.Join(first(l.names, 8), ", ")))
-		}
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("load weights: %w", errors.Join(errs...))
+	if err := mismatch(missing, extra, bad); err != nil {
+		return fmt.Errorf("load weights: %w", err)
 	}
 	for name, v := range vars {
 		p := params[name]
@@ -95,6 +85,22 @@ func setVars(vs *nn.VarStore, device gotch.Device, params map[string]Param, igno
 		src.MustDrop()
 	}
 	return nil
+}
+
+// mismatch describes the parameters missing, unexpected and of the wrong shape (up to 8 of each),
+// or is nil when all three lists are empty.
+func mismatch(missing, extra, bad []string) error {
+	var errs []error
+	for _, l := range []struct {
+		what  string
+		names []string
+	}{{"missing", missing}, {"unexpected", extra}, {"mismatched", bad}} {
+		if len(l.names) > 0 {
+			sort.Strings(l.names)
+			errs = append(errs, fmt.Errorf("%d %s: %s", len(l.names), l.what, strings.Join(first(l.names, 8), ", ")))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func first(s []string, n int) []string {
@@ -186,77 +192,62 @@ func Save(dir string, m *Model, opts SaveOptions) error {
 	return os.WriteFile(filepath.Join(dir, "generation_config.json"), append(data, '\n'), 0o644)
 }
 
-// Load reads a Hugging Face checkpoint directory: config.json, then model.safetensors or the
-// shards listed in model.safetensors.index.json, in float32, bfloat16 or float16.
-func Load(dir string, opts Options) (*Model, error) {
+// Checkpoint is a checkpoint directory read into memory and checked: its config and its weights,
+// whose names and shapes match the config. Reading needs no torch, so it can happen on any thread
+// and under a deadline, apart from the thread that builds the model.
+type Checkpoint struct {
+	Config Config
+	Params map[string]Param
+}
+
+// ReadCheckpoint reads and checks dir's config.json and weights (see ReadSafetensors).
+func ReadCheckpoint(dir string) (Checkpoint, error) {
 	cfg, err := LoadConfig(dir)
 	if err != nil {
-		return nil, err
+		return Checkpoint{}, err
 	}
 	params, err := ReadSafetensors(dir)
 	if err != nil {
-		return nil, err
+		return Checkpoint{}, fmt.Errorf("%s: %w", dir, err)
 	}
-	_, opts.ValueHead = params["score.weight"]
-	m, err := New(cfg, opts)
+	if err := CheckParams(cfg, params); err != nil {
+		return Checkpoint{}, fmt.Errorf("%s: %w", dir, err)
+	}
+	return Checkpoint{Config: cfg, Params: params}, nil
+}
+
+// Load reads a Hugging Face checkpoint directory: config.json, then model.safetensors or the
+// shards listed in model.safetensors.index.json, in float32, bfloat16 or float16.
+func Load(dir string, opts Options) (*Model, error) {
+	ck, err := ReadCheckpoint(dir)
 	if err != nil {
 		return nil, err
 	}
-	var ignore []string
-	if cfg.TieWordEmbeddings {
-		// Some exporters save the tied head anyway; it is the embedding.
-		ignore = append(ignore, "lm_head.weight")
-	}
-	if err := m.SetParams(params, ignore...); err != nil {
-		m.Close()
+	m, err := FromCheckpoint(ck, opts)
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
 	return m, nil
 }
 
-// ReadSafetensors reads every tensor of a checkpoint directory as float32.
-func ReadSafetensors(dir string) (map[string]Param, error) {
-	files := []string{"model.safetensors"}
-	if data, err := os.ReadFile(filepath.Join(dir, "model.safetensors.index.json")); err == nil {
-		var index struct {
-			WeightMap map[string]string `json:"weight_map"`
-		}
-		if err := json.Unmarshal(data, &index); err != nil {
-			return nil, fmt.Errorf("%s: model.safetensors.index.json: %w", dir, err)
-		}
-		seen := map[string]bool{}
-		files = files[:0]
-		for _, f := range index.WeightMap {
-			if !seen[f] {
-				seen[f] = true
-				files = append(files, f)
-			}
-		}
-		sort.Strings(files)
+// FromCheckpoint builds a model from a checkpoint read by ReadCheckpoint; a score head in the
+// weights makes it a critic.
+func FromCheckpoint(ck Checkpoint, opts Options) (*Model, error) {
+	_, opts.ValueHead = ck.Params["score.weight"]
+	m, err := New(ck.Config, opts)
+	if err != nil {
+		return nil, err
 	}
-	out := map[string]Param{}
-	for _, name := range files {
-		data, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			return nil, fmt.Errorf("read weights: %w", err)
-		}
-		st, err := safetensors.Deserialize(data)
-		if err != nil {
-			return nil, fmt.Errorf("read weights %s: %w", name, err)
-		}
-		for _, t := range st.Tensors() {
-			vals, err := decodeFloats(t.TensorView.Data(), t.TensorView.DType())
-			if err != nil {
-				return nil, fmt.Errorf("read weights %s: %s: %w", name, t.Name, err)
-			}
-			shape := make([]int, len(t.TensorView.Shape()))
-			for i, s := range t.TensorView.Shape() {
-				shape[i] = int(s)
-			}
-			out[t.Name] = Param{Shape: shape, Data: vals}
-		}
+	var ignore []string
+	if ck.Config.TieWordEmbeddings {
+		// Some exporters save the tied head anyway; it is the embedding.
+		ignore = append(ignore, "lm_head.weight")
 	}
-	return out, nil
+	if err := m.SetParams(ck.Params, ignore...); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
 }
 
 func encodeFloats(v []float32, dtype safetensors.DType) []byte {
@@ -274,30 +265,6 @@ func encodeFloats(v []float32, dtype safetensors.DType) []byte {
 	return b
 }
 
-func decodeFloats(b []byte, dtype safetensors.DType) ([]float32, error) {
-	switch dtype {
-	case safetensors.F32:
-		out := make([]float32, len(b)/4)
-		for i := range out {
-			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
-		}
-		return out, nil
-	case safetensors.BF16:
-		out := make([]float32, len(b)/2)
-		for i := range out {
-			out[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(b[2*i:])) << 16)
-		}
-		return out, nil
-	case safetensors.F16:
-		out := make([]float32, len(b)/2)
-		for i := range out {
-			out[i] = float16ToFloat32(binary.LittleEndian.Uint16(b[2*i:]))
-		}
-		return out, nil
-	}
-	return nil, fmt.Errorf("dtype %s is not supported (want F32, BF16 or F16)", dtype)
-}
-
 // float32ToBF16 rounds to nearest even, as PyTorch does; NaN stays NaN.
 func float32ToBF16(f float32) uint16 {
 	u := math.Float32bits(f)
@@ -305,24 +272,4 @@ func float32ToBF16(f float32) uint16 {
 		return uint16(u>>16) | 0x40
 	}
 	return uint16((u + 0x7FFF + (u>>16)&1) >> 16)
-}
-
-func float16ToFloat32(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1F
-	mant := uint32(h) & 0x3FF
-	switch {
-	case exp == 0 && mant == 0:
-		return math.Float32frombits(sign)
-	case exp == 0: // subnormal: renormalise
-		e := uint32(127 - 15 + 1)
-		for mant&0x400 == 0 {
-			mant <<= 1
-			e--
-		}
-		return math.Float32frombits(sign | e<<23 | (mant&0x3FF)<<13)
-	case exp == 0x1F:
-		return math.Float32frombits(sign | 0xFF<<23 | mant<<13)
-	}
-	return math.Float32frombits(sign | (exp+127-15)<<23 | mant<<13)
 }

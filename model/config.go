@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/spa-rl/spa/internal/safefile"
 )
 
 // Config is a Hugging Face config.json of the Qwen2 architecture (Qwen2ForCausalLM).
@@ -85,6 +87,11 @@ func (c Config) Validate() error {
 	if c.ModelType != "" && c.ModelType != "qwen2" {
 		errs = append(errs, fmt.Errorf("model_type %q is not qwen2", c.ModelType))
 	}
+	if len(errs) == 0 {
+		if _, err := ParameterCount(c, false); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("model config: %w", errors.Join(errs...))
 	}
@@ -110,9 +117,12 @@ func Preset(name string, vocab int) (Config, error) {
 	return c, c.Validate()
 }
 
+// maxConfigBytes bounds config.json; real ones are a few kilobytes.
+const maxConfigBytes = 4 << 20
+
 // LoadConfig reads dir/config.json.
 func LoadConfig(dir string) (Config, error) {
-	data, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	data, err := safefile.Read(filepath.Join(dir, "config.json"), maxConfigBytes)
 	if err != nil {
 		return Config{}, fmt.Errorf("model config: %w", err)
 	}

@@ -14,6 +14,8 @@ import (
 	"github.com/nlpodyssey/safetensors"
 	"github.com/sugarme/gotch/nn"
 	"github.com/sugarme/gotch/ts"
+
+	"github.com/spa-rl/spa/model/weights"
 )
 
 // LoRAOptions configure low-rank adapters (Hu et al. 2021): each target projection W gets
@@ -204,26 +206,13 @@ func (m *Model) LoadAdapter(dir string) error {
 	if m.lora == nil {
 		return fmt.Errorf("load adapter: enable LoRA first")
 	}
-	data, err := os.ReadFile(filepath.Join(dir, "adapter_model.safetensors"))
-	if err != nil {
-		return fmt.Errorf("load adapter: %w", err)
-	}
-	st, err := safetensors.Deserialize(data)
+	read, err := weights.ReadFile(filepath.Join(dir, "adapter_model.safetensors"))
 	if err != nil {
 		return fmt.Errorf("load adapter %s: %w", dir, err)
 	}
 	params := map[string]Param{}
-	for _, name := range st.Names() {
-		v, _ := st.Tensor(name)
-		vals, err := decodeFloats(v.Data(), v.DType())
-		if err != nil {
-			return fmt.Errorf("load adapter %s: %s: %w", dir, name, err)
-		}
-		shape := make([]int, len(v.Shape()))
-		for i, s := range v.Shape() {
-			shape[i] = int(s)
-		}
-		params[strings.TrimPrefix(name, peftPrefix)] = Param{Shape: shape, Data: vals}
+	for name, t := range read {
+		params[strings.TrimPrefix(name, peftPrefix)] = Param(t)
 	}
 	return setVars(m.lora.vs, m.device, params)
 }
@@ -233,7 +222,7 @@ func Float32Bytes(v []float32) []byte { return encodeFloats(v, safetensors.F32) 
 
 // Float32sFromBytes decodes little-endian float32 values.
 func Float32sFromBytes(b []byte) []float32 {
-	out, _ := decodeFloats(b, safetensors.F32)
+	out, _ := weights.Decode(b, safetensors.F32)
 	return out
 }
 

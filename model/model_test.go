@@ -450,15 +450,7 @@ func float32ToFloat16(f float32) uint16 {
 	return sign | uint16(exp)<<10 | uint16((mant+0x1000)>>13)
 }
 
-func TestFloat16Decoding(t *testing.T) {
-	for _, c := range []struct {
-		h    uint16
-		want float32
-	}{{0x3C00, 1}, {0xC000, -2}, {0x3555, 0.333251953125}, {0x0001, 5.960464477539063e-08}, {0x7BFF, 65504}, {0x8000, float32(math.Copysign(0, -1))}} {
-		if got := float16ToFloat32(c.h); got != c.want {
-			t.Errorf("float16 %#04x = %v, want %v", c.h, got, c.want)
-		}
-	}
+func TestBF16Rounding(t *testing.T) {
 	if got := float32ToBF16(1.00390625); got != 0x3F80 { // halfway: rounds to even
 		t.Errorf("bf16(1.00390625) = %#04x", got)
 	}

@@ -16,5 +16,15 @@ status=0
 # Both groups run even when the first fails, so one run reports every failure.
 go test -count=1 -timeout "$timeout" $light || status=1
 go test -count=1 -timeout "$timeout" -p 1 $torch || status=1
+# The fuzz targets of what reads untrusted input, a few seconds each (go test fuzzes one target
+# per run). Their seed corpora already ran above; this looks a little further.
+fuzztime=${FUZZ_TIME:-5s}
+fuzzlog=$(mktemp)
+for target in model/weights:FuzzParseHeader model/weights:FuzzReadShard model/weights:FuzzParseIndex inference/wire:FuzzRequest; do
+  if ! go test -run '^$' -fuzz "^${target#*:}\$" -fuzztime "$fuzztime" "./${target%%:*}" >"$fuzzlog" 2>&1; then
+    echo "fuzz ${target} failed:"; tail -30 "$fuzzlog"; status=1
+  fi
+done
+rm -f "$fuzzlog"
 printf 'tests: %d packages in %ds\n' "$(wc -w <<<"$light $torch")" $((SECONDS - start))
 exit $status

@@ -126,6 +126,7 @@ bucket (spa_policy) at start, and stops cleanly on Ctrl-C or SIGTERM (JetStream 
 			auth = "user/password auth"
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "spa bus: NATS %s with JetStream on %s (%s), store %s\n", b.Embedded.Version(), b.URL(), auth, store)
+		warnExposed(cmd.ErrOrStderr(), "spa bus", listen, auth != "no auth", "Set bus.token or bus.user and bus.password (SPA_BUS_TOKEN), or bind 127.0.0.1.")
 		<-ctx.Done()
 		fmt.Fprintln(cmd.OutOrStdout(), "spa bus: stopping")
 		return nil

@@ -92,6 +92,9 @@ func TestBusCommands(t *testing.T) {
 
 	serveOut := background(t, "env", "serve", "sokoban", "--bus", url, "--set", "bus.token=sesame", "--variant", "6x6-1box", "--replicas", "2")
 	waitFor(t, "spa env serve", func() bool { return strings.Contains(serveOut.String(), "with 2 host(s)") })
+	if !strings.Contains(serveOut.String(), "host(s): spa.env.sokoban.reset\n") {
+		t.Errorf("env serve's startup line: %q", serveOut.String())
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -157,6 +160,15 @@ func TestBusCommands(t *testing.T) {
 	}
 	if _, err := bus.DecodeTrajectory([]byte(lines[299])); err != nil {
 		t.Error(err)
+	}
+	// A mistyped run id is an error that names the runs there are, and leaves no file behind.
+	typo := filepath.Join(dir, "typo.jsonl")
+	code, _, errOut = spa(t, append([]string{"traj", "export", "--run", "rl", "-o", typo}, auth...)...)
+	if code == 0 || !strings.Contains(errOut, "no trajectories stored for this run") || !strings.Contains(errOut, "r1 (300)") {
+		t.Errorf("export of an unknown run: %d %s", code, errOut)
+	}
+	if _, err := os.Stat(typo); !os.IsNotExist(err) {
+		t.Errorf("export of an unknown run left %s behind: %v", typo, err)
 	}
 	code, _, errOut = spa(t, "traj", "export", "--run", "r1", "--run-dir", dir)
 	if code == 0 || !strings.Contains(errOut, "no embedded store for run \"r1\"") {

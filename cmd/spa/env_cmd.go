@@ -189,8 +189,9 @@ dropped. The host stops cleanly on Ctrl-C or SIGTERM.`,
 	cf := addConfigFlags(cmd)
 	// The common flags already define --variant as env.variant; serve reads it as a list.
 	cmd.Flags().Lookup("variant").Usage = "variants to serve, comma-separated; the first is the default (env.variant; default: all)"
-	cmd.Flags().Int("replicas", 0, "hosts in this process (env.replicas)")
-	cmd.Flags().Duration("session-ttl", 0, "drop sessions idle this long (env.session_ttl)")
+	// Both flags are config keys, so they are checked as --set and SPA_ENV_* are.
+	cf.keyFlag("replicas", "env.replicas", "hosts in this process")
+	cf.keyFlag("session-ttl", "env.session_ttl", "drop sessions idle this long, e.g. 5m")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		cfg, err := cf.load()
 		if err != nil {
@@ -207,14 +208,7 @@ dropped. The host stops cleanly on Ctrl-C or SIGTERM.`,
 		if cfg.Env.Variant != "" {
 			variants = strings.Split(cfg.Env.Variant, ",")
 		}
-		replicas := cfg.Env.Replicas
-		if n, _ := cmd.Flags().GetInt("replicas"); n > 0 {
-			replicas = n
-		}
-		ttl := cfg.Env.SessionTTL
-		if d, _ := cmd.Flags().GetDuration("session-ttl"); d > 0 {
-			ttl = d
-		}
+		replicas, ttl := cfg.Env.Replicas, cfg.Env.SessionTTL
 		ctx, stop := signalContext(cmd.Context())
 		defer stop()
 		nc, err := bus.Connect(ctx, busOptions(cfg.Bus, "spa-env-"+name))
@@ -238,7 +232,7 @@ dropped. The host stops cleanly on Ctrl-C or SIGTERM.`,
 		if len(variants) > 0 {
 			served = "variants " + strings.Join(variants, ", ")
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "serving %s (%s) on %s with %d host(s): %s.reset\n", info.Name, served, nc.ConnectedUrlRedacted(), len(hosts), bus.EnvSubject(info.Name, ""))
+		fmt.Fprintf(cmd.OutOrStdout(), "serving %s (%s) on %s with %d host(s): %s\n", info.Name, served, nc.ConnectedUrlRedacted(), len(hosts), bus.EnvSubject(info.Name, "reset"))
 		tick := time.NewTicker(30 * time.Second)
 		defer tick.Stop()
 		for {

@@ -104,14 +104,13 @@ func newModelInfoCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir := args[0]
-			cfg, err := model.LoadConfig(dir)
+			// ReadCheckpoint checks the weights against config.json, so what is printed is what
+			// would load.
+			ck, err := model.ReadCheckpoint(dir)
 			if err != nil {
 				return err
 			}
-			params, err := model.ReadSafetensors(dir)
-			if err != nil {
-				return err
-			}
+			cfg, params := ck.Config, ck.Params
 			var n int64
 			for _, p := range params {
 				n += int64(len(p.Data))

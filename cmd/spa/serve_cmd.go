@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/spa-rl/spa/harness"
 	"github.com/spa-rl/spa/inference"
 	"github.com/spa-rl/spa/model"
 )
@@ -60,10 +60,9 @@ SIGTERM stops it gracefully: it stops accepting, finishes the responses in fligh
 		}
 		ctx, stop := signalContext(cmd.Context())
 		defer stop()
-		srv, err := inference.Open(ctx, modelDir, inference.Options{
-			Name: name, MaxBatch: cfg.Server.MaxBatch, MaxModelLen: cfg.Server.MaxModelLen,
-			KVCacheMB: cfg.Server.KVCacheMB, MaxVersions: cfg.Server.MaxVersions, Device: dev,
-		}, inference.ServerOptions{APIKey: cfg.Server.APIKey, AdminKey: cfg.Server.AdminKey})
+		eopts, sopts := harness.ServerOptions(cfg.Server)
+		eopts.Name, eopts.Device = name, dev
+		srv, err := inference.Open(ctx, modelDir, eopts, sopts)
 		if err != nil {
 			return err
 		}
@@ -72,12 +71,14 @@ SIGTERM stops it gracefully: it stops accepting, finishes the responses in fligh
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", listen, err)
 		}
-		hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+		hs := inference.NewHTTPServer(srv)
 		errc := make(chan error, 1)
 		go func() { errc <- hs.Serve(ln) }()
 		v := srv.Engine().Versions()[0]
 		fmt.Fprintf(cmd.OutOrStdout(), "spa serve: %s as %s (and %s) on http://%s/v1, %d sequences at once, max_model_len %d\n",
 			modelDir, v.Name, name, ln.Addr(), v.Slots, srv.Engine().MaxModelLen())
+		warnExposed(cmd.ErrOrStderr(), "spa serve", listen, cfg.Server.APIKey != "",
+			"Set server.api_key and server.admin_key (SPA_SERVER_API_KEY, SPA_SERVER_ADMIN_KEY), or bind 127.0.0.1.")
 		select {
 		case err := <-errc:
 			return err

@@ -59,6 +59,11 @@ that 'spa run' leaves behind.`,
 		n, err := bus.ExportTrajectories(ctx, b, run, bw, progress.update)
 		progress.done()
 		if err != nil {
+			if f != nil {
+				// A partial or empty file would pass for an export; leave none.
+				f.Close()
+				os.Remove(out)
+			}
 			return err
 		}
 		if err := bw.Flush(); err != nil {

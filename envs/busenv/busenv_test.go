@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -169,7 +170,26 @@ func resetRaw(t *testing.T, nc *nats.Conn, env string, seed int) bus.ResetReply 
 	return r
 }
 
-// TestEveryErrorCodeFromBadInput drives each protocol error with bad input on the wire.
+// hostileCase is one entry of testdata/hostile.json.
+type hostileCase struct {
+	Op, Body, Code, Message string
+}
+
+func loadHostileCases(t *testing.T) []hostileCase {
+	t.Helper()
+	data, err := os.ReadFile("testdata/hostile.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file struct{ Cases []hostileCase }
+	if err := json.Unmarshal(data, &file); err != nil {
+		t.Fatalf("testdata/hostile.json: %v", err)
+	}
+	return file.Cases
+}
+
+// TestEveryErrorCodeFromBadInput drives each protocol error with bad input on the wire: the
+// committed cases of testdata/hostile.json, then the codes that need a set-up of their own.
 func TestEveryErrorCodeFromBadInput(t *testing.T) {
 	_, nc := startBus(t)
 	h := builtinHost(t, nc, "sokoban", HostOptions{Variants: []string{"6x6-1box"}})
@@ -187,44 +207,23 @@ func TestEveryErrorCodeFromBadInput(t *testing.T) {
 			break
 		}
 	}
-	reset := bus.EnvSubject("sokoban", "reset")
-	spec := bus.EnvSubject("sokoban", "spec")
-	step := h.Subject() + ".step"
-	cases := []struct {
-		code, subject, body, message string
-	}{
-		{bus.CodeBadRequest, reset, `{"protocol":1,`, "malformed JSON"},
-		{bus.CodeBadRequest, reset, `[1,2]`, "cannot unmarshal array"},
-		{bus.CodeBadRequest, spec, `{"variant":"6x6-1box"}`, "missing \"protocol\""},
-		{bus.CodeBadRequest, spec, `{"protocol":1,"variant":7}`, "bad request"},
-		{bus.CodeUnsupportedProtocol, reset, `{"protocol":2,"seed":1}`, "protocol 2"},
-		{bus.CodeUnknownVariant, reset, `{"protocol":1,"seed":1,"variant":"10x10-2box"}`, "serves variants 6x6-1box"},
-		{bus.CodeUnknownVariant, spec, `{"protocol":1,"variant":"nope"}`, "nope"},
-		{bus.CodeBadSeed, reset, `{"protocol":1}`, "missing"},
-		{bus.CodeBadSeed, reset, `{"protocol":1,"seed":null}`, "missing"},
-		{bus.CodeBadSeed, reset, `{"protocol":1,"seed":-1}`, "outside"},
-		{bus.CodeBadSeed, reset, `{"protocol":1,"seed":1.5}`, "not an integer"},
-		{bus.CodeBadSeed, reset, `{"protocol":1,"seed":9007199254740992}`, "outside"},
-		{bus.CodeBadSeed, reset, `{"protocol":1,"seed":"12"}`, "not a number"},
-		{bus.CodeBadAction, step, fmt.Sprintf(`{"protocol":1,"session":%q}`, live.Session), "JSON string"},
-		{bus.CodeBadAction, step, fmt.Sprintf(`{"protocol":1,"session":%q,"action":3}`, live.Session), "JSON string"},
-		{bus.CodeBadAction, step, fmt.Sprintf(`{"protocol":1,"session":%q,"action":%q}`, live.Session, strings.Repeat("Up ", 2000)), "limit"},
-		{bus.CodeUnknownSession, step, `{"protocol":1,"session":"nope","action":"Up"}`, "no session \"nope\""},
-		{bus.CodeUnknownSession, h.Subject() + ".close", `{"protocol":1,"session":"nope"}`, "no session"},
-		{bus.CodeEpisodeDone, step, fmt.Sprintf(`{"protocol":1,"session":%q,"action":"Up"}`, finished.Session), "ended"},
-		{bus.CodeUnknownOp, h.Subject() + ".dance", `{"protocol":1}`, "dance"},
-	}
 	seen := map[string]bool{}
-	for _, tc := range cases {
-		env, data := request(t, nc, tc.subject, tc.body)
-		if env.Error == nil || env.Error.Code != tc.code || !strings.Contains(env.Error.Message, tc.message) {
-			t.Errorf("%s %s: got %s, want code %s with %q", tc.subject, tc.body, data, tc.code, tc.message)
+	for _, tc := range loadHostileCases(t) {
+		subject := h.Subject() + "." + tc.Op
+		if tc.Op == "reset" || tc.Op == "spec" {
+			subject = bus.EnvSubject("sokoban", tc.Op)
+		}
+		body := strings.NewReplacer("{{live}}", live.Session, "{{finished}}", finished.Session, "{{long_action}}", strings.Repeat("Up ", 2000)).Replace(tc.Body)
+		env, data := request(t, nc, subject, body)
+		if env.Error == nil || env.Error.Code != tc.Code || !strings.Contains(env.Error.Message, tc.Message) {
+			t.Errorf("%s %s: got %s, want code %s with %q", tc.Op, tc.Body, data, tc.Code, tc.Message)
 		}
 		if env.Protocol != bus.EnvProtocol {
-			t.Errorf("%s: error reply without protocol: %s", tc.body, data)
+			t.Errorf("%s: error reply without protocol: %s", tc.Body, data)
 		}
-		seen[tc.code] = true
+		seen[tc.Code] = true
 	}
+	step := h.Subject() + ".step"
 	// The live session survived all of that.
 	_, data := request(t, nc, step, fmt.Sprintf(`{"protocol":1,"session":%q,"action":"Up"}`, live.Session))
 	if strings.Contains(string(data), "error") {

@@ -410,13 +410,17 @@ func (h *Host) handleExplore(data []byte) []byte {
 	if bad := h.decode(data, &req, &req.Protocol); bad != nil {
 		return bad
 	}
+	seed, err := parseSeed(req.Seed)
+	if err != nil {
+		return h.fail(bus.CodeBadSeed, "%v", err)
+	}
 	s, bad := h.lookup(req.Session)
 	if bad != nil {
 		return bad
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rng := rand.New(rand.NewPCG(req.Seed, req.Seed^0x9e3779b97f4a7c15))
+	rng := rand.New(rand.NewPCG(uint64(seed), uint64(seed)^0x9e3779b97f4a7c15))
 	return mustJSON(bus.ExploreReply{Envelope: ok(), Action: envs.RandomAction(s.env, rng)})
 }
 

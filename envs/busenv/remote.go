@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -153,10 +154,12 @@ func (r *Remote) Render(mode envs.RenderMode) string { return r.obs[mode] }
 // RandomAction proposes a random action seeded from rng: the host's own proposal when it offers
 // explore (Sudoku proposes a move into an empty cell), else one of the spec's action names.
 func (r *Remote) RandomAction(rng *rand.Rand) string {
-	seed := rng.Uint64()
+	// Seeds stay within MaxSeed (2^53-1, all low bits), the range every host reads exactly.
+	seed := rng.Uint64() & bus.MaxSeed
 	if r.session != "" && r.explore {
 		var reply bus.ExploreReply
-		err := r.call(context.Background(), r.subject+".explore", bus.ExploreRequest{Protocol: bus.EnvProtocol, Session: r.session, Seed: seed}, &reply)
+		raw := json.RawMessage(strconv.FormatUint(seed, 10))
+		err := r.call(context.Background(), r.subject+".explore", bus.ExploreRequest{Protocol: bus.EnvProtocol, Session: r.session, Seed: &raw}, &reply)
 		if err == nil {
 			return reply.Action
 		}

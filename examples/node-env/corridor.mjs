@@ -142,14 +142,21 @@ async function main() {
     return { protocol: PROTOCOL, spec: spec(variant) };
   });
 
-  serve(`spa.env.${ENV}.reset`, queue, (msg) => {
-    const [body, bad] = parse(msg.data);
-    if (bad) return bad;
-    const seed = body.seed;
+  // Seeds are checked the same way for reset and explore: an integer in [0, MAX_SEED].
+  function checkSeed(seed) {
     if (seed === undefined || seed === null) return fail("bad_seed", "missing \"seed\"");
     if (typeof seed !== "number") return fail("bad_seed", `seed ${JSON.stringify(seed)} is not a number`);
     if (!Number.isInteger(seed)) return fail("bad_seed", `seed ${seed} is not an integer in [0, ${MAX_SEED}]`);
     if (seed < 0 || seed > MAX_SEED) return fail("bad_seed", `seed ${seed} is outside [0, ${MAX_SEED}]`);
+    return null;
+  }
+
+  serve(`spa.env.${ENV}.reset`, queue, (msg) => {
+    const [body, bad] = parse(msg.data);
+    if (bad) return bad;
+    const seed = body.seed;
+    const badSeed = checkSeed(seed);
+    if (badSeed) return badSeed;
     const [variant, badVariant] = variantOf(body);
     if (badVariant) return badVariant;
     const id = `${hostId}-${(++next).toString(36)}`;
@@ -179,7 +186,9 @@ async function main() {
       return { protocol: PROTOCOL };
     }
     if (op === "explore") {
-      const r = rng(Number(BigInt.asUintN(32, BigInt(body.seed ?? 0))));
+      const badSeed = checkSeed(body.seed);
+      if (badSeed) return badSeed;
+      const r = rng(body.seed);
       return { protocol: PROTOCOL, action: r() < 0.5 ? "Left" : "Right" };
     }
     if (s.env.done) return fail("episode_done", `session ${body.session}: the episode has ended; reset for a new one`);

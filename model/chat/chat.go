@@ -9,8 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
+
+	"github.com/spa-rl/spa/internal/safefile"
 )
 
 // Message is one chat message.
@@ -57,7 +58,7 @@ func Parse(source string) (*Template, error) {
 
 // Load reads the chat_template of a tokenizer_config.json.
 func Load(tokenizerConfig string) (*Template, error) {
-	data, err := os.ReadFile(tokenizerConfig)
+	data, err := safefile.Read(tokenizerConfig, 16<<20)
 	if err != nil {
 		return nil, fmt.Errorf("chat template: %w", err)
 	}

@@ -136,9 +136,14 @@ func LogProb(logits []float32, token int, temperature float64) float64 {
 	return (float64(logits[token])-top)/temperature - math.Log(sum)
 }
 
-// TopLogProbs returns the n most likely tokens and their logprobs at temperature 1 (what
-// OpenAI's top_logprobs reports), most likely first.
-func TopLogProbs(logits []float32, n int) ([]int, []float64) {
+// TopLogProbs returns the n most likely tokens and their logprobs, most likely first, under the
+// same distribution as Sample's logprob: softmax(logits / temperature), or the unscaled one at
+// temperature 0. A response's top_logprobs and its sampled token's logprob are thus one
+// distribution, and the sampled token's entry among the alternatives equals its own logprob.
+func TopLogProbs(logits []float32, n int, temperature float64) ([]int, []float64) {
+	if temperature <= 0 {
+		temperature = 1
+	}
 	idx := make([]int, len(logits))
 	for i := range idx {
 		idx[i] = i
@@ -147,7 +152,7 @@ func TopLogProbs(logits []float32, n int) ([]int, []float64) {
 	n = min(n, len(idx))
 	lps := make([]float64, n)
 	for i := range n {
-		lps[i] = LogProb(logits, idx[i], 1)
+		lps[i] = LogProb(logits, idx[i], temperature)
 	}
 	return idx[:n], lps
 }

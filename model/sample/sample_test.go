@@ -81,8 +81,25 @@ func TestCheck(t *testing.T) {
 }
 
 func TestTopLogProbs(t *testing.T) {
-	ids, lps := TopLogProbs(logits, 3)
+	ids, lps := TopLogProbs(logits, 3, 1)
 	if ids[0] != 1 || ids[1] != 4 || ids[2] != 2 || lps[0] != lps[1] || lps[2] >= lps[1] {
 		t.Errorf("top logprobs %v %v", ids, lps)
+	}
+}
+
+// TestTopLogProbsShareTheSampledDistribution: at every temperature, the sampled token's logprob
+// is the one its entry among the alternatives shows (they once disagreed away from T = 1).
+func TestTopLogProbsShareTheSampledDistribution(t *testing.T) {
+	for _, temp := range []float64{0, 0.3, 1, 2.5} {
+		s := New(7)
+		for range 50 {
+			tok, lp := s.Sample(logits, Params{Temperature: temp, TopP: 1, TopK: -1})
+			ids, lps := TopLogProbs(logits, len(logits), temp)
+			for k, id := range ids {
+				if id == tok && math.Abs(lps[k]-lp) > 1e-12 {
+					t.Fatalf("temperature %v: token %d has logprob %v, its top_logprobs entry %v", temp, tok, lp, lps[k])
+				}
+			}
+		}
 	}
 }

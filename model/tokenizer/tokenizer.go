@@ -7,13 +7,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"sort"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"golang.org/x/text/unicode/norm"
+
+	"github.com/spa-rl/spa/internal/safefile"
 )
 
 // AddedToken is a token matched as a whole in the raw text before any other processing.
@@ -34,6 +36,8 @@ type Tokenizer struct {
 	added   []AddedToken
 	addedRe *regexp.Regexp // nil when there are no added tokens
 	byID    map[int]AddedToken
+	// maxBytes is the most bytes of text one token stands for.
+	maxBytes int
 
 	cacheMu sync.RWMutex
 	cache   map[string][]int
@@ -67,7 +71,7 @@ type file struct {
 
 // Load reads a tokenizer.json file.
 func Load(path string) (*Tokenizer, error) {
-	data, err := os.ReadFile(path)
+	data, err := safefile.Read(path, 256<<20)
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer: %w", err)
 	}
@@ -105,6 +109,8 @@ func Parse(data []byte) (*Tokenizer, error) {
 			return nil, fmt.Errorf("token %q has negative id %d", tok, id)
 		}
 		t.tokens[id] = tok
+		// Byte-level tokens spell each byte as one rune.
+		t.maxBytes = max(t.maxBytes, utf8.RuneCountInString(tok))
 	}
 	for i, raw := range f.Model.Merges {
 		a, b, err := parseMerge(raw)
@@ -126,6 +132,7 @@ func Parse(data []byte) (*Tokenizer, error) {
 			return nil, fmt.Errorf("added token %q: lstrip, rstrip, single_word and normalized are not supported", a.Content)
 		}
 		t.added = append(t.added, a.AddedToken)
+		t.maxBytes = max(t.maxBytes, len(a.Content))
 		t.byID[a.ID] = a.AddedToken
 		if t.tokens[a.ID] == "" {
 			t.tokens[a.ID] = a.Content
@@ -210,6 +217,11 @@ func checkDecoder(raw json.RawMessage) error {
 	}
 	return nil
 }
+
+// MaxTokenBytes is the most bytes of (normalised) text that one token stands for, so text of n
+// bytes encodes to at least n / MaxTokenBytes tokens: a bound a server can check before paying
+// for encoding a huge prompt.
+func (t *Tokenizer) MaxTokenBytes() int { return max(t.maxBytes, 1) }
 
 // VocabSize is one more than the largest id, added tokens included.
 func (t *Tokenizer) VocabSize() int { return len(t.tokens) }
