@@ -58,6 +58,16 @@ var ErrorCodes = []string{
 	CodeHostGone, CodeInternal,
 }
 
+// KnownCode reports whether code is one of ErrorCodes.
+func KnownCode(code string) bool {
+	for _, c := range ErrorCodes {
+		if c == code {
+			return true
+		}
+	}
+	return false
+}
+
 // EnvError is a structured protocol error: {"error":{"code":"...","message":"..."}}.
 type EnvError struct {
 	Code    string `json:"code"`

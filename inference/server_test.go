@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -403,6 +404,32 @@ func TestMetricsAndHealth(t *testing.T) {
 		"spa_kv_cache_usage_ratio 0", "spa_time_to_first_token_seconds_mean", `spa_version_info{model="spa-v0",latest="true"} 1`} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q:\n%s", want, body)
+		}
+	}
+}
+
+// TestLogprobsShareOneDistribution: away from temperature 1, a sampled token's logprob and its
+// own entry among top_logprobs are the same number (they once came from different temperatures).
+func TestLogprobsShareOneDistribution(t *testing.T) {
+	_, hs := startServer(t, ServerOptions{})
+	for _, temp := range []float64{0.4, 1, 2} {
+		var r wire.CompletionResponse
+		body := fmt.Sprintf(`{"prompt":[5,6,7],"max_tokens":12,"temperature":%v,"seed":3,"logprobs":20,"return_tokens_as_token_ids":true,"ignore_eos":true}`, temp)
+		if code := post(t, hs.URL+"/v1/completions", body, &r); code != 200 {
+			t.Fatalf("temperature %v: %d", temp, code)
+		}
+		lp := r.Choices[0].Logprobs
+		compared := 0
+		for i, tok := range lp.Tokens {
+			if alt, ok := lp.TopLogprobs[i][tok]; ok {
+				compared++
+				if math.Abs(alt-lp.TokenLogprobs[i]) > 1e-9 {
+					t.Errorf("temperature %v, position %d: token_logprob %v, its top_logprobs entry %v", temp, i, lp.TokenLogprobs[i], alt)
+				}
+			}
+		}
+		if compared == 0 {
+			t.Errorf("temperature %v: no sampled token among its top 20", temp)
 		}
 	}
 }

@@ -68,6 +68,21 @@ func LoadTokens(dir string) (*Tokens, error) {
 	return NewTokens(tok, tmpl)
 }
 
+// renderMode is want when the environment renders it, else its first mode: an environment
+// served from elsewhere (a Gymnasium adapter) may offer only the raw text, and a mode it lacks
+// would render as nothing.
+func renderMode(spec envs.Spec, want envs.RenderMode) envs.RenderMode {
+	if len(spec.RenderModes) == 0 {
+		return want
+	}
+	for _, m := range spec.RenderModes {
+		if m == want {
+			return want
+		}
+	}
+	return spec.RenderModes[0]
+}
+
 // Play runs one episode of env (already made, not yet reset) with llm and returns its trajectory.
 // With tokens it runs in token mode: the episode's token sequence is built once and only ever
 // appended to, so the learner trains on exactly what was sampled. Without, it runs in chat mode
@@ -86,6 +101,7 @@ func Play(ctx context.Context, env envs.Env, llm LLM, tokens *Tokens, o EpisodeO
 		o.Render = envs.Coords
 	}
 	spec := env.Spec()
+	o.Render = renderMode(spec, o.Render)
 	started := time.Now()
 	var envTime, genTime time.Duration
 	t0 := time.Now()

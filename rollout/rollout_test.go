@@ -400,3 +400,20 @@ func (s *seedAware) Generate(_ context.Context, req GenRequest) (GenResponse, er
 	ids := append(s.tok.Encode(text), end)
 	return GenResponse{Text: text, TokenIDs: ids, Logprobs: make([]float32, len(ids)), Model: "m"}, nil
 }
+
+// TestRenderModeFallsBackToWhatTheEnvironmentOffers: a mode the spec does not list would render
+// as nothing (a Gymnasium adapter offers only raw text), so the first listed mode is used instead.
+func TestRenderModeFallsBackToWhatTheEnvironmentOffers(t *testing.T) {
+	for _, c := range []struct {
+		modes     []envs.RenderMode
+		want, got envs.RenderMode
+	}{
+		{[]envs.RenderMode{envs.Raw, envs.Coords}, envs.Coords, envs.Coords},
+		{[]envs.RenderMode{envs.Raw}, envs.Coords, envs.Raw},
+		{nil, envs.Coords, envs.Coords},
+	} {
+		if got := renderMode(envs.Spec{RenderModes: c.modes}, c.want); got != c.got {
+			t.Errorf("modes %v, want %s: got %s", c.modes, c.want, got)
+		}
+	}
+}

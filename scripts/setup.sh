@@ -17,13 +17,17 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if ((${#missing[@]})); then
-  command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get: spa's setup supports Debian (bookworm) and derivatives"
+# apt_install installs Debian packages, as root or with password-less sudo; it fails otherwise.
+apt_install() {
+  command -v apt-get >/dev/null || { say "missing $* and no apt-get: spa's setup supports Debian (bookworm) and derivatives"; return 1; }
   if [ "$(id -u)" -eq 0 ]; then sudo=(); elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo=(sudo -n);
-  else die "missing Debian packages: ${missing[*]}. Run as root, or: sudo apt-get install -y --no-install-recommends ${missing[*]}"; fi
-  say "installing ${missing[*]}"
+  else say "missing Debian packages: $*. Run as root, or: sudo apt-get install -y --no-install-recommends $*"; return 1; fi
+  say "installing $*"
   "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+if ((${#missing[@]})); then
+  apt_install "${missing[@]}" || die "could not install ${missing[*]}"
 fi
 command -v go >/dev/null || die "Go is not on PATH; spa needs Go 1.26 (https://go.dev/dl)"
 
@@ -59,3 +63,11 @@ if command -v node >/dev/null && command -v npm >/dev/null; then
 else
   say "node/npm not found: the Node.js tests will skip"
 fi
+
+# 5. A Python virtual environment with the Python SDK's pinned dependencies (sdk/python), for the
+#    tests that serve environments from Python and Gymnasium. Optional like node: without Python
+#    those tests skip and say so.
+if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+  apt_install python3 python3-venv || say "warning: no python3 with venv; the Python SDK tests will skip"
+fi
+bash scripts/pyenv.sh

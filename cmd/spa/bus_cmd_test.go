@@ -117,6 +117,20 @@ func TestBusCommands(t *testing.T) {
 		t.Errorf("variant %q", r.Spec().Variant)
 	}
 
+	// The remote environment passes the conformance suite, and plays in the terminal as a
+	// built-in one does.
+	if code, out, errOut := spa(t, "env", "check", "sokoban", "--bus", url, "--set", "bus.token=sesame"); code != 0 || !strings.Contains(out, "0 failed") {
+		t.Errorf("env check: %d %s %s", code, out, errOut)
+	}
+	if code, out, errOut := spa(t, "env", "check", "chess", "--bus", url, "--set", "bus.token=sesame"); code == 0 || !strings.Contains(errOut, "no host serves chess") {
+		t.Errorf("env check of an environment nobody serves: %d %s %s", code, out, errOut)
+	}
+	code, out, errOut := spaIn(t, "up\n", "env", "play", "sokoban", "--bus", url, "--set", "bus.token=sesame", "--seed", "5", "--json")
+	_, local, _ := spaIn(t, "up\n", "env", "play", "sokoban", "--variant", "6x6-1box", "--seed", "5", "--json")
+	if code != 0 || out != local {
+		t.Errorf("env play over the bus: %d %s %s\nlocally:\n%s", code, out, errOut, local)
+	}
+
 	// Policy: set, show, refuse to go back.
 	auth := []string{"--bus", url, "--set", "bus.token=sesame"}
 	if code, out, errOut := spa(t, append([]string{"policy", "set", "--run", "r1", "--version", "2", "--model", "spa-v2", "--weight-dir", "/ckpt/2"}, auth...)...); code != 0 || !strings.Contains(out, "version 2") {

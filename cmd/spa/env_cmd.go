@@ -23,7 +23,7 @@ func newEnvCmd() *cobra.Command {
 		Use:   "env",
 		Short: "List and play the environments",
 	}
-	cmd.AddCommand(newEnvListCmd(), newEnvPlayCmd(), newEnvServeCmd())
+	cmd.AddCommand(newEnvListCmd(), newEnvPlayCmd(), newEnvServeCmd(), newEnvCheckCmd())
 	return cmd
 }
 
@@ -57,8 +57,6 @@ func newEnvListCmd() *cobra.Command {
 }
 
 func newEnvPlayCmd() *cobra.Command {
-	var variant string
-	var seed int64
 	var coords, asJSON bool
 	cmd := &cobra.Command{
 		Use:   "play NAME",
@@ -67,33 +65,56 @@ func newEnvPlayCmd() *cobra.Command {
 (for Sokoban and FrozenLake a direction such as "up"; for Sudoku "r,c,v"). The game ends when it is
 solved, lost, out of actions, or at end of input.
 
+With --bus, the environment is the one hosts serve on that bus (any language, see
+docs/bus-protocol.md), played exactly as a built-in one.
+
 With --json, spa prints one JSON object when the game starts ({"observation", "seed", ...}) and one
 per action ({"action", "observation", "reward", "done", "success", "valid"}), so scripts can drive
 it through stdin and stdout. Without --seed, a seed is drawn from the clock and printed.`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			env, err := envs.New(args[0], variant)
+	}
+	cf := addConfigFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		cfg, err := cf.load()
+		if err != nil {
+			return err
+		}
+		var env envs.Env
+		if cfg.Bus.URL == "" {
+			if env, err = envs.New(args[0], cfg.Env.Variant); err != nil {
+				return err
+			}
+		} else {
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			nc, err := bus.Connect(ctx, busOptions(cfg.Bus, "spa-env-play"))
 			if err != nil {
 				return err
 			}
-			if !cmd.Flags().Changed("seed") {
-				seed = time.Now().UnixNano() % 1_000_000
+			defer nc.Close()
+			remote, err := busenv.Dial(ctx, nc, args[0], busenv.RemoteOptions{Variant: cfg.Env.Variant, Timeout: cfg.Bus.Timeout})
+			if err != nil {
+				return err
 			}
-			if err := env.Reset(seed); err != nil {
-				return fmt.Errorf("reset %s: %w", args[0], err)
-			}
-			mode := envs.Raw
-			if coords {
-				mode = envs.Coords
-			}
-			if asJSON {
-				return playJSON(env, seed, mode, cmd.InOrStdin(), cmd.OutOrStdout())
-			}
-			return playInteractive(env, seed, mode, cmd.InOrStdin(), cmd.OutOrStdout())
-		},
+			defer remote.Close()
+			env = remote
+		}
+		seed := int64(cfg.Run.Seed)
+		if !cmd.Flags().Changed("seed") {
+			seed = time.Now().UnixNano() % 1_000_000
+		}
+		if err := env.Reset(seed); err != nil {
+			return fmt.Errorf("reset %s: %w", args[0], err)
+		}
+		mode := envs.Raw
+		if coords {
+			mode = envs.Coords
+		}
+		if asJSON {
+			return playJSON(env, seed, mode, cmd.InOrStdin(), cmd.OutOrStdout())
+		}
+		return playInteractive(env, seed, mode, cmd.InOrStdin(), cmd.OutOrStdout())
 	}
-	cmd.Flags().StringVar(&variant, "variant", "", "variant (default: the environment's first, see 'spa env list')")
-	cmd.Flags().Int64Var(&seed, "seed", 0, "puzzle seed (default: drawn from the clock)")
 	cmd.Flags().BoolVar(&coords, "coords", false, "show the coordinate line under the grid")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "machine-readable: JSON lines in and out")
 	return cmd
@@ -169,6 +190,61 @@ func playInteractive(env envs.Env, seed int64, mode envs.RenderMode, in io.Reade
 			return nil
 		}
 	}
+}
+
+func newEnvCheckCmd() *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "check NAME --bus URL",
+		Short: "Check that the hosts of an environment speak the bus protocol",
+		Long: `Run the protocol's conformance suite against whatever hosts serve NAME on the bus, in any
+language: the spec and a reset are complete, a seed always gives the same episode, an episode ends
+within its budget, and each of about 30 bad or edge-case requests gets the error code
+docs/bus-protocol.md gives it (envs/busenv/conformance.json). It prints one line per check and
+exits 1 when any fails. spa's own hosts, the Node example and the Python SDK pass it.`,
+		Args: cobra.ExactArgs(1),
+	}
+	cf := addConfigFlags(cmd)
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "deadline of each request")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		cfg, err := cf.load()
+		if err != nil {
+			return err
+		}
+		if cfg.Bus.URL == "" {
+			return errors.New("spa env check needs --bus nats://HOST:PORT, the bus the hosts serve on")
+		}
+		ctx, stop := signalContext(cmd.Context())
+		defer stop()
+		nc, err := bus.Connect(ctx, busOptions(cfg.Bus, "spa-env-check"))
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		results, err := busenv.Conformance(ctx, nc, args[0], timeout)
+		if err != nil {
+			return err
+		}
+		var failed, skipped int
+		for _, r := range results {
+			switch {
+			case r.Err != nil:
+				failed++
+				fmt.Fprintf(cmd.OutOrStdout(), "FAIL  %s: %v\n", r.Name, r.Err)
+			case r.Skipped != "":
+				skipped++
+				fmt.Fprintf(cmd.OutOrStdout(), "skip  %s: %s\n", r.Name, r.Skipped)
+			default:
+				fmt.Fprintf(cmd.OutOrStdout(), "ok    %s\n", r.Name)
+			}
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "%s: %d checks, %d failed, %d skipped\n", args[0], len(results), failed, skipped)
+		if failed > 0 {
+			return fmt.Errorf("%s: %d of %d conformance checks failed", args[0], failed, len(results))
+		}
+		return nil
+	}
+	return cmd
 }
 
 func newEnvServeCmd() *cobra.Command {

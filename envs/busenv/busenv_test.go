@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -170,26 +169,9 @@ func resetRaw(t *testing.T, nc *nats.Conn, env string, seed int) bus.ResetReply 
 	return r
 }
 
-// hostileCase is one entry of testdata/hostile.json.
-type hostileCase struct {
-	Op, Body, Code, Message string
-}
-
-func loadHostileCases(t *testing.T) []hostileCase {
-	t.Helper()
-	data, err := os.ReadFile("testdata/hostile.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var file struct{ Cases []hostileCase }
-	if err := json.Unmarshal(data, &file); err != nil {
-		t.Fatalf("testdata/hostile.json: %v", err)
-	}
-	return file.Cases
-}
-
 // TestEveryErrorCodeFromBadInput drives each protocol error with bad input on the wire: the
-// committed cases of testdata/hostile.json, then the codes that need a set-up of their own.
+// conformance suite (conformance.json) against every built-in environment's host, then the codes
+// that need a set-up of their own.
 func TestEveryErrorCodeFromBadInput(t *testing.T) {
 	_, nc := startBus(t)
 	h := builtinHost(t, nc, "sokoban", HostOptions{Variants: []string{"6x6-1box"}})
@@ -208,20 +190,32 @@ func TestEveryErrorCodeFromBadInput(t *testing.T) {
 		}
 	}
 	seen := map[string]bool{}
-	for _, tc := range loadHostileCases(t) {
-		subject := h.Subject() + "." + tc.Op
-		if tc.Op == "reset" || tc.Op == "spec" {
-			subject = bus.EnvSubject("sokoban", tc.Op)
+	for _, env := range []string{"sokoban", "frozenlake", "sudoku"} {
+		var extra *Host
+		if env != "sokoban" {
+			extra = builtinHost(t, nc, env, HostOptions{})
 		}
-		body := strings.NewReplacer("{{live}}", live.Session, "{{finished}}", finished.Session, "{{long_action}}", strings.Repeat("Up ", 2000)).Replace(tc.Body)
-		env, data := request(t, nc, subject, body)
-		if env.Error == nil || env.Error.Code != tc.Code || !strings.Contains(env.Error.Message, tc.Message) {
-			t.Errorf("%s %s: got %s, want code %s with %q", tc.Op, tc.Body, data, tc.Code, tc.Message)
+		results, err := Conformance(ctxT(t), nc, env, 5*time.Second)
+		if extra != nil {
+			extra.Close() // the set-ups below start hosts of their own
 		}
-		if env.Protocol != bus.EnvProtocol {
-			t.Errorf("%s: error reply without protocol: %s", tc.Body, data)
+		if err != nil {
+			t.Fatal(err)
 		}
-		seen[tc.Code] = true
+		for _, r := range results {
+			// Random play cannot be relied on to finish a Sudoku; the other two must end.
+			if r.Err != nil || r.Skipped != "" && env != "sudoku" {
+				t.Errorf("%s: %s: %v %s", env, r.Name, r.Err, r.Skipped)
+			}
+		}
+		if len(results) < 30 {
+			t.Errorf("%s: only %d checks ran", env, len(results))
+		}
+	}
+	var file struct{ Cases []conformanceCase }
+	json.Unmarshal(conformanceJSON, &file)
+	for _, c := range file.Cases {
+		seen[c.Code] = true
 	}
 	step := h.Subject() + ".step"
 	// The live session survived all of that.
@@ -399,6 +393,21 @@ func TestNewHostRejectsBadOptions(t *testing.T) {
 	} {
 		if _, err := NewHost(nc, tc.opts); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: %v, want %q", tc.opts, err, tc.want)
+		}
+	}
+}
+
+// requireConformance runs the conformance suite against env's hosts and fails on any failed or
+// skipped check.
+func requireConformance(t *testing.T, nc *nats.Conn, env string) {
+	t.Helper()
+	results, err := Conformance(ctxT(t), nc, env, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range results {
+		if r.Err != nil || r.Skipped != "" {
+			t.Errorf("%s: %s: %v %s", env, r.Name, r.Err, r.Skipped)
 		}
 	}
 }

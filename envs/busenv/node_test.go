@@ -12,11 +12,43 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/spa-rl/spa/bus"
 	"github.com/spa-rl/spa/envs"
 )
 
 const nodeExample = "../../examples/node-env"
+
+// startHost runs a host process and waits until a line of its output starts with ready.
+func startHost(t *testing.T, cmd *exec.Cmd, ready string) *exec.Cmd {
+	t.Helper()
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	lines := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), ready) {
+				lines <- sc.Text()
+			}
+		}
+	}()
+	select {
+	case line := <-lines:
+		t.Log(line)
+	case <-time.After(60 * time.Second):
+		t.Fatalf("%s did not report %q within 60s", cmd.Path, ready)
+	}
+	return cmd
+}
 
 // startNodeCorridor runs the JavaScript example host against a TCP server and waits until it
 // is subscribed. It skips when node or the example's npm packages are absent.
@@ -31,31 +63,7 @@ func startNodeCorridor(t *testing.T, url string) *exec.Cmd {
 	}
 	cmd := exec.Command(node, "corridor.mjs", "--server", url)
 	cmd.Dir = nodeExample
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	ready := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "ready") {
-				ready <- sc.Text()
-			}
-		}
-	}()
-	select {
-	case line := <-ready:
-		t.Log(line)
-	case <-time.After(30 * time.Second):
-		t.Fatal("the node host did not report ready within 30s")
-	}
-	return cmd
+	return startHost(t, cmd, "ready")
 }
 
 // corridorMove reads the coordinate rendering and walks toward the goal.
@@ -72,27 +80,35 @@ func corridorMove(obs string) string {
 	return "Right"
 }
 
-func TestNodeEnvOverTheBus(t *testing.T) {
+// embeddedBus starts a NATS server on a TCP port, for hosts in other processes.
+func embeddedBus(t *testing.T) (*bus.Embedded, *nats.Conn) {
+	t.Helper()
 	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{StoreDir: t.TempDir(), Listen: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer srv.Shutdown()
+	t.Cleanup(srv.Shutdown)
 	nc, err := srv.Connect()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	node := startNodeCorridor(t, srv.ClientURL())
+	t.Cleanup(nc.Close)
+	return srv, nc
+}
+
+// checkCorridor plays a corridor host (any language) through spa's remote env: seeds repeat,
+// invalid actions change nothing, walking to the goal succeeds within the budget, and the host
+// passes the conformance suite.
+func checkCorridor(t *testing.T, nc *nats.Conn, name string) *Remote {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-
-	remote, err := Dial(ctx, nc, "corridor", RemoteOptions{Timeout: 3 * time.Second})
+	remote, err := Dial(ctx, nc, name, RemoteOptions{Timeout: 3 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var env envs.Env = remote // spa's code sees a plain Env
-	if s := env.Spec(); s.Name != "corridor" || s.MaxActions != 10 || len(s.Actions) != 2 {
+	if s := env.Spec(); s.Name != name || s.MaxActions != 10 || len(s.Actions) != 2 {
 		t.Fatalf("spec: %+v", s)
 	}
 	for seed := int64(0); seed < 30; seed++ {
@@ -125,41 +141,34 @@ func TestNodeEnvOverTheBus(t *testing.T) {
 			t.Fatalf("step after done: %v", err)
 		}
 	}
+	requireConformance(t, nc, name)
+	return remote
+}
 
-	// The JavaScript host reports the protocol's errors like the Go one.
-	live := resetRaw(t, nc, "corridor", 3)
-	for _, tc := range []struct{ code, subject, body string }{
-		{bus.CodeBadRequest, bus.EnvSubject("corridor", "reset"), `{"protocol":1,`},
-		{bus.CodeUnsupportedProtocol, bus.EnvSubject("corridor", "reset"), `{"protocol":9,"seed":1}`},
-		{bus.CodeUnknownVariant, bus.EnvSubject("corridor", "spec"), `{"protocol":1,"variant":"99"}`},
-		{bus.CodeBadSeed, bus.EnvSubject("corridor", "reset"), `{"protocol":1,"seed":-4}`},
-		{bus.CodeBadSeed, bus.EnvSubject("corridor", "reset"), `{"protocol":1,"seed":2.5}`},
-		{bus.CodeBadSeed, live.Subject + ".explore", fmt.Sprintf(`{"protocol":1,"session":%q,"seed":1.5}`, live.Session)},
-		{bus.CodeBadSeed, live.Subject + ".explore", fmt.Sprintf(`{"protocol":1,"session":%q,"seed":"abc"}`, live.Session)},
-		{bus.CodeBadSeed, live.Subject + ".explore", fmt.Sprintf(`{"protocol":1,"session":%q,"seed":1152921504606846976}`, live.Session)},
-		{bus.CodeBadAction, live.Subject + ".step", fmt.Sprintf(`{"protocol":1,"session":%q,"action":[]}`, live.Session)},
-		{bus.CodeUnknownSession, live.Subject + ".step", `{"protocol":1,"session":"gone","action":"Left"}`},
-		{bus.CodeUnknownOp, live.Subject + ".jump", `{"protocol":1}`},
-	} {
-		if e, data := request(t, nc, tc.subject, tc.body); e.Error == nil || e.Error.Code != tc.code {
-			t.Errorf("%s: got %s, want %s", tc.body, data, tc.code)
-		}
-	}
-
-	// Kill the host mid-episode: the next step fails with host_gone within the timeout.
+// requireHostGone kills a host mid-episode: the next step must fail with host_gone within the
+// timeout, never hang.
+func requireHostGone(t *testing.T, env *Remote, host *exec.Cmd) {
+	t.Helper()
 	if err := env.Reset(99); err != nil {
 		t.Fatal(err)
 	}
-	if err := node.Process.Kill(); err != nil {
+	if err := host.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	_ = node.Wait()
+	_ = host.Wait()
 	start := time.Now()
-	_, err = env.Step("Left")
+	_, err := env.Step("Left")
 	if bus.ErrorCode(err) != bus.CodeHostGone {
-		t.Fatalf("step on a killed node host: %v", err)
+		t.Fatalf("step on a killed host: %v", err)
 	}
 	if d := time.Since(start); d > 4*time.Second {
 		t.Errorf("host_gone took %s", d)
 	}
+}
+
+func TestNodeEnvOverTheBus(t *testing.T) {
+	srv, nc := embeddedBus(t)
+	node := startNodeCorridor(t, srv.ClientURL())
+	env := checkCorridor(t, nc, "corridor")
+	requireHostGone(t, env, node)
 }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Sets up sdk/python/.venv (git-ignored) with the Python SDK's pinned dependencies
+# (sdk/python/requirements.txt), for the tests that run Python environment hosts. Idempotent: it
+# reinstalls only when the requirements change. Without a usable python3 it says so and exits 0;
+# those tests then skip with the same message.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { printf 'pyenv: %s\n' "$*"; }
+venv=sdk/python/.venv
+req=sdk/python/requirements.txt
+stamp=$venv/.spa-requirements
+want=$(sha256sum "$req" | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python" ]; then
+  exit 0
+fi
+py=$(command -v python3 || true)
+if [ -z "$py" ] || ! "$py" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 9))' 2>/dev/null; then
+  say "no python3 (>= 3.9, with venv and ensurepip): the Python SDK tests will skip"
+  exit 0
+fi
+rm -rf "$venv"
+say "creating $venv with $("$py" --version) and installing $(grep -v '^#' "$req" | tr '\n' ' ')"
+if ! "$py" -m venv "$venv" >/dev/null || ! "$venv/bin/pip" install -q --disable-pip-version-check --no-input -r "$req"; then
+  rm -rf "$venv"
+  say "warning: could not set up $venv (is PyPI reachable?); the Python SDK tests will skip"
+  exit 0
+fi
+echo "$want" > "$stamp"
