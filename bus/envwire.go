@@ -21,6 +21,10 @@ const MaxSeed = 1<<53 - 1
 // MaxActionBytes bounds an action string; an agent that writes more is broken, not playing.
 const MaxActionBytes = 4096
 
+// MaxObservationBytes bounds one rendering in a reply: a state is a prompt's worth of text, and a
+// host that sends more would fill prompts and trajectories with it.
+const MaxObservationBytes = 64 << 10
+
 // Error codes of the environment protocol.
 const (
 	// CodeBadRequest: the body is not JSON, or a field has the wrong type or is missing.
@@ -189,6 +193,18 @@ type ExploreRequest struct {
 type ExploreReply struct {
 	Envelope
 	Action string `json:"action"`
+}
+
+// HostInfo is a host's answer on HostsSubject: which environment it serves, which variants (empty:
+// all), and how many sessions it holds.
+type HostInfo struct {
+	Envelope
+	Env      string   `json:"env"`
+	Host     string   `json:"host"`
+	Variants []string `json:"variants"`
+	Sessions int      `json:"sessions"`
+	// Runtime names the host's implementation ("go", "node", "python"), for operators.
+	Runtime string `json:"runtime,omitempty"`
 }
 
 // ErrorReply encodes a reply that carries only an error.

@@ -18,6 +18,10 @@ func TrajSubject(run string) string { return "spa.traj." + run }
 // EnvSubject is the subject of an environment-wide operation ("spec", "reset").
 func EnvSubject(env, op string) string { return "spa.env." + env + "." + op }
 
+// HostsSubject is where every environment host answers "who is serving?" (spa env list --bus): a
+// request there gathers one HostInfo reply per host.
+const HostsSubject = "spa.env.hosts"
+
 // EnvQueue is the queue group every host of env joins, so each request reaches one host.
 func EnvQueue(env string) string { return "spa.env." + env }
 

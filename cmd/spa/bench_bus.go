@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -26,6 +28,7 @@ type busBenchResult struct {
 
 func newBenchBusCmd() *cobra.Command {
 	var asJSON bool
+	var sdk string
 	var duration time.Duration
 	var trajectories, publishers int
 	cmd := &cobra.Command{
@@ -43,7 +46,11 @@ processes talk):
     all are acknowledged (decoding and validation included).
 
 Targets on a 2-core machine: step p50 <= 50us in-process and <= 100us over TCP; >= 30,000
-trajectories/s published.`,
+trajectories/s published.
+
+When the Python SDK's virtual environment is there (--python-sdk, default sdk/python; made by
+scripts/pyenv.sh), it also times steps against the SDK's example host, a Python process over TCP,
+so that authors know what serving an environment from Python costs.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signalContext(cmd.Context())
@@ -69,9 +76,13 @@ trajectories/s published.`,
 				}
 				results = append(results, r)
 			}
+			py, pyErr := benchPythonHost(ctx, srv, sdk, duration)
+			if pyErr != nil && !asJSON {
+				fmt.Fprintf(cmd.ErrOrStderr(), "python host: %v\n", pyErr)
+			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				return json.NewEncoder(out).Encode(map[string]any{"machine": thisMachine(), "nats": srv.Version(), "results": results})
+				return json.NewEncoder(out).Encode(map[string]any{"machine": thisMachine(), "nats": srv.Version(), "results": results, "python_host_step": py})
 			}
 			m := thisMachine()
 			fmt.Fprintf(out, "%s, %d cores, %s, embedded NATS %s, file store\n", m.CPU, m.Cores, m.Go, srv.Version())
@@ -80,6 +91,9 @@ trajectories/s published.`,
 			for _, r := range results {
 				fmt.Fprintf(tw, "env step round trip\t%s\tp50 %.0fµs  p99 %.0fµs  (%d steps)\tp50 <= %.0fµs %s\t\n",
 					r.Transport, r.Step.P50us, r.Step.P99us, r.Step.Steps, r.Targets["step_p50_us"], verdict(r.Step.P50us <= r.Targets["step_p50_us"]))
+			}
+			if py != nil {
+				fmt.Fprintf(tw, "env step round trip, Python host (corridor-py)\ttcp\tp50 %.0fµs  p99 %.0fµs  (%d steps)\t-\t\n", py.P50us, py.P99us, py.Steps)
 			}
 			for _, r := range results {
 				fmt.Fprintf(tw, "publish %d B trajectories, %d goroutines\t%s\t%s/s  (%.0f MB/s)\t>= %s/s %s\t\n",
@@ -96,7 +110,46 @@ trajectories/s published.`,
 	cmd.Flags().DurationVar(&duration, "duration", 2*time.Second, "time per latency measurement")
 	cmd.Flags().IntVar(&trajectories, "trajectories", 50_000, "trajectories per stream measurement")
 	cmd.Flags().IntVar(&publishers, "publishers", 4, "publishing goroutines")
+	cmd.Flags().StringVar(&sdk, "python-sdk", filepath.Join("sdk", "python"), "the Python SDK, with its .venv (scripts/pyenv.sh)")
 	return cmd
+}
+
+// benchPythonHost times step round trips against the Python SDK's example host over TCP; it
+// returns nil, with the reason, when the SDK's virtual environment is missing.
+func benchPythonHost(ctx context.Context, srv *bus.Embedded, sdk string, d time.Duration) (*busenv.LatencyResult, error) {
+	python := filepath.Join(sdk, ".venv", "bin", "python")
+	if _, err := os.Stat(python); err != nil {
+		return nil, fmt.Errorf("not measured: no %s (run scripts/pyenv.sh)", python)
+	}
+	ctx, cancel := context.WithTimeout(ctx, d+time.Minute)
+	defer cancel()
+	host := exec.CommandContext(ctx, python, filepath.Join(sdk, "examples", "corridor.py"), "--bus", srv.ClientURL())
+	host.Stderr = os.Stderr
+	if err := host.Start(); err != nil {
+		return nil, err
+	}
+	defer func() { _ = host.Process.Kill(); _ = host.Wait() }()
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	// The host is ready once it answers the spec.
+	for {
+		if _, err := nc.RequestWithContext(ctx, bus.EnvSubject("corridor-py", "spec"), []byte(`{"protocol":1}`)); err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("the Python host did not start: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	r, err := busenv.MeasureStepLatency(ctx, nc, "corridor-py", "7", d)
+	if err != nil {
+		return nil, err
+	}
+	return &r, nil
 }
 
 func verdict(ok bool) string {

@@ -117,6 +117,10 @@ func TestBusCommands(t *testing.T) {
 		t.Errorf("variant %q", r.Spec().Variant)
 	}
 
+	// What the bus serves: one environment, two hosts.
+	if code, out, errOut := spa(t, "env", "list", "--bus", url, "--set", "bus.token=sesame"); code != 0 || !strings.Contains(out, "sokoban  2 ") || strings.Count(out, "go ") != 2 {
+		t.Errorf("env list --bus: %d %q %s", code, out, errOut)
+	}
 	// The remote environment passes the conformance suite, and plays in the terminal as a
 	// built-in one does.
 	if code, out, errOut := spa(t, "env", "check", "sokoban", "--bus", url, "--set", "bus.token=sesame"); code != 0 || !strings.Contains(out, "0 failed") {

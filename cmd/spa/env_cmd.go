@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/spa-rl/spa/bus"
+	"github.com/spa-rl/spa/config"
 	"github.com/spa-rl/spa/envs"
 	_ "github.com/spa-rl/spa/envs/builtin"
 	"github.com/spa-rl/spa/envs/busenv"
@@ -30,30 +31,84 @@ func newEnvCmd() *cobra.Command {
 func newEnvListCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "list",
+		Use:   "list [--bus URL]",
 		Short: "List environments and their variants (the first variant is the default)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			out := cmd.OutOrStdout()
-			if asJSON {
-				return json.NewEncoder(out).Encode(envs.List())
-			}
-			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ENV\tVARIANT\tDESCRIPTION")
-			for _, info := range envs.List() {
-				for i, v := range info.Variants {
-					name, variant := "", v.Name
-					if i == 0 {
-						name, variant = info.Name, v.Name+" (default)"
-					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\n", name, variant, v.Description)
+		Long: `List the built-in environments and their variants (the first is the default).
+
+With --bus, list what is being served on that bus instead: each environment with its hosts (in any
+language), the variants they serve and the sessions they hold. Hosts answer on spa.env.hosts
+(docs/bus-protocol.md); one that does not is not listed, though agents can still play it.`,
+		Args: cobra.NoArgs,
+	}
+	cf := addConfigFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		cfg, err := cf.load()
+		if err != nil {
+			return err
+		}
+		out := cmd.OutOrStdout()
+		if cfg.Bus.URL != "" {
+			return listServed(cmd, cfg.Bus, asJSON)
+		}
+		if asJSON {
+			return json.NewEncoder(out).Encode(envs.List())
+		}
+		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ENV\tVARIANT\tDESCRIPTION")
+		for _, info := range envs.List() {
+			for i, v := range info.Variants {
+				name, variant := "", v.Name
+				if i == 0 {
+					name, variant = info.Name, v.Name+" (default)"
 				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", name, variant, v.Description)
 			}
-			return tw.Flush()
-		},
+		}
+		return tw.Flush()
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// listServed prints the environments hosts serve on a bus, one line per host.
+func listServed(cmd *cobra.Command, bc config.Bus, asJSON bool) error {
+	ctx, stop := signalContext(cmd.Context())
+	defer stop()
+	nc, err := bus.Connect(ctx, busOptions(bc, "spa-env-list"))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	hosts, err := busenv.ListHosts(ctx, nc, min(bc.Timeout, time.Second))
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return json.NewEncoder(cmd.OutOrStdout()).Encode(hosts)
+	}
+	if len(hosts) == 0 {
+		fmt.Fprintf(cmd.OutOrStdout(), "no environment host answered on %s within %s\n", nc.ConnectedUrlRedacted(), min(bc.Timeout, time.Second))
+		return nil
+	}
+	perEnv := map[string]int{}
+	for _, h := range hosts {
+		perEnv[h.Env]++
+	}
+	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ENV\tHOSTS\tHOST\tRUNTIME\tVARIANTS\tSESSIONS")
+	last := ""
+	for _, h := range hosts {
+		name, count := "", ""
+		if h.Env != last {
+			name, count, last = h.Env, fmt.Sprint(perEnv[h.Env]), h.Env
+		}
+		variants := strings.Join(h.Variants, ",")
+		if variants == "" {
+			variants = "all"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", name, count, h.Host, h.Runtime, variants, h.Sessions)
+	}
+	return tw.Flush()
 }
 
 func newEnvPlayCmd() *cobra.Command {

@@ -189,6 +189,7 @@ func TestEveryErrorCodeFromBadInput(t *testing.T) {
 			break
 		}
 	}
+	requireListed(t, nc, "sokoban", "go", 1)
 	seen := map[string]bool{}
 	for _, env := range []string{"sokoban", "frozenlake", "sudoku"} {
 		var extra *Host

@@ -116,6 +116,9 @@ func NewHost(nc *nats.Conn, opts HostOptions) (*Host, error) {
 		{bus.EnvSubject(opts.Env, "spec"), queue, func(m *nats.Msg) []byte { return h.handleSpec(m.Data) }},
 		{bus.EnvSubject(opts.Env, "reset"), queue, func(m *nats.Msg) []byte { return h.handleReset(m.Data) }},
 		{prefix + "*", "", func(m *nats.Msg) []byte { return h.dispatch(strings.TrimPrefix(m.Subject, prefix), m.Data) }},
+		{bus.HostsSubject, "", func(*nats.Msg) []byte {
+			return mustJSON(bus.HostInfo{Envelope: ok(), Env: h.opts.Env, Host: h.opts.ID, Variants: h.opts.Variants, Sessions: h.Stats().Sessions, Runtime: "go"})
+		}},
 	} {
 		handle := s.handle
 		sub, err := nc.QueueSubscribe(s.subject, s.queue, func(m *nats.Msg) {

@@ -166,9 +166,28 @@ func requireHostGone(t *testing.T, env *Remote, host *exec.Cmd) {
 	}
 }
 
+// requireListed checks that hosts of env, in runtime, answer on spa.env.hosts.
+func requireListed(t *testing.T, nc *nats.Conn, env, runtime string, hosts int) {
+	t.Helper()
+	infos, err := ListHosts(ctxT(t), nc, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, h := range infos {
+		if h.Env == env && h.Runtime == runtime && h.Host != "" && len(h.Variants) > 0 {
+			n++
+		}
+	}
+	if n != hosts {
+		t.Errorf("spa.env.hosts lists %d %s hosts of %s, want %d: %+v", n, runtime, env, hosts, infos)
+	}
+}
+
 func TestNodeEnvOverTheBus(t *testing.T) {
 	srv, nc := embeddedBus(t)
 	node := startNodeCorridor(t, srv.ClientURL())
+	requireListed(t, nc, "corridor", "node", 1)
 	env := checkCorridor(t, nc, "corridor")
 	requireHostGone(t, env, node)
 }

@@ -41,7 +41,11 @@ func startPythonExample(t *testing.T, example, url string, args ...string) *exec
 func TestPythonEnvOverTheBus(t *testing.T) {
 	srv, nc := embeddedBus(t)
 	host := startPythonExample(t, "corridor.py", srv.ClientURL())
+	second := startPythonExample(t, "corridor.py", srv.ClientURL()) // a second host shares the resets
+	requireListed(t, nc, "corridor-py", "python", 2)
 	env := checkCorridor(t, nc, "corridor-py")
+	_ = second.Process.Kill()
+	_ = second.Wait()
 	requireHostGone(t, env, host)
 }
 

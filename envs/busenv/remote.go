@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -59,8 +60,54 @@ func Dial(ctx context.Context, nc *nats.Conn, env string, opts RemoteOptions) (*
 	if reply.Spec == nil {
 		return nil, fmt.Errorf("spec of remote env %s: the reply has no spec", env)
 	}
+	if err := checkSpec(env, reply); err != nil {
+		return nil, fmt.Errorf("spec of remote env %s: %w", env, err)
+	}
 	r.spec = *reply.Spec
 	return r, nil
+}
+
+// checkObservation requires a host's reply to carry the state in every render mode of the spec,
+// each within MaxObservationBytes: a missing or oversized state would reach prompts and
+// trajectories silently.
+func (r *Remote) checkObservation(obs bus.Observation) error {
+	for _, m := range r.spec.RenderModes {
+		text, ok := obs[m]
+		if !ok {
+			return fmt.Errorf("the reply lacks observation.%s (the spec lists render modes %v)", m, r.spec.RenderModes)
+		}
+		if len(text) > bus.MaxObservationBytes {
+			return fmt.Errorf("observation.%s is %d bytes; the limit is %d", m, len(text), bus.MaxObservationBytes)
+		}
+	}
+	return nil
+}
+
+// stepWire is a step reply with its fields optional, so that one the host left out is an error
+// rather than a silent false or zero.
+type stepWire struct {
+	bus.Envelope
+	Reward      *float64        `json:"reward"`
+	Done        *bool           `json:"done"`
+	Success     *bool           `json:"success"`
+	Valid       *bool           `json:"valid"`
+	Observation bus.Observation `json:"observation"`
+}
+
+func (w *stepWire) step() (envs.Step, error) {
+	var missing []string
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{{"reward", w.Reward != nil}, {"done", w.Done != nil}, {"success", w.Success != nil}, {"valid", w.Valid != nil}} {
+		if !f.set {
+			missing = append(missing, f.name)
+		}
+	}
+	if len(missing) > 0 {
+		return envs.Step{}, fmt.Errorf("the reply lacks %v", missing)
+	}
+	return envs.Step{Reward: *w.Reward, Done: *w.Done, Success: *w.Success, Valid: *w.Valid}, nil
 }
 
 // call sends one request and decodes the reply, turning transport failures and error replies
@@ -98,6 +145,20 @@ func (r *Remote) call(ctx context.Context, subject string, req any, reply bus.Re
 	return nil
 }
 
+// validSubject reports whether s can prefix a host's subjects: NATS tokens without wildcards or
+// whitespace.
+func validSubject(s string) bool {
+	if s == "" || len(s) > 256 {
+		return false
+	}
+	for _, tok := range strings.Split(s, ".") {
+		if tok == "" || tok == "*" || tok == ">" || strings.ContainsAny(tok, " \t\r\n*>") {
+			return false
+		}
+	}
+	return true
+}
+
 // Spec is the host's description of the environment.
 func (r *Remote) Spec() envs.Spec { return r.spec }
 
@@ -118,6 +179,12 @@ func (r *Remote) ResetContext(ctx context.Context, seed int64) error {
 	if reply.Session == "" || reply.Subject == "" {
 		return fmt.Errorf("reset remote %s seed %d: the reply names no session or subject", r.env, seed)
 	}
+	if !validSubject(reply.Subject) {
+		return fmt.Errorf("reset remote %s seed %d: subject %q is not a NATS subject without wildcards", r.env, seed, reply.Subject)
+	}
+	if err := r.checkObservation(reply.Observation); err != nil {
+		return fmt.Errorf("reset remote %s seed %d: %w", r.env, seed, err)
+	}
 	r.session, r.subject, r.obs, r.done, r.explore = reply.Session, reply.Subject, reply.Observation, false, reply.Explore
 	return nil
 }
@@ -137,15 +204,22 @@ func (r *Remote) StepContext(ctx context.Context, action string) (envs.Step, err
 	}
 	raw, _ := json.Marshal(action)
 	rm := json.RawMessage(raw)
-	var reply bus.StepReply
+	var reply stepWire
 	if err := r.call(ctx, r.subject+".step", bus.StepRequest{Protocol: bus.EnvProtocol, Session: r.session, Action: &rm}, &reply); err != nil {
 		if bus.ErrorCode(err) == bus.CodeEpisodeDone {
 			return envs.Step{}, fmt.Errorf("remote %s: %w (%v)", r.env, envs.ErrEpisodeDone, err)
 		}
 		return envs.Step{}, fmt.Errorf("step remote %s session %s: %w", r.env, r.session, err)
 	}
-	r.obs, r.done = reply.Observation, reply.Done
-	return reply.Step, nil
+	st, err := reply.step()
+	if err == nil {
+		err = r.checkObservation(reply.Observation)
+	}
+	if err != nil {
+		return envs.Step{}, fmt.Errorf("step remote %s session %s: %w", r.env, r.session, err)
+	}
+	r.obs, r.done = reply.Observation, st.Done
+	return st, nil
 }
 
 // Render returns the state the host sent with its last reply; it costs no round trip.

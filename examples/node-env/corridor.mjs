@@ -134,6 +134,10 @@ async function main() {
     });
 
   const queue = `spa.env.${ENV}`;
+  // Every host answers "who is serving?" (spa env list --bus); no queue group, so all answer.
+  serve("spa.env.hosts", undefined, () => ({
+    protocol: PROTOCOL, env: ENV, host: hostId, variants: Object.keys(VARIANTS), sessions: sessions.size, runtime: "node",
+  }));
   serve(`spa.env.${ENV}.spec`, queue, (msg) => {
     const [body, bad] = parse(msg.data);
     if (bad) return bad;

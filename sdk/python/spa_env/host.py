@@ -209,6 +209,11 @@ class Host:
         _, s = self._session(body)
         return {"protocol": PROTOCOL, "action": s.env.explore(random.Random(seed))}
 
+    def info(self) -> dict:
+        """The answer on spa.env.hosts: who this host is and what it serves."""
+        return {"protocol": PROTOCOL, "env": self.name, "host": self.id, "variants": self.variants,
+                "sessions": len(self.sessions), "runtime": "python"}
+
     def sweep(self) -> int:
         """Drops sessions idle longer than the TTL; returns how many."""
         cutoff = time.monotonic() - self.session_ttl
@@ -224,17 +229,21 @@ class Host:
         """Subscribes on a connected nats-py client."""
         queue = f"spa.env.{self.name}"
 
-        def responder(op_of):
+        def responder(answer):
             async def cb(msg):
-                reply = self.handle(op_of(msg.subject), msg.data)
+                reply = answer(msg)
                 if msg.reply:  # close may be sent without a reply subject
                     await msg.respond(json.dumps(reply).encode())
             return cb
 
-        self._subs.append(await nc.subscribe(f"spa.env.{self.name}.spec", queue=queue, cb=responder(lambda _: "spec")))
-        self._subs.append(await nc.subscribe(f"spa.env.{self.name}.reset", queue=queue, cb=responder(lambda _: "reset")))
         n = len(self.prefix) + 1
-        self._subs.append(await nc.subscribe(self.prefix + ".*", cb=responder(lambda subject: subject[n:])))
+        for subject, group, answer in [
+            (f"spa.env.{self.name}.spec", queue, lambda m: self.handle("spec", m.data)),
+            (f"spa.env.{self.name}.reset", queue, lambda m: self.handle("reset", m.data)),
+            (self.prefix + ".*", "", lambda m: self.handle(m.subject[n:], m.data)),
+            ("spa.env.hosts", "", lambda m: self.info()),  # every host answers: no queue group
+        ]:
+            self._subs.append(await nc.subscribe(subject, queue=group, cb=responder(answer)))
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
     async def _sweep_forever(self) -> None:
