@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -44,8 +45,20 @@ func TestPythonEnvOverTheBus(t *testing.T) {
 	second := startPythonExample(t, "corridor.py", srv.ClientURL()) // a second host shares the resets
 	requireListed(t, nc, "corridor-py", "python", 2)
 	env := checkCorridor(t, nc, "corridor-py")
-	_ = second.Process.Kill()
-	_ = second.Wait()
+	// SIGTERM stops a host cleanly: it drains its connection and exits 0.
+	if err := second.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- second.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("the Python host after SIGTERM: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the Python host did not stop within 10s of SIGTERM")
+	}
 	requireHostGone(t, env, host)
 }
 
