@@ -232,8 +232,12 @@ class Host:
         def responder(answer):
             async def cb(msg):
                 reply = answer(msg)
+                try:
+                    data = json.dumps(reply, allow_nan=False).encode()
+                except (TypeError, ValueError) as e:  # a NaN reward, an object in an observation
+                    data = json.dumps(ProtocolError("internal", f"{self.name}: the reply cannot be JSON: {e}").reply()).encode()
                 if msg.reply:  # close may be sent without a reply subject
-                    await msg.respond(json.dumps(reply).encode())
+                    await msg.respond(data)
             return cb
 
         n = len(self.prefix) + 1
