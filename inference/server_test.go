@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -346,6 +347,34 @@ func TestNodeSDK(t *testing.T) {
 	if err != nil {
 		t.Fatalf("node: %v\n%s", err, out)
 	}
+	checkSDKReport(t, out)
+}
+
+// TestPythonOpenAISDK drives the server with the official openai Python SDK, the client most RL
+// code uses (testdata/python/check_openai.py, in the virtual environment scripts/pyenv.sh makes).
+func TestPythonOpenAISDK(t *testing.T) {
+	if _, err := os.Stat("testdata/python/.venv/.spa-requirements"); err != nil {
+		t.Skip("the openai Python SDK's virtual environment is missing; run scripts/pyenv.sh inference/testdata/python (needs python3 with venv and PyPI)")
+	}
+	_, hs := startServer(t, ServerOptions{APIKey: "py-key"})
+	cmd := exec.Command(filepath.Join(".venv", "bin", "python"), "check_openai.py", hs.URL+"/v1", "py-key")
+	cmd.Dir = "testdata/python"
+	out, err := cmd.Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("python: %v\n%s\n%s", err, out, stderr)
+	}
+	checkSDKReport(t, out)
+}
+
+// checkSDKReport asserts on what an official SDK saw of the server (the same JSON from the npm
+// and the Python SDK): models, completions with n and logprobs, token ids through vLLM's extra
+// fields, chat logprobs, streaming equal to non-streaming, and OpenAI-shaped 404 and 400 errors.
+func checkSDKReport(t *testing.T, out []byte) {
+	t.Helper()
 	var got struct {
 		Models     []string
 		Completion struct {

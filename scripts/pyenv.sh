@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Sets up sdk/python/.venv (git-ignored) with the Python SDK's pinned dependencies
-# (sdk/python/requirements.txt), for the tests that run Python environment hosts. Idempotent: it
-# reinstalls only when the requirements change. Without a usable python3 it says so and exits 0;
-# those tests then skip with the same message.
+# Sets up DIR/.venv (git-ignored) with DIR/requirements.txt's pinned packages, for the tests that
+# run Python: sdk/python (the environment SDK, the default) and inference/testdata/python (the
+# official openai SDK against spa serve). Idempotent: it reinstalls only when the requirements
+# change. Without a usable python3 it says so and exits 0; those tests then skip with the same
+# message.
+#
+#   scripts/pyenv.sh [DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf 'pyenv: %s\n' "$*"; }
-venv=sdk/python/.venv
-req=sdk/python/requirements.txt
+dir=${1:-sdk/python}
+venv=$dir/.venv
+req=$dir/requirements.txt
 stamp=$venv/.spa-requirements
 want=$(sha256sum "$req" | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python" ]; then
@@ -15,14 +19,14 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python"
 fi
 py=$(command -v python3 || true)
 if [ -z "$py" ] || ! "$py" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 9))' 2>/dev/null; then
-  say "no python3 (>= 3.9, with venv and ensurepip): the Python SDK tests will skip"
+  say "no python3 (>= 3.9, with venv and ensurepip): the tests that need $venv will skip"
   exit 0
 fi
 rm -rf "$venv"
 say "creating $venv with $("$py" --version) and installing $(grep -v '^#' "$req" | tr '\n' ' ')"
 if ! "$py" -m venv "$venv" >/dev/null || ! "$venv/bin/pip" install -q --disable-pip-version-check --no-input -r "$req"; then
   rm -rf "$venv"
-  say "warning: could not set up $venv (is PyPI reachable?); the Python SDK tests will skip"
+  say "warning: could not set up $venv (is PyPI reachable?); the tests that need it will skip"
   exit 0
 fi
 echo "$want" > "$stamp"

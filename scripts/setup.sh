@@ -64,10 +64,12 @@ else
   say "node/npm not found: the Node.js tests will skip"
 fi
 
-# 5. A Python virtual environment with the Python SDK's pinned dependencies (sdk/python), for the
-#    tests that serve environments from Python and Gymnasium. Optional like node: without Python
-#    those tests skip and say so.
+# 5. Python virtual environments with pinned packages: the environment SDK's (sdk/python), for the
+#    tests that serve environments from Python and Gymnasium, and the official openai SDK
+#    (inference/testdata/python), run against spa serve. Optional like node: without Python those
+#    tests skip and say so.
 if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
   apt_install python3 python3-venv || say "warning: no python3 with venv; the Python SDK tests will skip"
 fi
-bash scripts/pyenv.sh
+bash scripts/pyenv.sh sdk/python
+bash scripts/pyenv.sh inference/testdata/python
