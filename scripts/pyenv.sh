@@ -6,6 +6,9 @@
 # message.
 #
 #   scripts/pyenv.sh [DIR]
+#
+# PYENV_PYTHON chooses the interpreter (default: python3 on PATH); PYENV_SYSTEM_SITE=1 lets the
+# environment see that interpreter's packages (model/testdata/hf uses Debian's python3-torch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf 'pyenv: %s\n' "$*"; }
@@ -17,14 +20,16 @@ want=$(sha256sum "$req" | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python" ]; then
   exit 0
 fi
-py=$(command -v python3 || true)
+py=${PYENV_PYTHON:-$(command -v python3 || true)}
 if [ -z "$py" ] || ! "$py" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 9))' 2>/dev/null; then
   say "no python3 (>= 3.9, with venv and ensurepip): the tests that need $venv will skip"
   exit 0
 fi
 rm -rf "$venv"
 say "creating $venv with $("$py" --version) and installing $(grep -v '^#' "$req" | tr '\n' ' ')"
-if ! "$py" -m venv "$venv" >/dev/null || ! "$venv/bin/pip" install -q --disable-pip-version-check --no-input -r "$req"; then
+site=()
+[ "${PYENV_SYSTEM_SITE:-}" = 1 ] && site=(--system-site-packages)
+if ! "$py" -m venv "${site[@]}" "$venv" >/dev/null || ! "$venv/bin/pip" install -q --disable-pip-version-check --no-input -r "$req"; then
   rm -rf "$venv"
   say "warning: could not set up $venv (is PyPI reachable?); the tests that need it will skip"
   exit 0

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Hugging Face transformers parity fixtures for spa's model package, both directions.
 
-Run on a machine with PyTorch and transformers (the GPU machine some sessions are lent), from the
-repository root:
+Run where PyTorch and transformers are installed, from the repository root. On spa's Debian
+machines, over Debian's python3-torch (requirements.txt pins the rest):
 
-    python3 model/testdata/hf/make_fixture.py "$OUT"
+    PYENV_PYTHON=/usr/bin/python3 PYENV_SYSTEM_SITE=1 scripts/pyenv.sh model/testdata/hf
+    model/testdata/hf/.venv/bin/python model/testdata/hf/make_fixture.py "$OUT"
 
 1. transformers -> spa: builds a tiny random Qwen2ForCausalLM (torch.manual_seed(0)), saves it
    with save_pretrained (safetensors) to $OUT/qwen2-tiny/, and writes its logits for fixed inputs
