@@ -3,6 +3,7 @@ package model
 import (
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -65,42 +66,66 @@ func paddedLogits(t *testing.T, m *Model, in hfInputs) [][][]float32 {
 	return out
 }
 
-// TestHuggingFaceParity loads a tiny random checkpoint saved by transformers and requires its
-// logits (testdata/hf/make_fixture.py makes the fixture on a machine with transformers).
+// TestHuggingFaceParity loads tiny random checkpoints saved by transformers (testdata/hf/
+// make_fixture.py) and requires their logits, and 32 greedily generated tokens, as transformers
+// computed them: one untied, with grouped-query attention, q/k/v biases, rope_theta 1e6 and
+// rms_norm_eps 1e-5; one with tied embeddings.
 func TestHuggingFaceParity(t *testing.T) {
 	lockThread(t)
-	dir := "testdata/hf/qwen2-tiny"
-	data, err := os.ReadFile(filepath.Join(dir, "logits.json"))
-	if err != nil {
-		t.Skip("no transformers fixture in testdata/hf/qwen2-tiny: run testdata/hf/make_fixture.py where transformers is installed; until then Hugging Face parity is unverified")
-	}
-	var fx struct {
-		Inputs hfInputs      `json:"inputs"`
-		Logits [][][]float64 `json:"logits"`
-	}
-	if err := json.Unmarshal(data, &fx); err != nil {
-		t.Fatal(err)
-	}
-	m, err := Load(dir, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	got := paddedLogits(t, m, fx.Inputs)
-	worst := 0.0
-	for b := range got {
-		for i := range got[b] {
-			if fx.Inputs.Mask[b][i] == 0 {
-				continue
+	for _, name := range []string{"qwen2-tiny", "qwen2-tiny-tied"} {
+		t.Run(name, func(t *testing.T) {
+			dir := filepath.Join("testdata", "hf", name)
+			data, err := os.ReadFile(filepath.Join(dir, "logits.json"))
+			if err != nil {
+				t.Skipf("no transformers fixture in %s: run testdata/hf/make_fixture.py where transformers is installed", dir)
 			}
-			for v := range got[b][i] {
-				worst = max(worst, abs(float64(got[b][i][v])-fx.Logits[b][i][v]))
+			var fx struct {
+				Inputs hfInputs      `json:"inputs"`
+				Logits [][][]float64 `json:"logits"`
+				Prompt []int         `json:"prompt"`
+				Greedy []int         `json:"greedy"`
 			}
-		}
-	}
-	t.Logf("max |spa - transformers| logit difference: %.2e", worst)
-	if worst > 1e-4 {
-		t.Errorf("spa and transformers differ by %.2e", worst)
+			if err := json.Unmarshal(data, &fx); err != nil {
+				t.Fatal(err)
+			}
+			m, err := Load(dir, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			got := paddedLogits(t, m, fx.Inputs)
+			worst := 0.0
+			for b := range got {
+				for i := range got[b] {
+					if fx.Inputs.Mask[b][i] == 0 {
+						continue
+					}
+					for v := range got[b][i] {
+						worst = max(worst, abs(float64(got[b][i][v])-fx.Logits[b][i][v]))
+					}
+				}
+			}
+			t.Logf("max |spa - transformers| logit difference: %.2e", worst)
+			if worst > 1e-4 {
+				t.Errorf("spa and transformers differ by %.2e", worst)
+			}
+			// Greedy generation, recomputing the whole sequence each step.
+			seq := append([]int(nil), fx.Prompt...)
+			for range fx.Greedy {
+				last := logitsOf(t, m, [][]int{seq})[0]
+				row := last[len(last)-1]
+				best := 0
+				for v := range row {
+					if row[v] > row[best] {
+						best = v
+					}
+				}
+				seq = append(seq, best)
+			}
+			if gen := seq[len(fx.Prompt):]; fmt.Sprint(gen) != fmt.Sprint(fx.Greedy) || len(fx.Greedy) != 32 {
+				t.Errorf("greedy tokens\nspa          %v\ntransformers %v", gen, fx.Greedy)
+			}
+		})
 	}
 }
 

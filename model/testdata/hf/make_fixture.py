@@ -7,10 +7,12 @@ machines, over Debian's python3-torch (requirements.txt pins the rest):
     PYENV_PYTHON=/usr/bin/python3 PYENV_SYSTEM_SITE=1 scripts/pyenv.sh model/testdata/hf
     model/testdata/hf/.venv/bin/python model/testdata/hf/make_fixture.py "$OUT"
 
-1. transformers -> spa: builds a tiny random Qwen2ForCausalLM (torch.manual_seed(0)), saves it
-   with save_pretrained (safetensors) to $OUT/qwen2-tiny/, and writes its logits for fixed inputs
-   (one padded batch) to $OUT/qwen2-tiny/logits.json. Commit the folder as
-   model/testdata/hf/qwen2-tiny/; TestHuggingFaceParity then requires spa to reproduce the logits.
+1. transformers -> spa: builds two tiny random Qwen2ForCausalLM (torch.manual_seed(0)) and saves
+   each with save_pretrained (safetensors): $OUT/qwen2-tiny/ (untied head, grouped-query
+   attention, rope_theta 1e6, rms_norm_eps 1e-5) and $OUT/qwen2-tiny-tied/ (tied embeddings, the
+   defaults otherwise). Each gets logits.json: its logits for fixed inputs (one padded batch) and
+   32 greedily generated tokens after a prompt. Commit the folders under model/testdata/hf/;
+   TestHuggingFaceParity then requires spa to reproduce both.
 2. spa -> transformers: loads model/testdata/hf/spa-tiny/ (written by spa's Save) with
    transformers, computes logits for the same inputs and compares them with spa's own
    (spa-tiny/spa_logits.json), writing the result to $OUT/spa-tiny-check.json.
@@ -35,21 +37,37 @@ def logits_of(model):
     return out.float().tolist()
 
 
-def main(out):
-    torch.manual_seed(0)
+PROMPT = [3, 14, 15, 9, 26, 5]
+
+
+def greedy(model):
+    """32 tokens generated greedily after PROMPT (no end-of-sequence stop)."""
+    with torch.no_grad():
+        out = model.generate(torch.tensor([PROMPT]), max_new_tokens=32, do_sample=False, eos_token_id=None,
+                             pad_token_id=0, attention_mask=torch.ones(1, len(PROMPT), dtype=torch.long))
+    return out[0, len(PROMPT):].tolist()
+
+
+def tiny(out, name, **kw):
     cfg = Qwen2Config(vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                      rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=False,
-                      initializer_range=0.2, torch_dtype="float32")
+                      initializer_range=0.2, torch_dtype="float32", **kw)
     model = Qwen2ForCausalLM(cfg).eval()
     # Random biases and norms too, so every parameter matters.
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or "norm" in name:
+        for pname, p in model.named_parameters():
+            if pname.endswith("bias") or "norm" in pname:
                 p.add_(0.1 * torch.randn_like(p))
-    dst = os.path.join(out, "qwen2-tiny")
+    dst = os.path.join(out, name)
     model.save_pretrained(dst, safe_serialization=True)
-    json.dump({"inputs": INPUTS, "logits": logits_of(model)}, open(os.path.join(dst, "logits.json"), "w"))
+    json.dump({"inputs": INPUTS, "logits": logits_of(model), "prompt": PROMPT, "greedy": greedy(model)},
+              open(os.path.join(dst, "logits.json"), "w"))
+
+
+def main(out):
+    torch.manual_seed(0)
+    tiny(out, "qwen2-tiny", tie_word_embeddings=False, rope_theta=1e6, rms_norm_eps=1e-5)
+    tiny(out, "qwen2-tiny-tied", tie_word_embeddings=True, rope_theta=10000.0, rms_norm_eps=1e-6)
 
     spa_dir = os.path.join(HERE, "spa-tiny")
     spa = Qwen2ForCausalLM.from_pretrained(spa_dir, torch_dtype=torch.float32).eval()
