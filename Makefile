@@ -11,7 +11,7 @@ export OMP_NUM_THREADS ?= $(shell nproc)
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GO_LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all setup build test run bench lint env clean
+.PHONY: all setup build test run bench lint env clean interop
 
 all: build
 
@@ -30,6 +30,11 @@ test: build
 # model; docs/run.md gives the measured time on 2 cores). The report lands in runs/<id>/report.md.
 run: build
 	bin/spa run --preset quick
+
+# spa against transformers, the openai SDKs and Gymnasium, in pinned Python environments
+# (scripts/interop.sh; results in docs/interop.md).
+interop: build
+	@bash scripts/interop.sh
 
 bench: build
 	go test -run '^$$' -bench . -benchtime 2s ./...
