@@ -159,7 +159,14 @@ func TestSpaFixtureIsCurrent(t *testing.T) {
 		t.Fatalf("%v (run go test ./model -run SpaFixture -update-spa-fixture)", err)
 	}
 	defer m.Close()
-	data, err := os.ReadFile(filepath.Join(dir, "spa_logits.json"))
+	requireStoredLogits(t, m, in, filepath.Join(dir, "spa_logits.json"))
+}
+
+// requireStoredLogits fails when m's logits for in differ from the ones a fixture stored: the
+// fixture is stale and must be rewritten with -update-spa-fixture.
+func requireStoredLogits(t *testing.T, m *Model, in hfInputs, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +181,7 @@ func TestSpaFixtureIsCurrent(t *testing.T) {
 		for i := range got[b] {
 			if in.Mask[b][i] == 1 {
 				if d := maxDiff(got[b][i], fx.Logits[b][i]); d > 1e-5 {
-					t.Fatalf("stored spa logits are stale by %.2e (run with -update-spa-fixture)", d)
+					t.Fatalf("%s is stale by %.2e (run go test ./model -run Fixture -update-spa-fixture)", path, d)
 				}
 			}
 		}

@@ -75,19 +75,7 @@ func TestLoRAMergesSavesAndLoads(t *testing.T) {
 	}
 	in.Drop()
 
-	// Give B (and A) values, as training would.
-	i := 0
-	for _, v := range m.TrainableVarStore().Variables() {
-		p := ParamOf(&v)
-		for j := range p.Data {
-			p.Data[j] = float32(math.Sin(float64(i*31+j))) * 0.3
-		}
-		src := p.Tensor()
-		dst := v
-		ts.NoGrad(func() { dst.Copy_(src) })
-		src.MustDrop()
-		i++
-	}
+	trainAdapters(m)
 	adapted := flatLogits(t, m, seqs)
 	if maxDiff(base, adapted) < 1e-3 {
 		t.Fatal("a trained adapter did not change the logits")
@@ -152,5 +140,21 @@ func TestLoRAMergesSavesAndLoads(t *testing.T) {
 	fresh := newTestModel(t, cfg, 3)
 	if err := fresh.EnableLoRA(LoRAOptions{Rank: 2, Alpha: 1, Targets: []string{"qproj"}}); err == nil || !strings.Contains(err.Error(), "unknown target") {
 		t.Errorf("bad target: %v", err)
+	}
+}
+
+// trainAdapters gives every adapter weight (A and B) a value, as training would leave them.
+func trainAdapters(m *Model) {
+	i := 0
+	for _, v := range m.TrainableVarStore().Variables() {
+		p := ParamOf(&v)
+		for j := range p.Data {
+			p.Data[j] = float32(math.Sin(float64(i*31+j))) * 0.3
+		}
+		src := p.Tensor()
+		dst := v
+		ts.NoGrad(func() { dst.Copy_(src) })
+		src.MustDrop()
+		i++
 	}
 }

@@ -8,7 +8,8 @@
 #   scripts/pyenv.sh [DIR]
 #
 # PYENV_PYTHON chooses the interpreter (default: python3 on PATH); PYENV_SYSTEM_SITE=1 lets the
-# environment see that interpreter's packages (model/testdata/hf uses Debian's python3-torch).
+# environment see that interpreter's packages (model/testdata/hf uses Debian's python3-torch);
+# PYENV_NO_DEPS=1 installs exactly the requirements, resolving nothing (they must be complete).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf 'pyenv: %s\n' "$*"; }
@@ -29,7 +30,9 @@ rm -rf "$venv"
 say "creating $venv with $("$py" --version) and installing $(grep -v '^#' "$req" | tr '\n' ' ')"
 site=()
 [ "${PYENV_SYSTEM_SITE:-}" = 1 ] && site=(--system-site-packages)
-if ! "$py" -m venv "${site[@]}" "$venv" >/dev/null || ! "$venv/bin/pip" install -q --disable-pip-version-check --no-input -r "$req"; then
+nodeps=()
+[ "${PYENV_NO_DEPS:-}" = 1 ] && nodeps=(--no-deps)
+if ! "$py" -m venv "${site[@]}" "$venv" >/dev/null || ! "$venv/bin/pip" install -q --disable-pip-version-check --no-input "${nodeps[@]}" -r "$req"; then
   rm -rf "$venv"
   say "warning: could not set up $venv (is PyPI reachable?); the tests that need it will skip"
   exit 0
