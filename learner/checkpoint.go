@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -90,7 +91,7 @@ func (c *Checkpointer) Save(name string, actor, critic *model.Model, actorOpt, c
 			return fail(err)
 		}
 	}
-	if err := writeState(filepath.Join(dir, "optimizer.safetensors"), actorOpt.State()); err != nil {
+	if err := writeState(filepath.Join(dir, OptimizerFile), actorOpt.State()); err != nil {
 		return fail(err)
 	}
 	if critic != nil {
@@ -98,7 +99,7 @@ func (c *Checkpointer) Save(name string, actor, critic *model.Model, actorOpt, c
 		if err := model.Save(cdir, critic, model.SaveOptions{DType: c.DType}); err != nil {
 			return fail(err)
 		}
-		if err := writeState(filepath.Join(cdir, "optimizer.safetensors"), criticOpt.State()); err != nil {
+		if err := writeState(filepath.Join(cdir, OptimizerFile), criticOpt.State()); err != nil {
 			return fail(err)
 		}
 	}
@@ -160,10 +161,25 @@ func ReadState(ckpt string) (TrainerState, error) {
 	return st, nil
 }
 
+// OptimizerFile is where a checkpoint keeps its optimiser's moments, relative to the checkpoint
+// directory. It is in a subdirectory because vLLM loads every *.safetensors at the top of a model
+// directory as weights: beside model.safetensors, the moments made vLLM refuse spa's checkpoints
+// ("no module or parameter named 'exp_avg/model'", docs/interop.md).
+const OptimizerFile = "optimizer/state.safetensors"
+
+// legacyOptimizerFile is where checkpoints written before the move kept the moments.
+const legacyOptimizerFile = "optimizer.safetensors"
+
 // LoadOptimizer restores an optimiser's moments from a checkpoint directory (the actor's, or
-// critic/ for the critic's).
+// critic/ for the critic's); checkpoints from before OptimizerFile moved still resume.
 func LoadOptimizer(dir string, o *AdamW, step int64) error {
-	state, err := readState(filepath.Join(dir, "optimizer.safetensors"))
+	path := filepath.Join(dir, OptimizerFile)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		if _, lerr := os.Stat(filepath.Join(dir, legacyOptimizerFile)); lerr == nil {
+			path = filepath.Join(dir, legacyOptimizerFile)
+		}
+	}
+	state, err := readState(path)
 	if err != nil {
 		return err
 	}
@@ -185,6 +201,9 @@ func writeState(path string, state map[string]model.Param) error {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 		views[name] = v
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
 	}
 	tmp := path + ".tmp"
 	f, err := os.Create(tmp)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -245,6 +246,18 @@ func TestPPOResumesExactly(t *testing.T) {
 	wantA, wantC, whole := train("whole", 3, false, filepath.Join(t.TempDir(), "whole"))
 	ck := filepath.Join(t.TempDir(), "parts")
 	train("parts", 2, false, ck)
+	// Put the checkpoint's optimiser moments where checkpoints kept them before they moved to
+	// OptimizerFile: a resume from the old layout must stay exact.
+	latest, err := os.ReadFile(filepath.Join(ck, "LATEST"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"", "critic"} {
+		dir := filepath.Join(ck, strings.TrimSpace(string(latest)), d)
+		if err := os.Rename(filepath.Join(dir, OptimizerFile), filepath.Join(dir, legacyOptimizerFile)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	gotA, gotC, parts := train("parts", 3, true, ck)
 	paramsEqual(t, "actor", wantA, gotA)
 	paramsEqual(t, "critic", wantC, gotC)

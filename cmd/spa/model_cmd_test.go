@@ -204,10 +204,15 @@ func TestLearnSFTCommand(t *testing.T) {
 	if code != 0 || !strings.Contains(stdout, "sft: 4 steps") || !strings.Contains(errOut, "4 training and 2 validation sequences") {
 		t.Fatalf("learn sft: %d %s %s", code, stdout, errOut)
 	}
-	for _, f := range []string{"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "trainer_state.json", "optimizer.safetensors"} {
+	for _, f := range []string{"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "trainer_state.json", "optimizer/state.safetensors"} {
 		if _, err := os.Stat(filepath.Join(out, "step-000004", f)); err != nil {
 			t.Errorf("checkpoint lacks %s", f)
 		}
+	}
+	// vLLM loads every *.safetensors at the top of a model directory as weights: only the model's
+	// may be there.
+	if top, _ := filepath.Glob(filepath.Join(out, "step-000004", "*.safetensors")); len(top) != 1 || filepath.Base(top[0]) != "model.safetensors" {
+		t.Errorf("safetensors files at the top of the checkpoint: %v", top)
 	}
 	if code, info, errOut := spa(t, "model", "info", filepath.Join(out, "step-000004")); code != 0 || !strings.Contains(info, "chatml") {
 		t.Errorf("model info of the checkpoint: %d %s %s", code, info, errOut)
