@@ -110,6 +110,16 @@ func hostileFixtures(t *testing.T, root string) map[string]string {
 		data, _ = json.Marshal(tok)
 		os.WriteFile(path, data, 0o644)
 	})
+	fixture("reformatted", func(dir string) {
+		path := filepath.Join(dir, "tokenizer.json")
+		var tok map[string]any
+		data, _ := os.ReadFile(path)
+		if err := json.Unmarshal(data, &tok); err != nil {
+			t.Fatal(err)
+		}
+		data, _ = json.MarshalIndent(tok, "", "    ") // the same tokenizer, other bytes
+		os.WriteFile(path, data, 0o644)
+	})
 	fixture("bigvocab", func(dir string) {
 		cfg := testConfig()
 		size, imEnd, _, err := domain.Write(dir, domain.Options{VocabSize: 320, Seeds: 3})

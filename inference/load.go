@@ -37,27 +37,31 @@ func Open(ctx context.Context, dir string, eopts Options, sopts ServerOptions) (
 		return nil, err
 	}
 	s := NewServer(e, tok, tmpl, eos, sopts)
-	if s.tokDigest, err = tokenizerDigest(filepath.Join(dir, "tokenizer.json")); err != nil {
+	data, err := readTokenizerJSON(filepath.Join(dir, "tokenizer.json"))
+	if err == nil {
+		s.tokRaw = sha256.Sum256(data)
+		s.tokDigest, err = tokenizerDigest(data)
+	}
+	if err != nil {
 		s.Close()
-		return nil, fmt.Errorf("serve %s: %w", dir, err)
+		return nil, fmt.Errorf("serve %s: tokenizer.json: %w", dir, err)
 	}
 	return s, nil
 }
 
+// readTokenizerJSON reads a tokenizer.json of any realistic size (Qwen's is 11 MB).
+func readTokenizerJSON(path string) ([]byte, error) { return safefile.Read(path, 256<<20) }
+
 // tokenizerDigest identifies a tokenizer.json by its content, independent of key order and
-// whitespace, so that the copy a learner writes into each checkpoint matches the original.
-func tokenizerDigest(path string) (string, error) {
-	data, err := safefile.Read(path, 256<<20)
-	if err != nil {
-		return "", err
-	}
+// whitespace, so that a re-saved copy matches the original.
+func tokenizerDigest(data []byte) (string, error) {
 	var v any
 	if err := json.Unmarshal(data, &v); err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
+		return "", err
 	}
 	canonical, err := json.Marshal(v) // map keys come out sorted
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
+		return "", err
 	}
 	sum := sha256.Sum256(canonical)
 	return hex.EncodeToString(sum[:]), nil

@@ -2,6 +2,7 @@ package inference
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -48,8 +49,10 @@ type Server struct {
 	eos    []int
 	opts   ServerOptions
 	mux    *http.ServeMux
-	// tokDigest identifies the served tokenizer.json; a version with another is refused.
+	// tokDigest identifies the served tokenizer.json by content, tokRaw by its bytes; a version
+	// with another tokenizer is refused.
 	tokDigest string
+	tokRaw    [32]byte
 }
 
 // NewServer wraps an engine. tok and tmpl come from the served checkpoint; eos lists the ids that
@@ -560,15 +563,26 @@ func (s *Server) weightDir(dir string) (string, error) {
 // sameTokenizer refuses a checkpoint that carries a tokenizer.json other than the served one: the
 // server decodes every version's tokens with the tokenizer it started with. A checkpoint without
 // one (weights only) is served with the served tokenizer.
+//
+// Every weight sync passes here. The learner copies the file byte for byte, so equal bytes settle
+// it with one hash; only a file that differs is parsed and compared by content.
 func (s *Server) sameTokenizer(dir string) error {
-	digest, err := tokenizerDigest(filepath.Join(dir, "tokenizer.json"))
+	path := filepath.Join(dir, "tokenizer.json")
+	data, err := readTokenizerJSON(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return wire.BadRequest("weight_dir", "%v", err)
 	}
-	if s.tokDigest != "" && digest != s.tokDigest {
+	if s.tokDigest == "" || sha256.Sum256(data) == s.tokRaw {
+		return nil
+	}
+	digest, err := tokenizerDigest(data)
+	if err != nil {
+		return wire.BadRequest("weight_dir", "%s: %v", path, err)
+	}
+	if digest != s.tokDigest {
 		return wire.BadRequest("weight_dir", "%s has another tokenizer.json than the served checkpoint; a server serves one tokenizer, so start another server for this model", dir)
 	}
 	return nil

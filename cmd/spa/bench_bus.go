@@ -93,7 +93,12 @@ so that authors know what serving an environment from Python costs.`,
 					r.Transport, r.Step.P50us, r.Step.P99us, r.Step.Steps, r.Targets["step_p50_us"], verdict(r.Step.P50us <= r.Targets["step_p50_us"]))
 			}
 			if py != nil {
-				fmt.Fprintf(tw, "env step round trip, Python host (corridor-py)\ttcp\tp50 %.0fµs  p99 %.0fµs  (%d steps)\t-\t\n", py.P50us, py.P99us, py.Steps)
+				// Measured in the same run as the Go host over TCP, so the ratio compares like with like.
+				ratio := "-"
+				if r := results[len(results)-1]; r.Transport == "tcp" && r.Step.P50us > 0 {
+					ratio = fmt.Sprintf("%.1fx the Go host's p50", py.P50us/r.Step.P50us)
+				}
+				fmt.Fprintf(tw, "env step round trip, Python host (corridor-py)\ttcp\tp50 %.0fµs  p99 %.0fµs  (%d steps)\t%s\t\n", py.P50us, py.P99us, py.Steps, ratio)
 			}
 			for _, r := range results {
 				fmt.Fprintf(tw, "publish %d B trajectories, %d goroutines\t%s\t%s/s  (%.0f MB/s)\t>= %s/s %s\t\n",
