@@ -11,7 +11,7 @@ export OMP_NUM_THREADS ?= $(shell nproc)
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GO_LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all setup build test run bench lint env clean interop
+.PHONY: all setup build test run bench lint env clean interop interop-vllm
 
 all: build
 
@@ -35,6 +35,10 @@ run: build
 # (scripts/interop.sh; results in docs/interop.md).
 interop: build
 	@bash scripts/interop.sh
+
+# spa against a live vLLM on the CPU (scripts/interop-vllm.sh; a 6 GB environment, so not in interop).
+interop-vllm: build
+	@bash scripts/interop-vllm.sh
 
 bench: build
 	go test -run '^$$' -bench . -benchtime 2s ./...

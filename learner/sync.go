@@ -14,6 +14,7 @@ import (
 
 	"github.com/spa-rl/spa/bus"
 	"github.com/spa-rl/spa/inference"
+	"github.com/spa-rl/spa/model"
 )
 
 // Version is a checkpoint to put into service.
@@ -55,26 +56,9 @@ func (h *httpSyncer) Name() string { return h.name }
 func (h *httpSyncer) InPlace() bool { return h.inPlace }
 
 func (h *httpSyncer) Sync(ctx context.Context, v Version) error {
-	data, _ := json.Marshal(h.body(v))
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.url, bytes.NewReader(data))
+	body, err := post(ctx, h.client, h.url, h.key, h.body(v))
 	if err != nil {
 		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if h.key != "" {
-		req.Header.Set("Authorization", "Bearer "+h.key)
-	}
-	resp, err := h.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s: %w", h.url, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
-		return fmt.Errorf("%s: %s (check the admin key: --admin-key or server.admin_key): %w", h.url, resp.Status, ErrSyncUnauthorized)
-	}
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s: %s: %s", h.url, resp.Status, strings.TrimSpace(string(body)))
 	}
 	if h.check != nil {
 		return h.check(body)
@@ -82,9 +66,39 @@ func (h *httpSyncer) Sync(ctx context.Context, v Version) error {
 	return nil
 }
 
+// post sends one JSON request to an admin endpoint and returns a 2xx answer's body.
+func post(ctx context.Context, client *http.Client, url, key string, payload any) ([]byte, error) {
+	data, _ := json.Marshal(payload)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(data))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		return nil, fmt.Errorf("%s: %s (check the admin key: --admin-key or server.admin_key): %w", url, resp.Status, ErrSyncUnauthorized)
+	}
+	if resp.StatusCode/100 != 2 {
+		return nil, fmt.Errorf("%s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return body, nil
+}
+
 func newHTTP(name, base, path, key string, body func(Version) any) *httpSyncer {
-	return &httpSyncer{name: name, url: strings.TrimRight(strings.TrimSuffix(strings.TrimRight(base, "/"), "/v1"), "/") + path, key: key, body: body,
-		client: &http.Client{}}
+	return &httpSyncer{name: name, url: adminBase(base) + path, key: key, body: body, client: &http.Client{}}
+}
+
+// adminBase is a server's root URL: admin endpoints sit beside /v1, not under it.
+func adminBase(base string) string {
+	return strings.TrimRight(strings.TrimSuffix(strings.TrimRight(base, "/"), "/v1"), "/")
 }
 
 // SpaServer syncs a spa serve over HTTP: POST /update_weights {"weight_dir", "version", "model"}.
@@ -107,17 +121,50 @@ func VLLMLoRA(baseURL, apiKey string) Syncer {
 	})
 }
 
-// VLLMReload reloads full weights from a directory through an HTTP endpoint that takes one, as
-// RL frameworks add to vLLM's server (path, e.g. "/update_weights"; body {"weight_dir"}).
-func VLLMReload(baseURL, apiKey, path string) Syncer {
-	if path == "" {
-		path = "/update_weights"
+// VLLMReload reloads full weights into a stock vLLM server in place, through the endpoints vLLM
+// serves with VLLM_SERVER_DEV_MODE=1: POST /collective_rpc {"method": "reload_weights", "kwargs":
+// {"weights_path": DIR}} makes every worker read the checkpoint's safetensors into the running
+// model, then POST /reset_prefix_cache drops the key/value blocks computed with the old weights
+// (a cached prefix would otherwise be reused by the next version's requests). Checked against
+// vLLM 0.32 on the CPU (docs/interop.md).
+func VLLMReload(baseURL, apiKey string) Syncer {
+	return &vllmReload{name: "vllm-reload " + baseURL, base: adminBase(baseURL), key: apiKey, client: &http.Client{}}
+}
+
+type vllmReload struct {
+	name, base, key string
+	client          *http.Client
+}
+
+func (r *vllmReload) Name() string { return r.name }
+
+// InPlace: vLLM keeps serving the new weights under its one served name.
+func (r *vllmReload) InPlace() bool { return true }
+
+func (r *vllmReload) Sync(ctx context.Context, v Version) error {
+	rpc := map[string]any{"method": "reload_weights", "kwargs": map[string]string{"weights_path": v.Dir}}
+	if _, err := post(ctx, r.client, r.base+"/collective_rpc", r.key, rpc); err != nil {
+		return fmt.Errorf("reload %s (is vLLM running with VLLM_SERVER_DEV_MODE=1?): %w", v.Dir, err)
 	}
-	s := newHTTP("vllm "+baseURL, baseURL, path, apiKey, func(v Version) any {
-		return map[string]any{"weight_dir": v.Dir, "version": v.Number}
-	})
-	s.inPlace = true
-	return s
+	if _, err := post(ctx, r.client, r.base+"/reset_prefix_cache", r.key, map[string]any{}); err != nil {
+		return fmt.Errorf("reloaded %s, but the prefix cache was not reset: %w", v.Dir, err)
+	}
+	return nil
+}
+
+// CheckTargets refuses a sync backend that would serve cfg's weights wrongly. vLLM 0.32's in-place
+// reload leaves a model with tied embeddings on its old embedding: after two PPO steps vLLM
+// answered 1e-4 away from the learner's checkpoint in log-probability, and the gap grows with
+// every step, while the same reload of an untied copy matched to 2.5e-6 (docs/interop.md). That
+// is silent off-policy drift, so vllm-reload refuses tied models; vllm-lora does not touch the
+// embeddings.
+func CheckTargets(servers []Syncer, cfg model.Config) error {
+	for _, s := range servers {
+		if _, ok := s.(*vllmReload); ok && cfg.TieWordEmbeddings {
+			return fmt.Errorf("%s: the model ties its input and output embeddings (tie_word_embeddings), which vLLM's in-place reload does not update (docs/interop.md); sync with vllm-lora (learner.lora.rank > 0), or start from a checkpoint with untied embeddings", s.Name())
+		}
+	}
+	return nil
 }
 
 // SGLang reloads weights from disk: POST /update_weights_from_disk {"model_path"}; SGLang answers
@@ -263,7 +310,7 @@ func ParseSyncer(spec, key string) (Syncer, error) {
 	case "vllm-lora":
 		return VLLMLoRA(url, key), nil
 	case "vllm-reload":
-		return VLLMReload(url, key, ""), nil
+		return VLLMReload(url, key), nil
 	case "sglang":
 		return SGLang(url, key), nil
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/spa-rl/spa/bus"
 	_ "github.com/spa-rl/spa/envs/builtin"
 	"github.com/spa-rl/spa/inference"
+	"github.com/spa-rl/spa/model"
 	"github.com/spa-rl/spa/torchrt"
 )
 
@@ -59,18 +60,46 @@ func TestSyncBackendsSendDocumentedRequests(t *testing.T) {
 		}
 		return nil
 	})
-	full, _ := recorder(t, "/update_weights", 0, `{}`, func(b map[string]any) error {
-		if b["weight_dir"] != "/ckpt/v3" {
-			return errors.New("bad reload body")
+	// vLLM's in-place reload is two calls, in order: the workers' reload, then the prefix cache reset.
+	var reloadCalls []string
+	full := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body map[string]any
+		if r.Method != http.MethodPost || json.NewDecoder(r.Body).Decode(&body) != nil {
+			http.Error(w, "bad request", 400)
+			return
 		}
-		return nil
-	})
-	f := &Fleet{Servers: []Syncer{VLLMLoRA(lora.URL+"/v1", ""), SGLang(sg.URL, ""), VLLMReload(full.URL, "", "")}, Attempts: 3}
+		switch r.URL.Path {
+		case "/collective_rpc":
+			kw, _ := body["kwargs"].(map[string]any)
+			if body["method"] != "reload_weights" || kw["weights_path"] != "/ckpt/v3" {
+				http.Error(w, "bad rpc body", 422)
+				return
+			}
+			w.Write([]byte(`{"results":[null]}`))
+		case "/reset_prefix_cache":
+			w.Write([]byte(`{"success":true}`))
+		default:
+			http.NotFound(w, r)
+			return
+		}
+		reloadCalls = append(reloadCalls, r.URL.Path)
+	}))
+	defer full.Close()
+	f := &Fleet{Servers: []Syncer{VLLMLoRA(lora.URL+"/v1", ""), SGLang(sg.URL, ""), VLLMReload(full.URL+"/v1", "")}, Attempts: 3}
 	if err := f.Sync(context.Background(), v); err != nil {
 		t.Fatal(err)
 	}
 	if loraCalls.Load() != 1 || sgCalls.Load() != 2 {
 		t.Errorf("calls: lora %d, sglang %d (one retry expected)", loraCalls.Load(), sgCalls.Load())
+	}
+	if strings.Join(reloadCalls, " ") != "/collective_rpc /reset_prefix_cache" {
+		t.Errorf("vllm-reload calls: %v", reloadCalls)
+	}
+	// A vLLM without the dev endpoints answers 404; the error says what to turn on.
+	plain := httptest.NewServer(http.NotFoundHandler())
+	defer plain.Close()
+	if err := VLLMReload(plain.URL, "").Sync(context.Background(), v); err == nil || !strings.Contains(err.Error(), "VLLM_SERVER_DEV_MODE=1") {
+		t.Errorf("vLLM without dev mode: %v", err)
 	}
 	// SGLang's 200 with success=false is a failure; a dead server is one too, named in the error.
 	bad, _ := recorder(t, "/update_weights_from_disk", 0, `{"success": false, "message": "no such dir"}`, func(map[string]any) error { return nil })
@@ -89,6 +118,27 @@ func TestSyncBackendsSendDocumentedRequests(t *testing.T) {
 	f = &Fleet{Servers: []Syncer{SpaServer(hung.URL, "")}, Attempts: 1, Timeout: 200 * time.Millisecond}
 	if err := f.Sync(context.Background(), v); err == nil || time.Since(start) > 2*time.Second {
 		t.Errorf("hung server: %v after %s", err, time.Since(start))
+	}
+}
+
+// TestTiedModelsRefuseVLLMReload: vLLM's in-place reload does not update tied embeddings, so
+// the learner refuses that pairing before training, and allows the others.
+func TestTiedModelsRefuseVLLMReload(t *testing.T) {
+	reload, lora := VLLMReload("http://v:8000", ""), VLLMLoRA("http://v:8000", "")
+	for _, c := range []struct {
+		servers []Syncer
+		tied    bool
+		ok      bool
+	}{
+		{[]Syncer{reload}, true, false},
+		{[]Syncer{lora, reload}, true, false},
+		{[]Syncer{reload}, false, true},
+		{[]Syncer{lora, SpaServer("http://s", "")}, true, true},
+	} {
+		err := CheckTargets(c.servers, model.Config{TieWordEmbeddings: c.tied})
+		if (err == nil) != c.ok || (err != nil && !strings.Contains(err.Error(), "tie_word_embeddings")) {
+			t.Errorf("tied %v, %d servers: %v", c.tied, len(c.servers), err)
+		}
 	}
 }
 

@@ -26,6 +26,32 @@ if [ -x model/testdata/hf/.venv/bin/python ]; then
     if cmp -s "$out/$f" "model/testdata/hf/$f"; then say "  $f: identical"; else say "  $f: DIFFERS"; status=1; fi
   done
   rm -rf "$out"
+
+  say "transformers apply_chat_template on the shared Qwen3 tokenizer: text and ids, against the committed cases"
+  if [ -d ../shared/testdata/tokenizer/qwen3 ]; then
+    out=$(mktemp)
+    (cd model/chat/testdata && ../../testdata/hf/.venv/bin/python gen_hf.py "$out" 2>/dev/null | tail -1)
+    if cmp -s "$out" model/chat/testdata/qwen3-hf.jsonl; then say "  qwen3-hf.jsonl: identical"; else say "  qwen3-hf.jsonl: DIFFERS"; status=1; fi
+    rm -f "$out"
+  else
+    say "  ../shared/testdata/tokenizer/qwen3 is missing: skipped"
+  fi
+
+  say "a checkpoint the learner wrote after two SFT steps, in transformers and against spa serve"
+  work=$(mktemp -d)
+  port=$((20000 + RANDOM % 20000))
+  bin/spa model init --preset tiny --corpus-seeds 20 --out "$work/init" >/dev/null
+  for _ in 1 2 3 4 5 6 7 8; do
+    printf '%s\n' '{"messages":[{"role":"system","content":"You are solving a Sokoban puzzle."},{"role":"user","content":"Turn 1:\nState:\n######\n#_P__#\n#_X_O#\n######"},{"role":"assistant","content":"<think><observation>P at (1,2)</observation><prediction>P at (2,2)</prediction></think><answer>Down</answer>"}]}'
+  done > "$work/data.jsonl"
+  bin/spa learn --stage sft --model "$work/init" --data "$work/data.jsonl" --max-steps 2 --out "$work/sft" 2>/dev/null | tail -1
+  ckpt="$work/sft/$(cat "$work/sft/LATEST")"
+  bin/spa serve --model "$ckpt" --listen "127.0.0.1:$port" >"$work/serve.log" 2>&1 &
+  serve=$!
+  for _ in $(seq 60); do curl -sf "127.0.0.1:$port/v1/models" >/dev/null && break; sleep 0.5; done
+  model/testdata/hf/.venv/bin/python model/testdata/hf/check_checkpoint.py "$ckpt" "$work/init" "http://127.0.0.1:$port" 2>&1 | grep -v 'Starting from v4.46' || status=1
+  kill "$serve" 2>/dev/null; wait "$serve" 2>/dev/null || true
+  rm -rf "$work"
 fi
 
 say "go tests that run the real peers: transformers fixtures, the openai SDKs, Python and Gymnasium hosts, Gymnasium's FrozenLake"

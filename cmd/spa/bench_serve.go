@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -53,6 +55,7 @@ func localServer(srv http.Handler) (string, func(), error) {
 func newBenchServeCmd() *cobra.Command {
 	var asJSON bool
 	var duration time.Duration
+	var peer, peerKey, checkpoint string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Throughput, time to first token, batching gain, hot reload and prefix caching of spa serve",
@@ -72,7 +75,12 @@ func newBenchServeCmd() *cobra.Command {
     tokens/s after the first token, and the long/short ratio, which attention's arithmetic alone
     would keep near 1 for this model;
   - agent-shaped conversations: 8 and 64 episodes x 4 turns whose prompts grow from 480 to about
-    2,100 tokens (480 new tokens and a 64-token reply per turn).`,
+    2,100 tokens (480 new tokens and a 64-token reply per turn).
+
+With --peer URL --checkpoint DIR it measures another server instead, side by side: spa serves DIR
+in this process, the peer (vLLM, say, started on the same DIR with served name "spa") is at URL,
+and the load rows (concurrency 1, 8 and 64) run against each in turn, with spa's rate over the
+peer's. The peer must stream token ids with return_token_ids, as vLLM does.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signalContext(cmd.Context())
@@ -81,6 +89,12 @@ func newBenchServeCmd() *cobra.Command {
 				if !asJSON {
 					fmt.Fprintln(cmd.ErrOrStderr(), s)
 				}
+			}
+			if peer != "" || checkpoint != "" {
+				if peer == "" || checkpoint == "" {
+					return errors.New("bench serve: --peer and --checkpoint go together (the peer serves that checkpoint)")
+				}
+				return benchServePeer(ctx, cmd.OutOrStdout(), progress, peer, peerKey, checkpoint, duration, asJSON)
 			}
 			dir, err := os.MkdirTemp("", "spa-bench-serve-")
 			if err != nil {
@@ -235,7 +249,71 @@ func newBenchServeCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	cmd.Flags().DurationVar(&duration, "duration", 5*time.Second, "time per load measurement")
+	cmd.Flags().StringVar(&peer, "peer", "", "another OpenAI-compatible server (…/v1) to measure side by side with spa serve")
+	cmd.Flags().StringVar(&peerKey, "peer-api-key", "", "bearer token for --peer (default $OPENAI_API_KEY)")
+	cmd.Flags().StringVar(&checkpoint, "checkpoint", "", "with --peer: the checkpoint directory both servers serve")
 	return cmd
+}
+
+// peerBench is one load row measured against spa serve and a peer in the same run.
+type peerBench struct {
+	Spa  inference.LoadResult `json:"spa"`
+	Peer inference.LoadResult `json:"peer"`
+}
+
+// benchServePeer runs the load rows against spa serving dir in process and against peer (which
+// serves the same checkpoint), alternating so that drift on a shared machine hits both alike.
+func benchServePeer(ctx context.Context, out io.Writer, progress func(string), peer, key, dir string, d time.Duration, asJSON bool) error {
+	if key == "" {
+		key = os.Getenv("OPENAI_API_KEY")
+	}
+	cfg, err := model.LoadConfig(dir)
+	if err != nil {
+		return fmt.Errorf("bench serve: %w", err)
+	}
+	srv, err := inference.Open(ctx, dir, inference.Options{MaxBatch: 64, MaxModelLen: 512, KVCacheMB: 1024, MaxVersions: 2}, inference.ServerOptions{})
+	if err != nil {
+		return fmt.Errorf("bench serve: %w", err)
+	}
+	defer srv.Close()
+	url, stopHTTP, err := localServer(srv)
+	if err != nil {
+		return err
+	}
+	defer stopHTTP()
+	prompt := make([]int, 32)
+	for i := range prompt {
+		prompt[i] = 3 + i*7%min(200, cfg.VocabSize-3)
+	}
+	peer = strings.TrimRight(peer, "/")
+	progress("checking the peer streams token ids...")
+	if r := inference.Load(ctx, peer, key, 1, prompt, 8, 200*time.Millisecond); r.Requests == 0 || r.Failed > 0 {
+		return fmt.Errorf("bench serve: %s gave no streamed token ids (is it serving %q as \"spa\", and does it take return_token_ids?)", peer, dir)
+	}
+	var rows []peerBench
+	for _, c := range []int{1, 8, 64} {
+		progress(fmt.Sprintf("concurrency %d: spa, then the peer...", c))
+		var row peerBench
+		row.Spa = inference.Load(ctx, url, "", c, prompt, 64, d)
+		row.Peer = inference.Load(ctx, peer, key, c, prompt, 64, d)
+		rows = append(rows, row)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if asJSON {
+		return json.NewEncoder(out).Encode(map[string]any{"machine": thisMachine(), "checkpoint": dir, "peer": peer, "results": rows})
+	}
+	m := thisMachine()
+	fmt.Fprintf(out, "%s, %d cores; %s served by spa and by %s; 32-token prompts, 64 greedy tokens, streaming\n", m.CPU, m.Cores, dir, peer)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CONCURRENCY\tSPA\tPEER\tSPA / PEER\t")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%d\t%s tok/s, TTFT p50 %.0f ms, p99 %.0f ms (%d failed)\t%s tok/s, TTFT p50 %.0f ms, p99 %.0f ms (%d failed)\t%.2fx\t\n", r.Spa.Concurrency,
+			humanRate(r.Spa.TokensPerSec), r.Spa.TTFTp50ms, r.Spa.TTFTp99ms, r.Spa.Failed,
+			humanRate(r.Peer.TokensPerSec), r.Peer.TTFTp50ms, r.Peer.TTFTp99ms, r.Peer.Failed, r.Spa.TokensPerSec/r.Peer.TokensPerSec)
+	}
+	return tw.Flush()
 }
 
 // The long-context shape: a multi-turn agent's prompt late in an episode, and a reply.

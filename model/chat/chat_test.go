@@ -4,8 +4,12 @@ import (
 	"bufio"
 	"encoding/json"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/spa-rl/spa/model/tokenizer"
 )
 
 const qwen3Config = "../../../shared/testdata/tokenizer/qwen3/tokenizer_config.json"
@@ -46,6 +50,55 @@ func TestQwen3TemplateRenderings(t *testing.T) {
 		}
 		if got != c.Text {
 			t.Errorf("%s:\n got %q\nwant %q", c.Name, got, c.Text)
+		}
+		n++
+	}
+	if n < 10 {
+		t.Fatalf("only %d cases", n)
+	}
+}
+
+// TestTemplateIDsMatchTransformers compares spa's rendering, encoded by spa's tokenizer, with
+// transformers' apply_chat_template(tokenize=True) on the shared Qwen3 tokenizer folder
+// (testdata/qwen3-hf.jsonl, made by testdata/gen_hf.py in make interop's pinned environment):
+// the same text and the same ids, special tokens included.
+func TestTemplateIDsMatchTransformers(t *testing.T) {
+	if _, err := os.Stat(qwen3Config); err != nil {
+		t.Skipf("shared tokenizer fixtures not found: %v", err)
+	}
+	tmpl, err := Load(qwen3Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := tokenizer.Load(filepath.Join(filepath.Dir(qwen3Config), "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile("testdata/qwen3-hf.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var c struct {
+			Name       string    `json:"name"`
+			Messages   []Message `json:"messages"`
+			Generation bool      `json:"add_generation_prompt"`
+			Text       string    `json:"text"`
+			IDs        []int     `json:"ids"`
+		}
+		if err := json.Unmarshal([]byte(line), &c); err != nil {
+			t.Fatal(err)
+		}
+		text, err := tmpl.Render(c.Messages, c.Generation)
+		if err != nil {
+			t.Fatalf("%s: %v", c.Name, err)
+		}
+		if text != c.Text {
+			t.Errorf("%s: text\n got %q\nwant %q", c.Name, text, c.Text)
+		}
+		if ids := tok.Encode(text); !slices.Equal(ids, c.IDs) {
+			t.Errorf("%s: ids\n got %v\nwant %v", c.Name, ids, c.IDs)
 		}
 		n++
 	}

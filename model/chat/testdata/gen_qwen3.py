@@ -6,17 +6,12 @@ shapes spa uses. Output: qwen3.jsonl, the expected text for model/chat's tests.
 Run from this directory with Debian's python3-jinja2: /usr/bin/python3 gen_qwen3.py
 """
 import json
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 CONFIG = "../../../../shared/testdata/tokenizer/qwen3/tokenizer_config.json"
 
 def raise_exception(msg):
     raise ValueError(msg)
 
-env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-env.globals["raise_exception"] = raise_exception
-env.filters["tojson"] = lambda x, **kw: json.dumps(x, ensure_ascii=False, **kw)
-template = env.from_string(json.load(open(CONFIG))["chat_template"])
 
 S = {"role": "system", "content": "You are solving a Sokoban puzzle.\nThink, then answer."}
 U1 = {"role": "user", "content": "Turn 1:\nState:\n######\n#_P__#\n#_X_O#\n######\nYou have 10 actions left."}
@@ -27,7 +22,7 @@ T1 = {"role": "assistant", "content": "<think><observation>P at (1,2)</observati
 T2 = {"role": "assistant", "content": "<think>\n\nreason\n</think>\n\n<answer>Right</answer>"}
 UNICODE = {"role": "user", "content": "中文 é 😀  two  spaces\n\n\ttab <|not special|>"}
 
-cases = [
+CASES = [
     ("system, user, generation prompt", [S, U1], True),
     ("user only, generation prompt", [U1], True),
     ("two turns, generation prompt", [S, U1, A1, U2], True),
@@ -40,8 +35,14 @@ cases = [
     ("earlier think stripped, last kept", [S, U1, T1, U2, T2], False),
     ("system not first", [U1, S, U2], True),
 ]
-with open("qwen3.jsonl", "w") as out:
-    for name, msgs, gen in cases:
-        text = template.render(messages=msgs, add_generation_prompt=gen, tools=None)
-        out.write(json.dumps({"name": name, "messages": msgs, "add_generation_prompt": gen, "text": text}, ensure_ascii=False) + "\n")
-print("wrote", len(cases), "cases")
+if __name__ == "__main__":
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    env.filters["tojson"] = lambda x, **kw: json.dumps(x, ensure_ascii=False, **kw)
+    template = env.from_string(json.load(open(CONFIG))["chat_template"])
+    with open("qwen3.jsonl", "w") as out:
+        for name, msgs, gen in CASES:
+            text = template.render(messages=msgs, add_generation_prompt=gen, tools=None)
+            out.write(json.dumps({"name": name, "messages": msgs, "add_generation_prompt": gen, "text": text}, ensure_ascii=False) + "\n")
+    print("wrote", len(CASES), "cases")
