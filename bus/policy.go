@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -18,6 +20,29 @@ type Policy struct {
 	// WeightDir is where the checkpoint lives (a path or URL the servers can read).
 	WeightDir string    `json:"weight_dir"`
 	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// VersionName is the name a version is served under where every version has its own (spa serve,
+// vLLM LoRA adapters): <prefix>-v<N>.
+func VersionName(prefix string, n int64) string { return fmt.Sprintf("%s-v%d", prefix, n) }
+
+// ParseVersionName reads a name VersionName wrote; ok is false for any other name (a served name
+// that always means the latest, an API model).
+func ParseVersionName(name string) (prefix string, n int64, ok bool) {
+	i := strings.LastIndex(name, "-v")
+	if i <= 0 || i+2 == len(name) {
+		return "", 0, false
+	}
+	for _, c := range name[i+2:] {
+		if c < '0' || c > '9' {
+			return "", 0, false
+		}
+	}
+	n, err := strconv.ParseInt(name[i+2:], 10, 64)
+	if err != nil {
+		return "", 0, false
+	}
+	return name[:i], n, true
 }
 
 // Errors from Policies.

@@ -169,7 +169,7 @@ type Env struct {
 	SessionTTL time.Duration `yaml:"session_ttl" doc:"close sessions idle this long" check:">0"`
 }
 
-// Default returns the built-in defaults: the paper's hyperparameters (SPA.md) where it gives them,
+// Default returns the built-in defaults: the paper's hyperparameters (docs/method.md) where it gives them,
 // and settings for the embedded single-process run elsewhere.
 func Default() Config {
 	return Config{

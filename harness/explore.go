@@ -12,6 +12,7 @@ import (
 
 	"github.com/spa-rl/spa/envs"
 	"github.com/spa-rl/spa/rollout"
+	"github.com/spa-rl/spa/worldmodel"
 )
 
 // Explorer is the random-action explorer of self-play (the paper's ablation, and the only
@@ -42,7 +43,7 @@ func (e *Explorer) Generate(_ context.Context, req rollout.GenRequest) (rollout.
 	if len(req.Messages) == 0 {
 		return rollout.GenResponse{}, fmt.Errorf("explorer: chat mode only (no messages)")
 	}
-	state := stateOf(req.Messages[len(req.Messages)-1].Content)
+	state := rollout.StateOf(req.Messages[len(req.Messages)-1].Content)
 	e.mu.Lock()
 	n := 1 + e.rng.IntN(min(3, e.MaxActions))
 	actions := make([]string, n)
@@ -50,17 +51,9 @@ func (e *Explorer) Generate(_ context.Context, req rollout.GenRequest) (rollout.
 		actions[i] = e.action()
 	}
 	e.mu.Unlock()
-	var b strings.Builder
-	b.WriteString("<think>")
-	if e.Mode == rollout.WorldModel {
-		b.WriteString("<observation>" + state + "</observation>")
-	}
-	b.WriteString("I will try " + strings.Join(actions, ", ") + ".")
-	if e.Mode == rollout.WorldModel {
-		b.WriteString("<prediction>" + state + "</prediction>")
-	}
-	b.WriteString("</think><answer>" + strings.Join(actions, " || ") + "</answer>")
-	return rollout.GenResponse{Text: b.String(), Model: ExplorerModel, FinishReason: "stop"}, nil
+	wm := e.Mode == rollout.WorldModel
+	text := worldmodel.Reply{Observation: state, Prediction: state, Reasoning: "I will try " + strings.Join(actions, ", ") + ".", Actions: actions}.Render(wm)
+	return rollout.GenResponse{Text: text, Model: ExplorerModel, FinishReason: "stop"}, nil
 }
 
 // action draws one action: a name from the spec, or for r,c,v environments (Sudoku) a random cell
@@ -74,16 +67,4 @@ func (e *Explorer) action() string {
 		n = 9
 	}
 	return fmt.Sprintf("%d,%d,%d", 1+e.rng.IntN(n), 1+e.rng.IntN(n), 1+e.rng.IntN(n))
-}
-
-// stateOf cuts the rendered state out of a turn's user message ("State:\n<state>\nYou have ...").
-func stateOf(user string) string {
-	_, rest, ok := strings.Cut(user, "State:\n")
-	if !ok {
-		return ""
-	}
-	if i := strings.LastIndex(rest, "\nYou have "); i >= 0 {
-		rest = rest[:i]
-	}
-	return rest
 }

@@ -9,12 +9,14 @@ import (
 
 	"github.com/spa-rl/spa/bus"
 	"github.com/spa-rl/spa/envs"
+	"github.com/spa-rl/spa/internal/progress"
 	"github.com/spa-rl/spa/learner"
 	"github.com/spa-rl/spa/model"
 	"github.com/spa-rl/spa/rollout"
+	"github.com/spa-rl/spa/worldmodel"
 )
 
-// Methods are the methods the paper compares (SPA.md's table).
+// Methods are the methods the paper compares (docs/method.md's table).
 var Methods = []string{"spa", "vanilla", "state-estimation"}
 
 // render is how a method shows states: vanilla PPO sees raw grids, the others coordinates too.
@@ -135,11 +137,11 @@ func (p *pipeline) evalModel(ctx context.Context, m, modelName, label string) (E
 		label = m + " eval " + label
 	}
 	puzzles, k := p.cfg.Run.ValPuzzles, p.cfg.Run.ValK
-	bar := newBar(p.o.Log, label, puzzles*(k+1))
+	bar := progress.New(p.o.Log, label, puzzles*(k+1))
 	play := func(eo rollout.EpisodeOptions, k, done int) (rollout.EvalResult, error) {
 		res, err := rollout.Evaluate(ctx, func() (envs.Env, error) { return p.newEnv(ctx) }, func() (rollout.LLM, error) { return c, nil }, p.tokens,
 			rollout.EvalOptions{Episode: eo, Puzzles: puzzles, K: k, Concurrency: p.cfg.Rollout.Workers,
-				Progress: func(n, _ int) { bar.set(done+n, "") }})
+				Progress: func(n, _ int) { bar.Set(done+n, "") }})
 		if err == nil && res.Failed > 0 {
 			err = fmt.Errorf("evaluation of %s: %d episodes failed", modelName, res.Failed)
 		}
@@ -147,13 +149,13 @@ func (p *pipeline) evalModel(ctx context.Context, m, modelName, label string) (E
 	}
 	res, err := play(eo, k, 0)
 	if err != nil {
-		bar.done()
+		bar.Done()
 		return Eval{}, err
 	}
 	greedy := eo
 	greedy.Temperature, greedy.TopP, greedy.TopK = 0, 1, 0
 	g, err := play(greedy, 1, puzzles*k)
-	bar.done()
+	bar.Done()
 	if err != nil {
 		return Eval{}, err
 	}
@@ -188,7 +190,7 @@ func (p *pipeline) statePPL(ctx context.Context, m, ckpt string) (float64, error
 			if err != nil {
 				return 0, err
 			}
-			exs = append(exs, GroundTruth(tr, true))
+			exs = append(exs, worldmodel.GroundTruth(tr, rollout.SystemPrompt, true))
 		}
 		if p.pplData == nil {
 			p.pplData = map[envs.RenderMode][]learner.SFTExample{}
@@ -242,7 +244,7 @@ func (p *pipeline) ppo(ctx context.Context, m, start, out, run string) (string, 
 	genErr := make(chan error, 1)
 	go func() { genErr <- p.generate(genCtx, m, run, watch, steps) }()
 
-	bar := newBar(p.o.Log, m+" ppo", steps)
+	bar := progress.New(p.o.Log, m+" ppo", steps)
 	began := time.Now()
 	var final string
 	err = p.ex.Do(ctx, func() error {
@@ -255,21 +257,21 @@ func (p *pipeline) ppo(ctx context.Context, m, start, out, run string) (string, 
 			Steps: steps, BatchSize: p.cfg.Rollout.Groups * p.cfg.Rollout.GroupSize, MaxOffPolicySteps: p.cfg.Learner.MaxOffPolicySteps,
 			Checkpoints: &learner.Checkpointer{Dir: out, TokenizerDir: start, DType: p.cfg.Learner.SaveDType, Keep: p.cfg.Learner.KeepCheckpoints},
 			Fleet:       &learner.Fleet{Servers: []learner.Syncer{learner.SpaServer(p.baseURL, p.cfg.Server.AdminKey)}, Policies: p.pols, Run: run},
-			ModelName:   func(v int64) string { return fmt.Sprintf("%s-v%d", prefix, v) },
+			ModelName:   func(v int64) string { return bus.VersionName(prefix, v) },
 			Seed:        uint64(p.cfg.Run.Seed), Resume: true,
 			AfterStep: func(ctx context.Context, r learner.StepReport) error {
 				mt := r.Metrics
-				bar.set(r.Step, fmt.Sprintf("reward %.2f success %.0f%% moves %.1f format errors %.0f%% pg %.3f kl %.4f", mt.Reward, 100*mt.Success, mt.Moves, 100*mt.FormatErrors, mt.PolicyLoss, mt.ApproxKL))
+				bar.Set(r.Step, fmt.Sprintf("reward %.2f success %.0f%% moves %.1f format errors %.0f%% pg %.3f kl %.4f", mt.Reward, 100*mt.Success, mt.Moves, 100*mt.FormatErrors, mt.PolicyLoss, mt.ApproxKL))
 				p.record(map[string]any{"stage": "ppo", "method": m, "step": r.Step, "report": r})
 				// The last step's validation is the final evaluation, which follows.
 				every := p.cfg.Learner.PPO.ValidateEvery
 				if every > 0 && r.Step%every == 0 && r.Step < steps {
-					e, err := p.evalModel(ctx, m, fmt.Sprintf("%s-v%d", prefix, r.Version), "")
+					e, err := p.evalModel(ctx, m, bus.VersionName(prefix, r.Version), "")
 					if err != nil {
 						return err
 					}
 					p.record(map[string]any{"stage": "validate", "method": m, "step": r.Step, "eval": e})
-					bar.set(r.Step, fmt.Sprintf("reward %.2f success %.0f%% | validation Pass@1 %.1f%% Pass@%d %.1f%% greedy %.1f%%", mt.Reward, 100*mt.Success, 100*e.Pass1, e.K, 100*e.PassK, 100*e.Greedy))
+					bar.Set(r.Step, fmt.Sprintf("reward %.2f success %.0f%% | validation Pass@1 %.1f%% Pass@%d %.1f%% greedy %.1f%%", mt.Reward, 100*mt.Success, 100*e.Pass1, e.K, 100*e.PassK, 100*e.Greedy))
 				}
 				return nil
 			},
@@ -281,7 +283,7 @@ func (p *pipeline) ppo(ctx context.Context, m, start, out, run string) (string, 
 		p.logf("%s ppo: %d steps in %s; trained on %d trajectories (%d filtered, %d stale)", m, st.Step, time.Since(began).Round(time.Second), st.Totals.Trained, st.Totals.Filtered, st.Totals.Stale)
 		return err
 	})
-	bar.done()
+	bar.Done()
 	stopGen()
 	if gerr := <-genErr; gerr != nil && !errors.Is(gerr, context.Canceled) && err == nil {
 		err = gerr

@@ -20,11 +20,13 @@ import (
 	_ "github.com/spa-rl/spa/envs/builtin" // the built-in environments the run hosts on the bus
 	"github.com/spa-rl/spa/envs/busenv"
 	"github.com/spa-rl/spa/inference"
+	"github.com/spa-rl/spa/internal/progress"
 	"github.com/spa-rl/spa/learner"
 	"github.com/spa-rl/spa/model"
 	"github.com/spa-rl/spa/model/domain"
 	"github.com/spa-rl/spa/rollout"
 	"github.com/spa-rl/spa/torchrt"
+	"github.com/spa-rl/spa/worldmodel"
 )
 
 // Options configure a pipeline run.
@@ -337,7 +339,7 @@ func (p *pipeline) play(ctx context.Context, run, label string, llms []rollout.L
 		return nil, err
 	}
 	total := groups * p.cfg.Rollout.GroupSize
-	bar := newBar(p.o.Log, label, total)
+	bar := progress.New(p.o.Log, label, total)
 	var mu sync.Mutex
 	var out []*bus.Trajectory
 	successes := 0
@@ -355,7 +357,7 @@ func (p *pipeline) play(ctx context.Context, run, label string, llms []rollout.L
 			if tr.Success {
 				successes++
 			}
-			bar.set(len(out), fmt.Sprintf("success %.0f%%", 100*float64(successes)/float64(len(out))))
+			bar.Set(len(out), fmt.Sprintf("success %.0f%%", 100*float64(successes)/float64(len(out))))
 			mu.Unlock()
 			return nil
 		},
@@ -367,7 +369,7 @@ func (p *pipeline) play(ctx context.Context, run, label string, llms []rollout.L
 			mu.Unlock()
 		},
 	})
-	bar.done()
+	bar.Done()
 	if err != nil {
 		return nil, err
 	}
@@ -441,7 +443,7 @@ func (p *pipeline) warmup(ctx context.Context, initDir string) (string, error) {
 	}
 	exs := make([]learner.SFTExample, len(trs))
 	for i, tr := range trs {
-		exs[i] = GroundTruth(tr, false)
+		exs[i] = worldmodel.GroundTruth(tr, rollout.SystemPrompt, false)
 	}
 	if err := learner.WriteSFTExamples(filepath.Join(p.o.Dir, "warmup-sft.jsonl"), exs); err != nil {
 		return "", err
@@ -458,7 +460,7 @@ func (p *pipeline) warmup(ctx context.Context, initDir string) (string, error) {
 }
 
 // selfPlay collects world-model episodes, replaces their observation and prediction bodies with
-// the true states, filters them, and writes the SFT data (SPA.md steps 1–3).
+// the true states, filters them, and writes the SFT data (docs/method.md steps 1–3).
 func (p *pipeline) selfPlay(ctx context.Context, base string) error {
 	if p.st.done("selfplay") {
 		return nil
@@ -496,11 +498,11 @@ func (p *pipeline) selfPlay(ctx context.Context, base string) error {
 	}
 	exs := make([]learner.SFTExample, len(trs))
 	for i, tr := range trs {
-		exs[i] = GroundTruth(tr, p.cfg.Run.GroundTruth)
+		exs[i] = worldmodel.GroundTruth(tr, rollout.SystemPrompt, p.cfg.Run.GroundTruth)
 	}
 	malformed, duplicate := 0, 0
 	if p.cfg.Run.Filter {
-		exs, malformed, duplicate = Filter(exs)
+		exs, malformed, duplicate = worldmodel.Filter(exs)
 	}
 	if err := learner.WriteSFTExamples(filepath.Join(p.o.Dir, "sft.jsonl"), exs); err != nil {
 		return err
@@ -527,9 +529,9 @@ func (p *pipeline) sft(ctx context.Context, label, from string, exs []learner.SF
 	o.Checkpoints = &learner.Checkpointer{Dir: out, TokenizerDir: from, DType: p.cfg.Learner.SaveDType, Keep: 1}
 	o.Resume = true
 	steps := ((len(train) + o.BatchSize - 1) / o.BatchSize) * epochs
-	bar := newBar(p.o.Log, label+" sft", steps)
+	bar := progress.New(p.o.Log, label+" sft", steps)
 	o.Progress = func(s learner.SFTProgress) {
-		bar.set(s.Step, fmt.Sprintf("epoch %d loss %.3f val %.3f", s.Epoch, s.Loss, s.ValLoss))
+		bar.Set(s.Step, fmt.Sprintf("epoch %d loss %.3f val %.3f", s.Epoch, s.Loss, s.ValLoss))
 		p.record(map[string]any{"stage": label + "-sft", "step": s.Step, "epoch": s.Epoch, "loss": s.Loss, "val_loss": finite(s.ValLoss), "grad_norm": s.GradNorm, "lr": s.LR})
 	}
 	var res learner.SFTResult
@@ -542,7 +544,7 @@ func (p *pipeline) sft(ctx context.Context, label, from string, exs []learner.SF
 		res, err = learner.TrainSFT(ctx, m, train, val, o)
 		return err
 	})
-	bar.done()
+	bar.Done()
 	if err != nil {
 		return "", res, err
 	}
@@ -556,7 +558,7 @@ func (p *pipeline) sft(ctx context.Context, label, from string, exs []learner.SF
 // already holds (a resumed run) is loaded again without moving the KV.
 func (p *pipeline) loadVersion(ctx context.Context, run, prefix string, n int64, dir string) error {
 	abs, _ := filepath.Abs(dir)
-	v := learner.Version{Number: n, Model: fmt.Sprintf("%s-v%d", prefix, n), Dir: abs}
+	v := learner.Version{Number: n, Model: bus.VersionName(prefix, n), Dir: abs}
 	// The server takes a version it already has from the same directory as a no-op; the policy
 	// KV is set either way, since the workers wait for it.
 	f := &learner.Fleet{Servers: []learner.Syncer{learner.SpaServer(p.baseURL, p.cfg.Server.AdminKey)}}

@@ -89,7 +89,7 @@ type cueReader struct {
 }
 
 func (c *cueReader) Generate(_ context.Context, req rollout.GenRequest) (rollout.GenResponse, error) {
-	cue, _, _ := strings.Cut(strings.TrimPrefix(stateOf(req.Messages[len(req.Messages)-1].Content), "Cue: "), " ")
+	cue, _, _ := strings.Cut(strings.TrimPrefix(rollout.StateOf(req.Messages[len(req.Messages)-1].Content), "Cue: "), " ")
 	c.mu.Lock()
 	a := cueActions[c.rng.IntN(len(cueActions))]
 	c.mu.Unlock()

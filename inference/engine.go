@@ -118,15 +118,23 @@ type seq struct {
 	all       []int // tokens whose keys and values are in the slot
 }
 
+// version is one loaded checkpoint. name, dir, number, m and loaded are set before it is
+// published in Engine.versions and never change.
 type version struct {
-	name     string
-	dir      string
-	number   int64
-	m        *model.Model
-	cache    *slotCache
-	prefix   *prefixCache
-	waiting  []*seq
-	running  []*seq // running[i] is in slot i
+	name   string
+	dir    string
+	number int64
+	m      *model.Model
+	// cache and prefix belong to the engine loop.
+	cache  *slotCache
+	prefix *prefixCache
+	// waiting is guarded by Engine.mu (Submit appends, the loop takes).
+	waiting []*seq
+	// running belongs to the engine loop: running[i] is in slot i. Other goroutines read its
+	// length through nRunning.
+	running  []*seq
+	nRunning atomic.Int64
+	// draining is guarded by Engine.mu.
 	draining bool
 	loaded   time.Time
 }
@@ -225,7 +233,7 @@ func (e *Engine) Versions() []VersionInfo {
 	var out []VersionInfo
 	for _, v := range e.versions {
 		out = append(out, VersionInfo{Name: v.name, Number: v.number, Dir: v.dir, Loaded: v.loaded, Latest: v.name == e.latest,
-			Running: len(v.running), Waiting: len(v.waiting), Slots: v.cache.slots, Draining: v.draining})
+			Running: int(v.nRunning.Load()), Waiting: len(v.waiting), Slots: v.cache.slots, Draining: v.draining})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Loaded.Before(out[j].Loaded) })
 	return out
@@ -540,6 +548,7 @@ func (e *Engine) abortAll(v *version) {
 	e.mu.Lock()
 	all := append(v.waiting, v.running...)
 	v.waiting, v.running = nil, nil
+	v.nRunning.Store(0)
 	e.mu.Unlock()
 	for _, s := range all {
 		s.out <- Event{FinishReason: FinishAbort, StopToken: -1, Version: v.name, Err: ErrClosed}
@@ -626,6 +635,7 @@ func (e *Engine) prefill(v *version, batch []*seq) {
 	for i, s := range batch {
 		slot := first + i
 		v.running = append(v.running, s)
+		v.nRunning.Add(1)
 		e.stats.running.Add(1)
 		v.cache.lens[slot] = 0
 		if v.prefix != nil {
@@ -833,6 +843,7 @@ func (e *Engine) retire(v *version, slots []int) {
 		v.cache.move(last, i)
 		v.running[i] = v.running[last]
 		v.running = v.running[:last]
+		v.nRunning.Add(-1)
 		v.cache.lens[last] = 0
 		e.stats.running.Add(-1)
 	}

@@ -338,3 +338,59 @@ func TestPrefixCacheEvictsUnderBudget(t *testing.T) {
 		t.Errorf("%d bytes after drop", c.used)
 	}
 }
+
+// TestVersionsWhileGenerating reads the version table, as /metrics does, while the loop admits and
+// retires sequences: the counts stay within the slots and end at zero. Under go test -race it also
+// checks that the table is read without racing the loop (it used to read the loop's slice).
+func TestVersionsWhileGenerating(t *testing.T) {
+	dir := writeCheckpoint(t, 9)
+	e := New(Options{Name: "p", MaxBatch: 4, MaxModelLen: 64, KVCacheMB: 16, MaxVersions: 2})
+	defer e.Close()
+	ctx := context.Background()
+	if err := e.LoadVersion(ctx, "p-v0", 0, dir); err != nil {
+		t.Fatal(err)
+	}
+	var chans []<-chan Event
+	for i := range 12 {
+		ch, err := e.Submit(ctx, Request{Prompt: []int{1, 2, 3 + i}, MaxTokens: 8 + i})
+		if err != nil {
+			t.Fatal(err)
+		}
+		chans = append(chans, ch)
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	maxRunning := 0
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for _, v := range e.Versions() {
+				if v.Running > v.Slots || v.Running < 0 {
+					t.Errorf("running %d of %d slots", v.Running, v.Slots)
+				}
+				maxRunning = max(maxRunning, v.Running)
+			}
+		}
+	}()
+	for _, ch := range chans {
+		collect(t, ch)
+	}
+	close(stop)
+	<-done
+	// A sequence's last event goes out just before the loop frees its slot.
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Versions()[0].Running != 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if v := e.Versions(); len(v) != 1 || v[0].Running != 0 || v[0].Waiting != 0 {
+		t.Errorf("after every request finished: %+v", v)
+	}
+	if maxRunning == 0 {
+		t.Error("never saw a running sequence")
+	}
+	t.Logf("at most %d running seen", maxRunning)
+}

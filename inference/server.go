@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nuid"
 
+	"github.com/spa-rl/spa/bus"
 	"github.com/spa-rl/spa/inference/wire"
 	"github.com/spa-rl/spa/model/chat"
 	"github.com/spa-rl/spa/model/tokenizer"
@@ -490,7 +491,7 @@ func (s *Server) updateWeights(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case json.Unmarshal(req.Version, &number) == nil:
 		if name == "" {
-			name = fmt.Sprintf("%s-v%d", s.engine.Name(), number)
+			name = bus.VersionName(s.engine.Name(), number)
 		}
 	case json.Unmarshal(req.Version, &vs) == nil && vs != "":
 		if name == "" {

@@ -159,7 +159,7 @@ func (o *AdamW) LoadState(state map[string]model.Param, step int64) error {
 }
 
 // WarmupCosine is the learning rate at step (0-based) of total: a linear warmup over the first
-// warmup share of steps to base, then a cosine decay to minRatio·base (SPA.md's SFT: 10% warmup,
+// warmup share of steps to base, then a cosine decay to minRatio·base (docs/method.md's SFT: 10% warmup,
 // then cosine).
 func WarmupCosine(step, total int, warmup, base, minRatio float64) float64 {
 	if total <= 0 {

@@ -1,6 +1,6 @@
 // Package learner turns trajectories into better weights: world-model SFT and PPO in gotch, and
 // the advantage estimation around them. This file holds the parts that need no tensors: GAE,
-// whitening and rollout filtering, one function per equation of SPA.md's "Pipeline", each tested on
+// whitening and rollout filtering, one function per equation of docs/method.md's "Pipeline", each tested on
 // hand-computed examples.
 package learner
 
@@ -20,7 +20,7 @@ import (
 //	R_t = A_t + V_t
 //
 // In token-level PPO the positions are the response tokens of an episode, in order, and the
-// reward sits on the last token (SPA.md); with γ = λ = 1 every token's advantage is the episode
+// reward sits on the last token (docs/method.md); with γ = λ = 1 every token's advantage is the episode
 // return minus its value.
 func GAE(rewards, values []float64, gamma, lambda float64) (adv, ret []float64, err error) {
 	if len(rewards) != len(values) {
@@ -89,7 +89,7 @@ func WhitenWeighted(x, w []float64) error {
 	return nil
 }
 
-// TokenRewards places an episode's total reward on its last response token (SPA.md: "reward =
+// TokenRewards places an episode's total reward on its last response token (docs/method.md: "reward =
 // sum of turn rewards and format penalties, on the last token"); n is the number of response
 // tokens across the episode.
 func TokenRewards(total float64, n int) []float64 {

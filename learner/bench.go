@@ -173,12 +173,12 @@ func benchTrajectory(run string, version int64, group, i int, prompt, resp []int
 	}
 	return &bus.Trajectory{
 		Schema: bus.TrajectorySchema, ID: fmt.Sprintf("%s-v%d-g%d-%d", run, version, group, i), Run: run, Env: "bench",
-		Group: fmt.Sprintf("g%d", group), PolicyVersion: version, Model: fmt.Sprintf("spa-v%d", version),
+		Group: fmt.Sprintf("g%d", group), PolicyVersion: version, Model: bus.VersionName("spa", version),
 		Turns: []bus.Turn{turn}, Reward: reward, Success: reward == 1,
 	}
 }
 
-// benchPPOOptions are SPA.md's PPO settings with one mini-batch in one epoch.
+// benchPPOOptions are docs/method.md's PPO settings with one mini-batch in one epoch.
 func benchPPOOptions(micro int) PPOOptions {
 	return PPOOptions{ActorLR: 1e-6, CriticLR: 1e-5, ClipLow: 0.2, ClipHigh: 0.28, DualClip: 3, EntropyCoef: 0.001,
 		Gamma: 1, Lambda: 1, ValueClip: 0.5, KeepGroupRatio: 1, MiniBatches: 1, Epochs: 1, Beta1: 0.9, Beta2: 0.95,

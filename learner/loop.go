@@ -296,7 +296,7 @@ func (p *PPO) Run(ctx context.Context, src Source, o RunOptions) (TrainerState, 
 		o.MaxOffPolicySteps = 1
 	}
 	if o.ModelName == nil {
-		o.ModelName = func(v int64) string { return fmt.Sprintf("spa-v%d", v) }
+		o.ModelName = func(v int64) string { return bus.VersionName("spa", v) }
 	}
 	st := TrainerState{Stage: "ppo", Seed: o.Seed, Version: o.StartVersion}
 	if o.Resume && o.Checkpoints != nil {

@@ -5,7 +5,7 @@ import (
 	"github.com/sugarme/gotch/ts"
 )
 
-// The objectives of SPA.md's PPO and SFT, over flat tensors of the trained tokens. Every loss is a
+// The objectives of docs/method.md's PPO and SFT, over flat tensors of the trained tokens. Every loss is a
 // token mean: the sum over positions whose mask is 1 divided by their count, so long and short
 // responses weigh by their tokens (verl's "token-mean"). Masks are float tensors of 0 and 1.
 
@@ -18,7 +18,7 @@ func maskedMean(x, mask *ts.Tensor) *ts.Tensor {
 	return out
 }
 
-// PolicyLossOptions are PPO's clipping settings (SPA.md: 0.2 low, 0.28 high, dual clip 3).
+// PolicyLossOptions are PPO's clipping settings (docs/method.md: 0.2 low, 0.28 high, dual clip 3).
 type PolicyLossOptions struct {
 	ClipLow, ClipHigh float64
 	// DualClip bounds the loss of negative-advantage tokens at −A·DualClip (Ye et al. 2020); 0
@@ -76,7 +76,7 @@ func PolicyLoss(logp, oldLogp, adv, negAdv, mask *ts.Tensor, o PolicyLossOptions
 }
 
 // ValueLoss is the clipped value loss 0.5·max((V − R)², (V_clip − R)²) with
-// V_clip = V_old + clip(V − V_old, −c, c), token-averaged over mask (SPA.md: c = 0.5).
+// V_clip = V_old + clip(V − V_old, −c, c), token-averaged over mask (docs/method.md: c = 0.5).
 func ValueLoss(values, oldValues, returns, mask *ts.Tensor, clip float64) *ts.Tensor {
 	delta := values.MustSub(oldValues, false).MustClamp(ts.FloatScalar(-clip), ts.FloatScalar(clip), true)
 	vclip := oldValues.MustAdd(delta, false)

@@ -13,7 +13,7 @@ import (
 	"github.com/spa-rl/spa/rollout"
 )
 
-// PPOOptions are SPA.md's PPO settings (clip 0.2/0.28, dual clip 3, entropy 0.001, γ = λ = 1,
+// PPOOptions are docs/method.md's PPO settings (clip 0.2/0.28, dual clip 3, entropy 0.001, γ = λ = 1,
 // actor lr 1e-6, critic lr 1e-5, value clip 0.5, keep 25% of groups, one mini-batch).
 type PPOOptions struct {
 	ActorLR, CriticLR                   float64

@@ -19,16 +19,12 @@ import (
 	"github.com/spa-rl/spa/model"
 	"github.com/spa-rl/spa/model/chat"
 	"github.com/spa-rl/spa/rollout"
+	"github.com/spa-rl/spa/worldmodel"
 )
 
 // SFTExample is one line of the world-model SFT data: a whole conversation whose assistant turns
 // are trained on, with where it came from.
-type SFTExample struct {
-	Messages []chat.Message `json:"messages"`
-	Env      string         `json:"env,omitempty"`
-	Seed     int64          `json:"seed,omitempty"`
-	Source   string         `json:"source,omitempty"`
-}
+type SFTExample = worldmodel.Example
 
 // ReadSFTExamples reads JSON lines of SFTExample; a bad line is an error naming its number.
 func ReadSFTExamples(path string) ([]SFTExample, error) {
@@ -74,9 +70,6 @@ func WriteSFTExamples(path string, exs []SFTExample) error {
 	}
 	return writeAtomic(path, []byte(b.String()))
 }
-
-// stateTags are the world-model parts of a response that MaskState leaves out of the loss.
-var stateTags = []string{"observation", "prediction"}
 
 // SFTSequences tokenises examples the way token-mode episodes are laid out. Every assistant turn
 // of a conversation is trained in one sequence: with a causal model that is the same set of
@@ -128,10 +121,10 @@ func maskStateTokens(tokens *rollout.Tokens, msgs []chat.Message, ids []int, tra
 		}
 		if run < len(contents) {
 			pos := i
-			for _, piece := range statePieces(contents[run]) {
-				enc := tokens.Tok.Encode(piece.text)
+			for _, piece := range worldmodel.StateSpans(contents[run]) {
+				enc := tokens.Tok.Encode(piece.Text)
 				n := len(enc)
-				if piece.state && slices.Equal(enc, ids[pos:min(pos+n, j)]) {
+				if piece.State && slices.Equal(enc, ids[pos:min(pos+n, j)]) {
 					for k := pos; k < pos+n && k < j; k++ {
 						out[k] = false
 					}
@@ -145,39 +138,7 @@ func maskStateTokens(tokens *rollout.Tokens, msgs []chat.Message, ids []int, tra
 	return out
 }
 
-type piece struct {
-	text  string
-	state bool
-}
-
-// statePieces cuts a response into text and state bodies, in order.
-func statePieces(s string) []piece {
-	var out []piece
-	for s != "" {
-		at, tag := -1, ""
-		for _, t := range stateTags {
-			if i := strings.Index(s, "<"+t+">"); i >= 0 && (at < 0 || i < at) {
-				at, tag = i, t
-			}
-		}
-		if at < 0 {
-			out = append(out, piece{text: s})
-			break
-		}
-		open := "<" + tag + ">"
-		end := strings.Index(s[at+len(open):], "</"+tag+">")
-		if end < 0 {
-			out = append(out, piece{text: s})
-			break
-		}
-		out = append(out, piece{text: s[:at+len(open)]})
-		out = append(out, piece{text: s[at+len(open) : at+len(open)+end], state: true})
-		s = s[at+len(open)+end:]
-	}
-	return out
-}
-
-// SFTOptions configure world-model fine-tuning (SPA.md: lr 1e-4, AdamW (0.9, 0.95), wd 0.01,
+// SFTOptions configure world-model fine-tuning (docs/method.md: lr 1e-4, AdamW (0.9, 0.95), wd 0.01,
 // 10% warmup then cosine, grad clip 1.0, batch 16, 5 epochs).
 type SFTOptions struct {
 	LR, Beta1, Beta2, WeightDecay, GradClip, WarmupRatio float64
@@ -434,7 +395,7 @@ func restoreWeights(m *model.Model, ckpt string) error {
 
 // StatePerplexity is the perplexity of the state text (the bodies of <observation> and
 // <prediction>) of conversations under m: exp of the mean cross-entropy of those tokens given
-// everything before them (SPA.md's state perplexity). It must run on a locked OS thread.
+// everything before them (docs/method.md's state perplexity). It must run on a locked OS thread.
 func StatePerplexity(m *model.Model, tokens *rollout.Tokens, exs []SFTExample, maxLen, micro int) (float64, error) {
 	full, _, err := SFTSequences(tokens, exs, maxLen, false)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/spa-rl/spa/model/chat"
 	"github.com/spa-rl/spa/rollout"
 	"github.com/spa-rl/spa/torchrt"
+	"github.com/spa-rl/spa/worldmodel"
 )
 
 func loadTokens(t *testing.T, dir string) *rollout.Tokens {
@@ -151,9 +152,9 @@ func TestSFTLearnsAndResumesExactly(t *testing.T) {
 	wantText := ""
 	for _, m := range data[0].Messages {
 		if m.Role == "assistant" {
-			for _, p := range statePieces(m.Content) {
-				if p.state {
-					wantText += p.text
+			for _, p := range worldmodel.StateSpans(m.Content) {
+				if p.State {
+					wantText += p.Text
 				}
 			}
 		}

@@ -226,7 +226,7 @@ func Float32sFromBytes(b []byte) []float32 {
 	return out
 }
 
-// NewCritic makes a critic initialised from m (SPA.md: "separate critic initialised from the same
+// NewCritic makes a critic initialised from m (docs/method.md: "separate critic initialised from the same
 // checkpoint"): a copy of m's weights, adapters merged, with a fresh value head.
 func NewCritic(m *Model, seed uint64) (*Model, error) {
 	c, err := New(m.Config, Options{Device: m.device, ValueHead: true, Seed: seed})

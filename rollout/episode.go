@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/spa-rl/spa/bus"
@@ -223,9 +222,10 @@ func Play(ctx context.Context, env envs.Env, llm LLM, tokens *Tokens, o EpisodeO
 	}
 	tr.FinalState = state
 	tr.Model = version
-	tr.PolicyVersion = versionNumber(version)
-	if tr.PolicyVersion == 0 && !hasVersion(version) {
-		tr.PolicyVersion = o.Version
+	// A served name that names its version wins over the policy KV's number.
+	tr.PolicyVersion = o.Version
+	if _, n, ok := bus.ParseVersionName(version); ok {
+		tr.PolicyVersion = n
 	}
 	tr.Timing = bus.Timing{Started: started.UTC(), Finished: time.Now().UTC(), GenerateSeconds: genTime.Seconds(), EnvSeconds: envTime.Seconds()}
 	return tr, tr.Validate()
@@ -289,34 +289,4 @@ func toInt32(ids []int) []int32 {
 		out[i] = int32(id)
 	}
 	return out
-}
-
-// versionNumber reads N from a model name ending in "-vN" (spa's versions); other names give 0.
-// hasVersion reports whether a served name ends in "-vN".
-func hasVersion(model string) bool {
-	i := strings.LastIndex(model, "-v")
-	if i < 0 || i+2 == len(model) {
-		return false
-	}
-	for _, c := range model[i+2:] {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return true
-}
-
-func versionNumber(model string) int64 {
-	var n int64
-	for i := len(model) - 1; i >= 0; i-- {
-		c := model[i]
-		if c >= '0' && c <= '9' {
-			continue
-		}
-		if c == 'v' && i > 0 && model[i-1] == '-' && i < len(model)-1 {
-			fmt.Sscanf(model[i+1:], "%d", &n)
-		}
-		break
-	}
-	return n
 }

@@ -36,7 +36,7 @@ type EvalOptions struct {
 	Progress func(done, total int)
 }
 
-// EvalResult summarises an evaluation (SPA.md "Metrics").
+// EvalResult summarises an evaluation (docs/method.md "Metrics").
 type EvalResult struct {
 	Env      string  `json:"env"`
 	Variant  string  `json:"variant"`

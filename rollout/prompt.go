@@ -1,5 +1,5 @@
 // Package rollout plays multi-turn episodes against any OpenAI-compatible server and records them
-// at the token level: prompts as SPA.md lays them out, response parsing, an LLM client on
+// at the token level: prompts as docs/method.md lays them out, response parsing, an LLM client on
 // go-openai (token ids in and out for training, chat for evaluation), episodes, workers that
 // publish trajectories to the bus, and Pass@k evaluation. It needs no libtorch.
 package rollout
@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/spa-rl/spa/envs"
+	"github.com/spa-rl/spa/worldmodel"
 )
 
 // Mode is the prompt mode.
@@ -45,12 +46,8 @@ type PromptOptions struct {
 }
 
 // formatLine is the required output format, repeated every turn.
-func (o PromptOptions) formatLine(spec envs.Spec) string {
-	per := fmt.Sprintf("at most %d actions separated by ||", o.MaxActionsPerTurn)
-	if o.Mode == WorldModel {
-		return "Answer in the format <think><observation>...</observation><prediction>...</prediction></think><answer>...</answer>, with " + per + "."
-	}
-	return "Answer in the format <think>...</think><answer>...</answer>, with " + per + "."
+func (o PromptOptions) formatLine() string {
+	return worldmodel.Instruction(o.Mode == WorldModel, o.MaxActionsPerTurn)
 }
 
 // Intro is the first user message's head: instruction, legend, actions and budget.
@@ -73,7 +70,20 @@ func (o PromptOptions) Intro(spec envs.Spec) string {
 
 // TurnText is one turn's state block: Turn k, the state, actions left and the format.
 func (o PromptOptions) TurnText(spec envs.Spec, turn int, state string, actionsLeft int) string {
-	return fmt.Sprintf("Turn %d:\nState:\n%s\nYou have %d actions left. %s", turn, state, actionsLeft, o.formatLine(spec))
+	return fmt.Sprintf("Turn %d:\nState:\n%s\nYou have %d actions left. %s", turn, state, actionsLeft, o.formatLine())
+}
+
+// StateOf cuts the rendered state out of a turn's user message (TurnText's "State:\n<state>\nYou
+// have ..."), or returns "" when the message holds none.
+func StateOf(user string) string {
+	_, rest, ok := strings.Cut(user, "State:\n")
+	if !ok {
+		return ""
+	}
+	if i := strings.LastIndex(rest, "\nYou have "); i >= 0 {
+		rest = rest[:i]
+	}
+	return rest
 }
 
 // RewardText reports a turn's reward, opening the next user message.

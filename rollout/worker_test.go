@@ -236,8 +236,14 @@ func TestVersionFromThePolicyKVUnderOneServedName(t *testing.T) {
 		t.Fatalf("%d published", len(published))
 	}
 	// A name with a version wins over the KV.
-	if v := versionNumber("spa-v12"); v != 12 || !hasVersion("spa-v12") || hasVersion("spa") || hasVersion("spa-v") || hasVersion("my-vx1") {
-		t.Errorf("version parsing: %d", v)
+	for name, want := range map[string]int64{"spa-v12": 12, "my-run-v3": 3, "spa": -1, "spa-v": -1, "my-vx1": -1, "-v3": -1, "spa-v1x": -1} {
+		_, n, ok := bus.ParseVersionName(name)
+		if (ok && n != want) || ok != (want >= 0) {
+			t.Errorf("ParseVersionName(%q) = %d, %v", name, n, ok)
+		}
+		if ok && bus.VersionName(strings.TrimSuffix(name, fmt.Sprint("-v", n)), n) != name {
+			t.Errorf("%q does not round-trip", name)
+		}
 	}
 }
 

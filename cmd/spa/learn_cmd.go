@@ -5,16 +5,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"math"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/spa-rl/spa/bus"
 	"github.com/spa-rl/spa/config"
+	"github.com/spa-rl/spa/internal/progress"
 	"github.com/spa-rl/spa/learner"
+	"github.com/spa-rl/spa/model"
 )
 
 func newLearnCmd() *cobra.Command {
@@ -172,6 +173,7 @@ func learnSFT(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelD
 	}
 	defer metrics.Close()
 	var res learner.SFTResult
+	var line *progress.Line
 	err = onTorchThread(func() error {
 		m, err := learner.LoadPolicy(modelDir, cfg.Learner, uint64(cfg.Run.Seed))
 		if err != nil {
@@ -183,19 +185,22 @@ func learnSFT(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelD
 		o.Resume, o.StopAfter = resume, maxSteps
 		o.Progress = func(p learner.SFTProgress) {
 			metrics.write(map[string]any{"stage": "sft", "step": p.Step, "epoch": p.Epoch, "loss": p.Loss, "val_loss": jsonFloat(p.ValLoss), "grad_norm": p.GradNorm, "lr": p.LR, "tokens": p.Tokens})
-			drawStep(w, "sft", p.Step, p.Steps, p.Elapsed, fmt.Sprintf("epoch %d loss %.4f val %.4f lr %.2g", p.Epoch, p.Loss, p.ValLoss, p.LR))
+			if line == nil {
+				line = progress.New(w, "sft", p.Steps)
+			}
+			line.Set(p.Step, fmt.Sprintf("epoch %d loss %.4f val %s lr %.2g", p.Epoch, p.Loss, lossText(p.ValLoss), p.LR))
 		}
 		res, err = learner.TrainSFT(ctx, m, seqs, val, o)
 		return err
 	})
-	fmt.Fprintln(w)
+	line.Done()
 	if err != nil {
 		if errors.Is(err, context.Canceled) && res.Checkpoint != "" {
 			return fmt.Errorf("interrupted; saved %s (continue with --resume)", res.Checkpoint)
 		}
 		return err
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "sft: %d steps, train loss %.4f, val loss %.4f, %.0f tokens/s; checkpoint %s\n", res.Steps, res.TrainLoss, res.ValLoss, res.TokensPerSec, res.Checkpoint)
+	fmt.Fprintf(cmd.OutOrStdout(), "sft: %d steps, train loss %.4f, val loss %s, %.0f tokens/s; checkpoint %s\n", res.Steps, res.TrainLoss, lossText(res.ValLoss), res.TokensPerSec, res.Checkpoint)
 	return nil
 }
 
@@ -207,16 +212,14 @@ func jsonFloat(x float64) any {
 	return x
 }
 
-// drawStep draws one progress line with an ETA from the steps done so far.
-func drawStep(w io.Writer, label string, step, steps int, elapsed time.Duration, detail string) {
-	eta := ""
-	if step > 0 && steps > step {
-		eta = " eta " + (elapsed / time.Duration(step) * time.Duration(steps-step)).Round(time.Second).String()
-	}
-	fmt.Fprintf(w, "\r%s %d/%d%s  %s   ", label, step, steps, eta, detail)
-}
-
 func learnPPO(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelDir, out, run, prefix string, servers []learner.Syncer, resume bool) error {
+	mcfg, err := model.LoadConfig(modelDir)
+	if err != nil {
+		return err
+	}
+	if err := learner.CheckTargets(servers, mcfg); err != nil {
+		return err
+	}
 	b, err := bus.Open(ctx, busOptions(cfg.Bus, "spa-learn"))
 	if err != nil {
 		return err
@@ -250,7 +253,7 @@ func learnPPO(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelD
 	steps := cfg.Learner.PPO.Steps
 	batch := cfg.Rollout.Groups * cfg.Rollout.GroupSize
 	fmt.Fprintf(w, "ppo: run %s, %d steps of %d trajectories, from version %d; checkpoints in %s\n", run, steps, batch, start, out)
-	began := time.Now()
+	line := progress.New(w, "ppo", steps)
 	var st learner.TrainerState
 	err = onTorchThread(func() error {
 		ppo, closeAll, err := learner.NewPPOFrom(modelDir, cfg.Learner, cfg.Rollout, uint64(cfg.Run.Seed))
@@ -268,14 +271,14 @@ func learnPPO(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelD
 			AfterStep: func(_ context.Context, r learner.StepReport) error {
 				metrics.write(r)
 				m := r.Metrics
-				drawStep(w, "ppo", r.Step, steps, time.Since(began), fmt.Sprintf("v%d reward %.3f success %.0f%% pg %.3f vf %.3f kl %.4f | gen %.1fs update %.1fs sync %.1fs",
+				line.Set(r.Step, fmt.Sprintf("v%d reward %.3f success %.0f%% pg %.3f vf %.3f kl %.4f | gen %.1fs update %.1fs sync %.1fs",
 					r.Version, m.Reward, 100*m.Success, m.PolicyLoss, m.ValueLoss, m.ApproxKL, r.GenerateS, r.UpdateS, r.SyncS))
 				return nil
 			},
 		})
 		return err
 	})
-	fmt.Fprintln(w)
+	line.Done()
 	if err != nil {
 		return err
 	}
@@ -295,5 +298,13 @@ func modelNamer(prefix string, servers []learner.Syncer) func(int64) string {
 	if inPlace {
 		return func(int64) string { return prefix }
 	}
-	return func(v int64) string { return fmt.Sprintf("%s-v%d", prefix, v) }
+	return func(v int64) string { return bus.VersionName(prefix, v) }
+}
+
+// lossText prints a validation loss, or says there was no validation set (the loss is NaN then).
+func lossText(v float64) string {
+	if math.IsNaN(v) {
+		return "none (no validation data)"
+	}
+	return fmt.Sprintf("%.4f", v)
 }

@@ -126,7 +126,7 @@ as the paper validates).`,
 		}
 		ctx, stop := signalContext(cmd.Context())
 		defer stop()
-		bar := newProgress(cmd.ErrOrStderr(), "eval "+cfg.Env.Name)
+		bar := newCounter(cmd.ErrOrStderr(), "eval "+cfg.Env.Name)
 		res, err := rollout.Evaluate(ctx, func() (envs.Env, error) { return envs.New(cfg.Env.Name, cfg.Env.Variant) }, router.Episode, tokens, rollout.EvalOptions{
 			Episode: eo, Puzzles: puzzles, K: k, Concurrency: concurrency,
 			Progress: func(done, total int) { bar.update(uint64(done), uint64(total)) },

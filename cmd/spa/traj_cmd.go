@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/spa-rl/spa/bus"
+	"github.com/spa-rl/spa/internal/progress"
 )
 
 func newTrajCmd() *cobra.Command {
@@ -55,9 +56,9 @@ that 'spa run' leaves behind.`,
 			w = f
 		}
 		bw := bufio.NewWriter(w)
-		progress := newProgress(cmd.ErrOrStderr(), "export "+run)
-		n, err := bus.ExportTrajectories(ctx, b, run, bw, progress.update)
-		progress.done()
+		count := newCounter(cmd.ErrOrStderr(), "export "+run)
+		n, err := bus.ExportTrajectories(ctx, b, run, bw, count.update)
+		count.done()
 		if err != nil {
 			if f != nil {
 				// A partial or empty file would pass for an export; leave none.
@@ -80,36 +81,24 @@ that 'spa run' leaves behind.`,
 	return cmd
 }
 
-// progress draws a one-line counter on a terminal-like writer, at most ten times a second.
-type progress struct {
+// counter is a progress line for counted work whose total is known once it starts, with its rate.
+type counter struct {
 	w     io.Writer
 	label string
 	start time.Time
-	last  time.Time
-	drawn bool
+	line  *progress.Line
 }
 
-func newProgress(w io.Writer, label string) *progress {
-	return &progress{w: w, label: label, start: time.Now()}
+func newCounter(w io.Writer, label string) *counter {
+	return &counter{w: w, label: label, start: time.Now()}
 }
 
-func (p *progress) update(done, total uint64) {
-	if time.Since(p.last) < 100*time.Millisecond && done != total {
-		return
+func (c *counter) update(done, total uint64) {
+	if c.line == nil {
+		c.line = progress.New(c.w, c.label, int(total))
 	}
-	p.last = time.Now()
-	el := time.Since(p.start).Seconds()
-	rate := float64(done) / max(el, 1e-9)
-	eta := ""
-	if rate > 0 && total > done {
-		eta = fmt.Sprintf(" eta %s", time.Duration(float64(total-done)/rate*float64(time.Second)).Round(time.Second))
-	}
-	fmt.Fprintf(p.w, "\r%s %d/%d (%.0f%%) %s/s%s   ", p.label, done, total, 100*float64(done)/float64(max(total, 1)), humanRate(rate), eta)
-	p.drawn = true
+	rate := float64(done) / max(time.Since(c.start).Seconds(), 1e-9)
+	c.line.Set(int(done), humanRate(rate)+"/s")
 }
 
-func (p *progress) done() {
-	if p.drawn {
-		fmt.Fprintln(p.w)
-	}
-}
+func (c *counter) done() { c.line.Done() }

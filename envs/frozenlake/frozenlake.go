@@ -19,7 +19,7 @@ const FrozenProb = 0.8
 
 const maxMapAttempts = 10000
 
-// MaxActions is the episode budget (SPA.md).
+// MaxActions is the episode budget (docs/method.md).
 const MaxActions = 10
 
 func init() {

@@ -15,7 +15,7 @@ type Level struct {
 	Player  envs.Pos
 }
 
-// Generation parameters (SPA.md, after RAGEN's gym-sokoban).
+// Generation parameters (docs/method.md, after RAGEN's gym-sokoban).
 const (
 	carveSteps     = 20 // for 6×6; larger rooms scale it by area so they are not mostly wall
 	changeDirProb  = 0.35

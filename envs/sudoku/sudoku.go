@@ -12,7 +12,7 @@ import (
 	"github.com/spa-rl/spa/envs"
 )
 
-// MaxActions is the episode budget (SPA.md).
+// MaxActions is the episode budget (docs/method.md).
 const MaxActions = 50
 
 // Config sizes a puzzle.
