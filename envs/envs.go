@@ -79,6 +79,20 @@ type Env interface {
 	Render(mode RenderMode) string
 }
 
+// Closer is an Env that holds resources beyond its episode: a session on a remote host
+// (busenv.Remote), a process, a connection. Whoever makes an Env calls Close when done with it.
+type Closer interface {
+	Close() error
+}
+
+// Close closes e if it is a Closer, and does nothing otherwise.
+func Close(e Env) error {
+	if c, ok := e.(Closer); ok {
+		return c.Close()
+	}
+	return nil
+}
+
 // Errors returned by Step.
 var (
 	ErrNotReset    = errors.New("envs: step before reset")

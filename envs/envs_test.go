@@ -102,3 +102,24 @@ func TestMeasure(t *testing.T) {
 		t.Error("Measure of an unknown env succeeded")
 	}
 }
+
+// closingEnv counts Close calls.
+type closingEnv struct {
+	envs.Env
+	closed int
+}
+
+func (c *closingEnv) Close() error { c.closed++; return nil }
+
+// TestCloseClosesOnlyClosers: envs.Close reaches an Env's Close when it has one, and is a no-op
+// otherwise.
+func TestCloseClosesOnlyClosers(t *testing.T) {
+	c := &closingEnv{}
+	if err := envs.Close(c); err != nil || c.closed != 1 {
+		t.Errorf("closer: %v, closed %d times", err, c.closed)
+	}
+	var plain struct{ envs.Env }
+	if err := envs.Close(plain); err != nil {
+		t.Errorf("an Env without Close: %v", err)
+	}
+}

@@ -15,6 +15,28 @@ import (
 	"github.com/spa-rl/spa/worldmodel"
 )
 
+// Exploration is who plays self-play (run.explore).
+type Exploration string
+
+const (
+	// ExploreRandom is the random-action Explorer (the only sensible choice from scratch).
+	ExploreRandom Exploration = "random"
+	// ExplorePolicy is the policy itself, in the world-model format (the paper's).
+	ExplorePolicy Exploration = "policy"
+	// ExploreMix is both, alternating.
+	ExploreMix Exploration = "mix"
+)
+
+// ParseExploration accepts the Exploration names.
+func ParseExploration(s string) (Exploration, error) {
+	for _, e := range []Exploration{ExploreRandom, ExplorePolicy, ExploreMix} {
+		if string(e) == s {
+			return e, nil
+		}
+	}
+	return "", fmt.Errorf("run.explore %q: want random, policy or mix", s)
+}
+
 // Explorer is the random-action explorer of self-play (the paper's ablation, and the only
 // sensible explorer for a model trained from scratch): an rollout.LLM that answers every turn
 // with well-formed text and 1–3 random actions. In the world-model format it writes the state it

@@ -16,15 +16,48 @@ import (
 	"github.com/spa-rl/spa/worldmodel"
 )
 
-// Methods are the methods the paper compares (docs/method.md's table).
-var Methods = []string{"spa", "vanilla", "state-estimation"}
+// Method is one of the methods the paper compares (docs/method.md's table): how its PPO prompts
+// show states, and whether a world model is fine-tuned into the policy before PPO.
+type Method struct {
+	Name string
+	// Render is how PPO and evaluation show states: vanilla PPO sees raw grids, the others
+	// coordinates too.
+	Render envs.RenderMode
+	// WorldModelSFT puts self-play, ground-truth replacement and world-model SFT before PPO.
+	WorldModelSFT bool
+}
 
-// render is how a method shows states: vanilla PPO sees raw grids, the others coordinates too.
-func render(method string) envs.RenderMode {
-	if method == "vanilla" {
-		return envs.Raw
+// Methods are the methods spa runs, in the paper's order.
+var Methods = []Method{
+	{Name: "spa", Render: envs.Coords, WorldModelSFT: true},
+	{Name: "vanilla", Render: envs.Raw},
+	{Name: "state-estimation", Render: envs.Coords},
+}
+
+// MethodNamed finds a method by name; config checks names, so an unknown one is a programming
+// error reported as such.
+func MethodNamed(name string) (Method, error) {
+	for _, m := range Methods {
+		if m.Name == name {
+			return m, nil
+		}
 	}
-	return envs.Coords
+	return Method{}, fmt.Errorf("unknown method %q", name)
+}
+
+// render is how a method shows states.
+func render(method string) envs.RenderMode {
+	m, _ := MethodNamed(method)
+	if m.Render == "" {
+		return envs.Coords
+	}
+	return m.Render
+}
+
+// worldModelSFT reports whether a method fine-tunes a world model before PPO.
+func worldModelSFT(method string) bool {
+	m, _ := MethodNamed(method)
+	return m.WorldModelSFT
 }
 
 // Eval is one evaluation of a policy.
@@ -55,7 +88,7 @@ type Eval struct {
 func (p *pipeline) method(ctx context.Context, m, base string) error {
 	dir := filepath.Join(p.o.Dir, m)
 	start := base
-	if m == "spa" {
+	if worldModelSFT(m) {
 		key := m + ":sft"
 		if !p.st.done(key) {
 			exs, err := learner.ReadSFTExamples(filepath.Join(p.o.Dir, "sft.jsonl"))

@@ -80,7 +80,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	if slices.Contains(p.cfg.Run.Methods, "spa") {
+	if slices.ContainsFunc(p.cfg.Run.Methods, worldModelSFT) {
 		if err := p.selfPlay(ctx, base); err != nil {
 			return nil, err
 		}
@@ -469,10 +469,14 @@ func (p *pipeline) selfPlay(ctx context.Context, base string) error {
 	n := p.cfg.Run.SelfPlay
 	var llms []rollout.LLM
 	explorer := NewExplorer(p.spec, rollout.WorldModel, p.cfg.Rollout.MaxActionsPerTurn, uint64(p.cfg.Run.Seed)*13)
-	switch p.cfg.Run.Explore {
-	case "random":
+	how, err := ParseExploration(p.cfg.Run.Explore)
+	if err != nil {
+		return err
+	}
+	switch how {
+	case ExploreRandom:
 		llms = []rollout.LLM{explorer}
-	case "policy", "mix":
+	case ExplorePolicy, ExploreMix:
 		// The policy explores in chat mode: self-play needs the text, not the token ids.
 		if err := p.loadVersion(ctx, run, "selfplay", 0, base); err != nil {
 			return err
@@ -482,7 +486,7 @@ func (p *pipeline) selfPlay(ctx context.Context, base string) error {
 			return err
 		}
 		llms = []rollout.LLM{c}
-		if p.cfg.Run.Explore == "mix" {
+		if how == ExploreMix {
 			llms = append(llms, explorer)
 		}
 	}

@@ -155,6 +155,42 @@ func ParseGroupFilter(s string) (GroupFilter, error) {
 	return parseChoice("group filter", s, FilterStd, FilterNone, FilterStd, FilterSuccess)
 }
 
+// Advantage is an advantage estimator.
+type Advantage string
+
+const (
+	// AdvantageGAE is token-level GAE with the episode's reward on its last token (a critic).
+	AdvantageGAE Advantage = "gae"
+	// AdvantageTurnGAE is bi-level GAE: each turn's reward on its last token, discounted by γ
+	// and λ between turns only (a critic).
+	AdvantageTurnGAE Advantage = "turn-gae"
+	// AdvantageGRPO is the group-normalised episode reward, with no critic.
+	AdvantageGRPO Advantage = "grpo"
+)
+
+// ParseAdvantage accepts the Advantage names; empty means AdvantageGAE.
+func ParseAdvantage(s string) (Advantage, error) {
+	return parseChoice("advantage", s, AdvantageGAE, AdvantageGAE, AdvantageTurnGAE, AdvantageGRPO)
+}
+
+// UsesCritic reports whether the estimator needs a value model.
+func (a Advantage) UsesCritic() bool { return a != AdvantageGRPO }
+
+// LossAgg is how the policy loss averages over tokens.
+type LossAgg string
+
+const (
+	// LossTokenMean weighs every token the same, so long responses weigh more (the paper's).
+	LossTokenMean LossAgg = "token-mean"
+	// LossSeqMeanTokenMean weighs each trajectory the same: the mean of its tokens' losses.
+	LossSeqMeanTokenMean LossAgg = "seq-mean-token-mean"
+)
+
+// ParseLossAgg accepts the LossAgg names; empty means LossTokenMean.
+func ParseLossAgg(s string) (LossAgg, error) {
+	return parseChoice("loss aggregation", s, LossTokenMean, LossTokenMean, LossSeqMeanTokenMean)
+}
+
 // parseChoice returns s as one of choices, or def when s is empty.
 func parseChoice[T ~string](what, s string, def T, choices ...T) (T, error) {
 	if s == "" {

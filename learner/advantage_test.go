@@ -3,6 +3,7 @@ package learner
 import (
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/spa-rl/spa/bus"
@@ -231,5 +232,28 @@ func TestStepMetricsSplitWhatThePolicyDid(t *testing.T) {
 		if !near(c[0], c[1]) {
 			t.Errorf("%s: %v, want %v", name, c[0], c[1])
 		}
+	}
+}
+
+// TestParseAdvantageAndLossAgg: the typed choices, their defaults, and errors that list them.
+func TestParseAdvantageAndLossAgg(t *testing.T) {
+	for s, want := range map[string]Advantage{"": AdvantageGAE, "gae": AdvantageGAE, "turn-gae": AdvantageTurnGAE, "grpo": AdvantageGRPO} {
+		if got, err := ParseAdvantage(s); err != nil || got != want {
+			t.Errorf("ParseAdvantage(%q) = %q, %v", s, got, err)
+		}
+	}
+	if _, err := ParseAdvantage("ppo"); err == nil || !strings.Contains(err.Error(), "turn-gae") {
+		t.Errorf("unknown advantage: %v", err)
+	}
+	if AdvantageGRPO.UsesCritic() || !AdvantageTurnGAE.UsesCritic() || !AdvantageGAE.UsesCritic() {
+		t.Error("which estimators use a critic")
+	}
+	for s, want := range map[string]LossAgg{"": LossTokenMean, "token-mean": LossTokenMean, "seq-mean-token-mean": LossSeqMeanTokenMean} {
+		if got, err := ParseLossAgg(s); err != nil || got != want {
+			t.Errorf("ParseLossAgg(%q) = %q, %v", s, got, err)
+		}
+	}
+	if _, err := ParseLossAgg("sum"); err == nil {
+		t.Error("unknown loss aggregation accepted")
 	}
 }

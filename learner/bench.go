@@ -182,7 +182,7 @@ func benchTrajectory(run string, version int64, group, i int, prompt, resp []int
 func benchPPOOptions(micro int) PPOOptions {
 	return PPOOptions{ActorLR: 1e-6, CriticLR: 1e-5, ClipLow: 0.2, ClipHigh: 0.28, DualClip: 3, EntropyCoef: 0.001,
 		Gamma: 1, Lambda: 1, ValueClip: 0.5, KeepGroupRatio: 1, MiniBatches: 1, Epochs: 1, Beta1: 0.9, Beta2: 0.95,
-		WeightDecay: 0.01, GradClip: 1, Advantage: "gae", MicroBatch: micro}
+		WeightDecay: 0.01, GradClip: 1, Advantage: AdvantageGAE, MicroBatch: micro}
 }
 
 // measurePPO times PPO updates (critic scoring, GAE, whitening, one actor and one critic update)

@@ -111,7 +111,7 @@ func TestLossAggregation(t *testing.T) {
 	cfg, _ := model.Preset("tiny", 64)
 	cfg.NumHiddenLayers = 1
 	for _, tc := range []struct {
-		agg  string
+		agg  LossAgg
 		want float64
 	}{{"token-mean", 0.5}, {"seq-mean-token-mean", 0}} {
 		err := ex.Do(context.Background(), func() error {

@@ -24,7 +24,7 @@ func PPOOptionsFrom(l config.Learner, r config.Rollout, seed uint64) PPOOptions 
 		EntropyCoef: p.EntropyCoef, KLCoef: p.KLCoef, Gamma: p.Gamma, Lambda: p.Lambda, ValueClip: p.ValueClip,
 		KeepGroupRatio: p.KeepGroupRatio, MiniBatches: p.MiniBatches, Epochs: p.Epochs,
 		Beta1: l.Beta1, Beta2: l.Beta2, WeightDecay: l.WeightDecay, GradClip: l.GradClip,
-		Advantage: p.Advantage, LossAgg: p.LossAgg, Temperature: r.Temperature, MicroBatch: l.MicroBatch, Seed: seed,
+		Advantage: Advantage(p.Advantage), LossAgg: LossAgg(p.LossAgg), Temperature: r.Temperature, MicroBatch: l.MicroBatch, Seed: seed,
 		GroupNorm: GroupNorm(p.GroupNorm), GroupFilter: GroupFilter(p.GroupFilter), RewardScale: p.RewardScale,
 		CriticWarmup: p.CriticWarmup, ShuffleRewards: p.ShuffleRewards,
 	}
@@ -85,7 +85,7 @@ func NewPPOFrom(dir string, l config.Learner, r config.Rollout, seed uint64) (p 
 		}
 	}
 	var critic, ref *model.Model
-	if l.PPO.Advantage != "grpo" {
+	if Advantage(l.PPO.Advantage).UsesCritic() {
 		if critic, err = model.NewCritic(actor, seed+1); err != nil {
 			free()
 			return nil, nil, err

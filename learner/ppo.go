@@ -23,14 +23,10 @@ type PPOOptions struct {
 	KeepGroupRatio                      float64
 	MiniBatches, Epochs                 int
 	Beta1, Beta2, WeightDecay, GradClip float64
-	// Advantage is "gae" (token-level, reward on the last token), "turn-gae" (bi-level: each
-	// turn's reward on its last token, discounted by γ and λ between turns only) or "grpo"
-	// (group-normalised episode reward, no critic).
-	Advantage string
-	// LossAgg is how the policy loss averages tokens: "token-mean" (the paper's; every token
-	// weighs the same, so long responses weigh more) or "seq-mean-token-mean" (each trajectory
-	// weighs the same, the mean of its tokens). Empty means token-mean.
-	LossAgg string
+	// Advantage is the advantage estimator; empty means AdvantageGAE.
+	Advantage Advantage
+	// LossAgg is how the policy loss averages tokens; empty means LossTokenMean.
+	LossAgg LossAgg
 	// GroupNorm scales GRPO's group advantages: NormStd (verl's) by default, NormNone for Dr.GRPO.
 	GroupNorm GroupNorm
 	// GroupFilter picks the groups a step trains on (FilterStd by default, keeping
@@ -69,20 +65,18 @@ type PPO struct {
 
 // NewPPO checks the options against the models and makes the optimisers.
 func NewPPO(actor, critic, ref *model.Model, o PPOOptions) (*PPO, error) {
-	switch o.Advantage {
-	case "", "gae", "turn-gae":
-		if o.Advantage == "" {
-			o.Advantage = "gae"
-		}
-		if critic == nil || !critic.HasValueHead() {
-			return nil, fmt.Errorf("ppo: advantage %q needs a critic with a value head", o.Advantage)
-		}
-	case "grpo":
-		if critic != nil {
-			return nil, errors.New("ppo: grpo uses no critic")
-		}
-	default:
-		return nil, fmt.Errorf("ppo: advantage %q (want gae, turn-gae or grpo)", o.Advantage)
+	var err error
+	if o.Advantage, err = ParseAdvantage(string(o.Advantage)); err != nil {
+		return nil, fmt.Errorf("ppo: %w", err)
+	}
+	if o.LossAgg, err = ParseLossAgg(string(o.LossAgg)); err != nil {
+		return nil, fmt.Errorf("ppo: %w", err)
+	}
+	switch {
+	case o.Advantage.UsesCritic() && (critic == nil || !critic.HasValueHead()):
+		return nil, fmt.Errorf("ppo: advantage %q needs a critic with a value head", o.Advantage)
+	case !o.Advantage.UsesCritic() && critic != nil:
+		return nil, fmt.Errorf("ppo: %s uses no critic", o.Advantage)
 	}
 	if o.KLCoef > 0 && ref == nil {
 		return nil, errors.New("ppo: kl_coef > 0 needs a reference model")
@@ -99,7 +93,6 @@ func NewPPO(actor, critic, ref *model.Model, o PPOOptions) (*PPO, error) {
 	if o.RewardScale == 0 {
 		o.RewardScale = 1
 	}
-	var err error
 	if o.GroupNorm, err = ParseGroupNorm(string(o.GroupNorm)); err != nil {
 		return nil, fmt.Errorf("ppo: %w", err)
 	}
@@ -401,7 +394,7 @@ func (p *PPO) score(seqs []Sequence) (adv, ret, values, refLogp [][]float64, err
 	adv = make([][]float64, len(seqs))
 	ret = make([][]float64, len(seqs))
 	switch p.o.Advantage {
-	case "grpo":
+	case AdvantageGRPO:
 		for _, members := range groupMembers(seqs) {
 			rewards := make([]float64, len(members))
 			for j, i := range members {
@@ -416,7 +409,7 @@ func (p *PPO) score(seqs []Sequence) (adv, ret, values, refLogp [][]float64, err
 			}
 		}
 		return adv, ret, nil, refLogp, nil
-	case "turn-gae":
+	case AdvantageTurnGAE:
 		for i, s := range seqs {
 			adv[i], ret[i] = TurnGAE(s.Turn, s.TurnRewards, values[i], p.o.Gamma, p.o.Lambda)
 		}
@@ -441,7 +434,7 @@ func (p *PPO) score(seqs []Sequence) (adv, ret, values, refLogp [][]float64, err
 }
 
 // seqMean says whether the policy loss weighs trajectories alike (seq-mean-token-mean).
-func (p *PPO) seqMean() bool { return p.o.LossAgg == "seq-mean-token-mean" }
+func (p *PPO) seqMean() bool { return p.o.LossAgg == LossSeqMeanTokenMean }
 
 // lossWeights is each trained token's weight in the policy loss, in sequence order: 1 for
 // token-mean, 1/n for a token of an n-token sequence for seq-mean-token-mean.

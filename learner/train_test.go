@@ -371,7 +371,7 @@ func TestGRPOAndTurnGAEUpdate(t *testing.T) {
 			return fmt.Errorf("gae accepted no critic")
 		}
 		for _, c := range []struct {
-			adv    string
+			adv    Advantage
 			critic *model.Model
 		}{{"grpo", nil}, {"turn-gae", critic}} {
 			p, err := NewPPO(actor, c.critic, actor, with(base, c.adv))
@@ -436,7 +436,7 @@ func TestGRPOAndTurnGAEUpdate(t *testing.T) {
 	}
 }
 
-func with(o PPOOptions, adv string) PPOOptions {
+func with(o PPOOptions, adv Advantage) PPOOptions {
 	o.Advantage = adv
 	return o
 }

@@ -118,9 +118,7 @@ func Evaluate(ctx context.Context, newEnv func() (envs.Env, error), pick func() 
 							}
 						}
 					}
-					if c, ok := env.(interface{ Close() error }); ok {
-						_ = c.Close()
-					}
+					_ = envs.Close(env)
 				}
 				out.failed = err != nil
 				results <- out

@@ -229,9 +229,7 @@ func playWithRestarts(ctx context.Context, opts WorkerOptions, eo EpisodeOptions
 			return nil, err
 		}
 		tr, err := Play(ctx, env, llm, opts.Tokens, eo)
-		if c, ok := env.(interface{ Close() error }); ok {
-			_ = c.Close()
-		}
+		_ = envs.Close(env)
 		if err == nil {
 			return tr, nil
 		}

@@ -244,6 +244,9 @@ func (r *Remote) RandomAction(rng *rand.Rand) string {
 	return r.spec.Actions[seed%uint64(len(r.spec.Actions))]
 }
 
+// A Remote holds a session on its host, so rollout closes it after each episode.
+var _ envs.Closer = (*Remote)(nil)
+
 // Close ends the current session on its host. It is safe to call more than once.
 func (r *Remote) Close() error {
 	r.closeSession()

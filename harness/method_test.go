@@ -1,0 +1,52 @@
+package harness
+
+import (
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/spa-rl/spa/config"
+	"github.com/spa-rl/spa/envs"
+)
+
+// TestMethodTableMatchesConfig: the names config accepts for run.methods are exactly the method
+// table's, and each method's choices are the paper's.
+func TestMethodTableMatchesConfig(t *testing.T) {
+	field, ok := reflect.TypeFor[config.Run]().FieldByName("Methods")
+	if !ok {
+		t.Fatal("config has no run.methods")
+	}
+	accepted := strings.Fields(strings.TrimPrefix(field.Tag.Get("check"), "each="))
+	var names []string
+	for _, m := range Methods {
+		names = append(names, m.Name)
+	}
+	if !slices.Equal(accepted, names) {
+		t.Errorf("config accepts %v, the method table has %v", accepted, names)
+	}
+	for name, want := range map[string]Method{
+		"spa":              {Name: "spa", Render: envs.Coords, WorldModelSFT: true},
+		"vanilla":          {Name: "vanilla", Render: envs.Raw},
+		"state-estimation": {Name: "state-estimation", Render: envs.Coords},
+	} {
+		if got, err := MethodNamed(name); err != nil || got != want {
+			t.Errorf("%s: %+v, %v", name, got, err)
+		}
+	}
+	if _, err := MethodNamed("ppo"); err == nil {
+		t.Error("an unknown method was found")
+	}
+}
+
+// TestParseExploration: run.explore's names, and an error that lists them.
+func TestParseExploration(t *testing.T) {
+	for _, s := range []string{"random", "policy", "mix"} {
+		if e, err := ParseExploration(s); err != nil || string(e) != s {
+			t.Errorf("%q: %q, %v", s, e, err)
+		}
+	}
+	if _, err := ParseExploration("greedy"); err == nil || !strings.Contains(err.Error(), "random, policy or mix") {
+		t.Errorf("unknown exploration: %v", err)
+	}
+}
