@@ -13,6 +13,7 @@ import (
 	"github.com/spa-rl/spa/learner"
 	"github.com/spa-rl/spa/model"
 	"github.com/spa-rl/spa/rollout"
+	"github.com/spa-rl/spa/weightsync"
 	"github.com/spa-rl/spa/worldmodel"
 )
 
@@ -289,7 +290,7 @@ func (p *pipeline) ppo(ctx context.Context, m, start, out, run string) (string, 
 		st, err := trainer.Run(ctx, &learner.BusSource{C: cons}, learner.RunOptions{
 			Steps: steps, BatchSize: p.cfg.Rollout.Groups * p.cfg.Rollout.GroupSize, MaxOffPolicySteps: p.cfg.Learner.MaxOffPolicySteps,
 			Checkpoints: &learner.Checkpointer{Dir: out, TokenizerDir: start, DType: p.cfg.Learner.SaveDType, Keep: p.cfg.Learner.KeepCheckpoints},
-			Fleet:       &learner.Fleet{Servers: []learner.Syncer{learner.SpaServer(p.baseURL, p.cfg.Server.AdminKey)}, Policies: p.pols, Run: run},
+			Fleet:       &weightsync.Fleet{Servers: []weightsync.Syncer{weightsync.SpaServer(p.baseURL, p.cfg.Server.AdminKey)}, Policies: p.pols, Run: run},
 			ModelName:   func(v int64) string { return bus.VersionName(prefix, v) },
 			Seed:        uint64(p.cfg.Run.Seed), Resume: true,
 			AfterStep: func(ctx context.Context, r learner.StepReport) error {

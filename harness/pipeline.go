@@ -26,6 +26,7 @@ import (
 	"github.com/spa-rl/spa/model/domain"
 	"github.com/spa-rl/spa/rollout"
 	"github.com/spa-rl/spa/torchrt"
+	"github.com/spa-rl/spa/weightsync"
 	"github.com/spa-rl/spa/worldmodel"
 )
 
@@ -562,10 +563,10 @@ func (p *pipeline) sft(ctx context.Context, label, from string, exs []learner.SF
 // already holds (a resumed run) is loaded again without moving the KV.
 func (p *pipeline) loadVersion(ctx context.Context, run, prefix string, n int64, dir string) error {
 	abs, _ := filepath.Abs(dir)
-	v := learner.Version{Number: n, Model: bus.VersionName(prefix, n), Dir: abs}
+	v := weightsync.Version{Number: n, Model: bus.VersionName(prefix, n), Dir: abs}
 	// The server takes a version it already has from the same directory as a no-op; the policy
 	// KV is set either way, since the workers wait for it.
-	f := &learner.Fleet{Servers: []learner.Syncer{learner.SpaServer(p.baseURL, p.cfg.Server.AdminKey)}}
+	f := &weightsync.Fleet{Servers: []weightsync.Syncer{weightsync.SpaServer(p.baseURL, p.cfg.Server.AdminKey)}}
 	if err := f.Sync(ctx, v); err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/spa-rl/spa/inference"
 	"github.com/spa-rl/spa/model"
 	"github.com/spa-rl/spa/model/sample"
+	"github.com/spa-rl/spa/weightsync"
 )
 
 // TorchBenchScript is the learner's SFT and PPO steps in PyTorch eager (learner/bench_torch.py),
@@ -337,7 +338,7 @@ func MeasurePPOLoop(ctx context.Context, cfg model.Config, B, P, R, steps int) (
 	src := &engineSource{e: e, rng: rand.New(rand.NewPCG(3, 3)), P: P, R: R, vocab: cfg.VocabSize}
 	_, err = p.Run(ctx, src, RunOptions{
 		Steps: steps, BatchSize: B, Checkpoints: &Checkpointer{Dir: dir + "/ckpt", Keep: 1},
-		Fleet: &Fleet{Servers: []Syncer{Embedded(e)}},
+		Fleet: &weightsync.Fleet{Servers: []weightsync.Syncer{inference.Embedded(e)}},
 		AfterStep: func(_ context.Context, r StepReport) error {
 			k := float64(steps)
 			split.GenerateS += r.GenerateS / k

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spa-rl/spa/bus"
+	"github.com/spa-rl/spa/weightsync"
 )
 
 // Batch is one step's trajectories and what was set aside while gathering them.
@@ -242,7 +243,7 @@ type RunOptions struct {
 	MaxOffPolicySteps int
 	Checkpoints       *Checkpointer
 	// Fleet receives each new version; nil trains without serving (tests, offline runs).
-	Fleet *Fleet
+	Fleet *weightsync.Fleet
 	// ModelName names version v for the servers (spa's "<prefix>-v<v>").
 	ModelName func(v int64) string
 	// StartVersion is the version of the initial weights.
@@ -276,9 +277,9 @@ type StepReport struct {
 
 // served is version n as the servers load it: the checkpoint's absolute path, and its PEFT
 // adapter when the checkpoint has one (LoRA runs).
-func (o RunOptions) served(n int64, ckpt string) Version {
+func (o RunOptions) served(n int64, ckpt string) weightsync.Version {
 	dir, _ := filepath.Abs(ckpt)
-	v := Version{Number: n, Model: o.ModelName(n), Dir: dir}
+	v := weightsync.Version{Number: n, Model: o.ModelName(n), Dir: dir}
 	if _, err := os.Stat(filepath.Join(dir, "adapter")); err == nil {
 		v.AdapterDir = filepath.Join(dir, "adapter")
 	}

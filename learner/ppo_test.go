@@ -16,6 +16,7 @@ import (
 	"github.com/spa-rl/spa/model/domain"
 	"github.com/spa-rl/spa/model/sample"
 	"github.com/spa-rl/spa/torchrt"
+	"github.com/spa-rl/spa/weightsync"
 )
 
 // tinyCheckpoint writes a servable tiny checkpoint (domain tokenizer, random weights) to dir.
@@ -182,7 +183,7 @@ func TestPPORaisesRewardThroughBusAndServer(t *testing.T) {
 		_, err = p.Run(ctx, &BusSource{C: cons}, RunOptions{
 			Steps: steps, BatchSize: groups * perGroup, MaxOffPolicySteps: 1,
 			Checkpoints: &Checkpointer{Dir: filepath.Join(t.TempDir(), "ckpt"), TokenizerDir: dir0, Keep: 1},
-			Fleet:       &Fleet{Servers: []Syncer{Embedded(srv.Engine())}, Policies: pols, Run: run},
+			Fleet:       &weightsync.Fleet{Servers: []weightsync.Syncer{inference.Embedded(srv.Engine())}, Policies: pols, Run: run},
 			AfterStep: func(_ context.Context, r StepReport) error {
 				reports = append(reports, r)
 				return nil

@@ -16,6 +16,7 @@ import (
 	"github.com/spa-rl/spa/internal/progress"
 	"github.com/spa-rl/spa/learner"
 	"github.com/spa-rl/spa/model"
+	"github.com/spa-rl/spa/weightsync"
 )
 
 func newLearnCmd() *cobra.Command {
@@ -93,9 +94,9 @@ between steps (PPO). Settings come from learner.* (see 'spa config print').`,
 			if adminKey == "" {
 				adminKey = cfg.Server.AdminKey
 			}
-			var servers []learner.Syncer
+			var servers []weightsync.Syncer
 			for _, s := range syncs {
-				sy, err := learner.ParseSyncer(s, adminKey)
+				sy, err := weightsync.ParseSyncer(s, adminKey)
 				if err != nil {
 					return err
 				}
@@ -212,12 +213,12 @@ func jsonFloat(x float64) any {
 	return x
 }
 
-func learnPPO(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelDir, out, run, prefix string, servers []learner.Syncer, resume bool) error {
+func learnPPO(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelDir, out, run, prefix string, servers []weightsync.Syncer, resume bool) error {
 	mcfg, err := model.LoadConfig(modelDir)
 	if err != nil {
 		return err
 	}
-	if err := learner.CheckTargets(servers, mcfg); err != nil {
+	if err := weightsync.CheckTargets(servers, mcfg.TieWordEmbeddings); err != nil {
 		return err
 	}
 	b, err := bus.Open(ctx, busOptions(cfg.Bus, "spa-learn"))
@@ -240,9 +241,9 @@ func learnPPO(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelD
 	if p, err := pols.Get(ctx, run); err == nil {
 		start = p.Version
 	}
-	var fleet *learner.Fleet
+	var fleet *weightsync.Fleet
 	if len(servers) > 0 {
-		fleet = &learner.Fleet{Servers: servers, Policies: pols, Run: run}
+		fleet = &weightsync.Fleet{Servers: servers, Policies: pols, Run: run}
 	}
 	metrics, err := openMetrics(filepath.Join(out, "metrics.jsonl"))
 	if err != nil {
@@ -290,10 +291,10 @@ func learnPPO(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelD
 // modelNamer names versions as the servers will serve them: <prefix>-v<N> where each version gets
 // its own name (spa, vLLM LoRA adapters), the one served name <prefix> where servers reload
 // weights in place (vLLM full reload, SGLang); rollouts then take the version from the policy KV.
-func modelNamer(prefix string, servers []learner.Syncer) func(int64) string {
+func modelNamer(prefix string, servers []weightsync.Syncer) func(int64) string {
 	inPlace := len(servers) > 0
 	for _, s := range servers {
-		inPlace = inPlace && learner.ReloadsInPlace(s)
+		inPlace = inPlace && weightsync.ReloadsInPlace(s)
 	}
 	if inPlace {
 		return func(int64) string { return prefix }

@@ -9,8 +9,8 @@ import (
 	"testing"
 
 	"github.com/spa-rl/spa/config"
-	"github.com/spa-rl/spa/learner"
 	"github.com/spa-rl/spa/torchrt"
+	"github.com/spa-rl/spa/weightsync"
 )
 
 func TestMain(m *testing.M) {
@@ -178,10 +178,10 @@ func TestTokenizeCommand(t *testing.T) {
 
 // TestModelNamer: versions get their own names unless every server reloads in place.
 func TestModelNamer(t *testing.T) {
-	parse := func(specs ...string) []learner.Syncer {
-		var out []learner.Syncer
+	parse := func(specs ...string) []weightsync.Syncer {
+		var out []weightsync.Syncer
 		for _, s := range specs {
-			sy, err := learner.ParseSyncer(s, "")
+			sy, err := weightsync.ParseSyncer(s, "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -190,7 +190,7 @@ func TestModelNamer(t *testing.T) {
 		return out
 	}
 	for _, tc := range []struct {
-		servers []learner.Syncer
+		servers []weightsync.Syncer
 		want    string
 	}{
 		{nil, "spa-v3"},

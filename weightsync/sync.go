@@ -1,4 +1,8 @@
-package learner
+// Package weightsync puts a trained checkpoint into service on inference servers: one Syncer per
+// server kind (spa serve, vLLM with LoRA adapters or an in-place reload, SGLang), and a Fleet that
+// updates every server, retries, and records the new policy version on the bus once all of them
+// have it. Plain HTTP and no libtorch; the in-process engine's Syncer is inference.Embedded.
+package weightsync
 
 import (
 	"bytes"
@@ -13,8 +17,6 @@ import (
 	"time"
 
 	"github.com/spa-rl/spa/bus"
-	"github.com/spa-rl/spa/inference"
-	"github.com/spa-rl/spa/model"
 )
 
 // Version is a checkpoint to put into service.
@@ -152,15 +154,15 @@ func (r *vllmReload) Sync(ctx context.Context, v Version) error {
 	return nil
 }
 
-// CheckTargets refuses a sync backend that would serve cfg's weights wrongly. vLLM 0.32's in-place
+// CheckTargets refuses a sync backend that would serve a model's weights wrongly. vLLM 0.32's in-place
 // reload leaves a model with tied embeddings on its old embedding: after two PPO steps vLLM
 // answered 1e-4 away from the learner's checkpoint in log-probability, and the gap grows with
 // every step, while the same reload of an untied copy matched to 2.5e-6 (docs/interop.md). That
 // is silent off-policy drift, so vllm-reload refuses tied models; vllm-lora does not touch the
 // embeddings.
-func CheckTargets(servers []Syncer, cfg model.Config) error {
+func CheckTargets(servers []Syncer, tiedEmbeddings bool) error {
 	for _, s := range servers {
-		if _, ok := s.(*vllmReload); ok && cfg.TieWordEmbeddings {
+		if _, ok := s.(*vllmReload); ok && tiedEmbeddings {
 			return fmt.Errorf("%s: the model ties its input and output embeddings (tie_word_embeddings), which vLLM's in-place reload does not update (docs/interop.md); sync with vllm-lora (learner.lora.rank > 0), or start from a checkpoint with untied embeddings", s.Name())
 		}
 	}
@@ -185,17 +187,6 @@ func SGLang(baseURL, apiKey string) Syncer {
 		return nil
 	}
 	return s
-}
-
-// Embedded syncs the in-process engine of the single-process default, without HTTP.
-func Embedded(e *inference.Engine) Syncer { return embedded{e} }
-
-type embedded struct{ e *inference.Engine }
-
-func (embedded) Name() string { return "embedded" }
-
-func (s embedded) Sync(ctx context.Context, v Version) error {
-	return s.e.LoadVersion(ctx, v.Model, v.Number, v.Dir)
 }
 
 // Fleet syncs every server, retrying the ones that fail, and reports any it could not update.
