@@ -23,7 +23,6 @@ import (
 	"github.com/spa-rl/spa/internal/progress"
 	"github.com/spa-rl/spa/learner"
 	"github.com/spa-rl/spa/model"
-	"github.com/spa-rl/spa/model/domain"
 	"github.com/spa-rl/spa/rollout"
 	"github.com/spa-rl/spa/torchrt"
 	"github.com/spa-rl/spa/weightsync"
@@ -170,22 +169,9 @@ func (p *pipeline) initModel(ctx context.Context) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	size, imEnd, _, err := domain.Write(dir, domain.Options{})
-	if err != nil {
-		return "", err
-	}
-	cfg, err := model.Preset("tiny", size)
-	if err != nil {
-		return "", err
-	}
-	cfg.EOSTokenID = model.IDList{imEnd}
-	err = p.ex.Do(ctx, func() error {
-		m, err := model.New(cfg, model.Options{Seed: uint64(p.cfg.Run.Seed)})
-		if err != nil {
-			return err
-		}
-		defer m.Close()
-		return model.Save(dir, m, model.SaveOptions{})
+	err := p.ex.Do(ctx, func() error {
+		_, _, err := model.Init(dir, model.InitOptions{Seed: uint64(p.cfg.Run.Seed)})
+		return err
 	})
 	if err != nil {
 		return "", err

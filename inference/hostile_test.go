@@ -120,15 +120,7 @@ func hostileFixtures(t *testing.T, root string) map[string]string {
 		data, _ = json.MarshalIndent(tok, "", "    ") // the same tokenizer, other bytes
 		os.WriteFile(path, data, 0o644)
 	})
-	fixture("bigvocab", func(dir string) {
-		cfg := testConfig()
-		size, imEnd, _, err := domain.Write(dir, domain.Options{VocabSize: 320, Seeds: 3})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.VocabSize, cfg.EOSTokenID = size+100, model.IDList{imEnd}
-		saveRandom(t, dir, cfg, 5)
-	})
+	fixture("bigvocab", func(dir string) { initCheckpoint(t, dir, 5, 100) })
 	outside := copyDir(t, valid, filepath.Join(t.TempDir(), "outside"))
 	dirs["outside"] = outside
 	link := filepath.Join(root, "link")
@@ -150,6 +142,25 @@ func saveRandom(t *testing.T, dir string, cfg model.Config, seed uint64) {
 		}
 		defer m.Close()
 		return model.Save(dir, m, model.SaveOptions{})
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// initCheckpoint writes a random testConfig model with the domain tokenizer (vocabulary 320) and
+// extra ids past the tokenizer's.
+func initCheckpoint(t *testing.T, dir string, seed uint64, extra int) {
+	t.Helper()
+	ex := torchrt.NewExecutor()
+	defer ex.Close()
+	if err := ex.Do(context.Background(), func() error {
+		_, _, err := model.Init(dir, model.InitOptions{Tokenizer: domain.Options{VocabSize: 320, Seeds: 3}, Seed: seed,
+			Adjust: func(c *model.Config) {
+				vocab, eos := c.VocabSize, c.EOSTokenID
+				*c = testConfig()
+				c.VocabSize, c.EOSTokenID = vocab+extra, eos
+			}})
+		return err
 	}); err != nil {
 		t.Fatal(err)
 	}

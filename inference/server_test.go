@@ -21,21 +21,13 @@ import (
 
 	_ "github.com/spa-rl/spa/envs/builtin"
 	"github.com/spa-rl/spa/inference/wire"
-	"github.com/spa-rl/spa/model"
-	"github.com/spa-rl/spa/model/domain"
 )
 
 // servedCheckpoint writes a random tiny model with the domain tokenizer (vocabulary 320).
 func servedCheckpoint(t *testing.T, seed uint64) string {
 	t.Helper()
 	dir := t.TempDir()
-	size, imEnd, _, err := domain.Write(dir, domain.Options{VocabSize: 320, Seeds: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := testConfig()
-	cfg.VocabSize, cfg.EOSTokenID = size, model.IDList{imEnd}
-	saveRandom(t, dir, cfg, seed)
+	initCheckpoint(t, dir, seed, 0)
 	return dir
 }
 

@@ -27,22 +27,11 @@ func tinyCheckpoint(t *testing.T, ex *torchrt.Executor, dir string, seed uint64)
 // sizedCheckpoint is tinyCheckpoint with a vocabulary and context of the given sizes.
 func sizedCheckpoint(t *testing.T, ex *torchrt.Executor, dir string, seed uint64, vocab, maxPos int) model.Config {
 	t.Helper()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	size, imEnd, _, err := domain.Write(dir, domain.Options{VocabSize: vocab, Seeds: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, _ := model.Preset("tiny", size)
-	cfg.NumHiddenLayers, cfg.MaxPositionEmbeddings, cfg.EOSTokenID = 2, maxPos, model.IDList{imEnd}
-	if err := ex.Do(context.Background(), func() error {
-		m, err := model.New(cfg, model.Options{Seed: seed})
-		if err != nil {
-			return err
-		}
-		defer m.Close()
-		return model.Save(dir, m, model.SaveOptions{})
+	var cfg model.Config
+	if err := ex.Do(context.Background(), func() (err error) {
+		cfg, _, err = model.Init(dir, model.InitOptions{Tokenizer: domain.Options{VocabSize: vocab, Seeds: 2}, Seed: seed,
+			Adjust: func(c *model.Config) { c.NumHiddenLayers, c.MaxPositionEmbeddings = 2, maxPos }})
+		return err
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -320,20 +320,12 @@ func benchServePeer(ctx context.Context, out io.Writer, progress func(string), p
 const longContext, longReply = 1500, 256
 
 // writeTinyCheckpoint writes a random tiny-preset checkpoint with a quickly trained domain tokenizer.
-func writeTinyCheckpoint(dir string, seed uint64) (model.Config, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return model.Config{}, err
-	}
-	size, imEnd, _, err := domain.Write(dir, domain.Options{VocabSize: 1024, Seeds: 20})
-	if err != nil {
-		return model.Config{}, err
-	}
-	cfg, err := model.Preset("tiny", size)
-	if err != nil {
-		return cfg, err
-	}
-	cfg.EOSTokenID = model.IDList{imEnd}
-	return cfg, saveRandom(dir, cfg, seed)
+func writeTinyCheckpoint(dir string, seed uint64) (cfg model.Config, err error) {
+	err = onTorchThread(func() error {
+		cfg, _, err = model.Init(dir, model.InitOptions{Tokenizer: domain.Options{VocabSize: 1024, Seeds: 20}, Seed: seed})
+		return err
+	})
+	return cfg, err
 }
 
 func saveRandom(dir string, cfg model.Config, seed uint64) error {

@@ -49,33 +49,20 @@ cores) and small (hidden 384, 8 layers).`,
 			if entries, err := os.ReadDir(out); err == nil && len(entries) > 0 {
 				return fmt.Errorf("%s is not empty; spa model init will not overwrite a checkpoint", out)
 			}
-			cfg, err := model.Preset(preset, vocab)
-			if err != nil {
-				return err
-			}
-			if err := os.MkdirAll(out, 0o755); err != nil {
+			if _, err := model.Preset(preset, vocab); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "training the domain tokenizer (%d tokens)...\n", vocab)
-			size, imEnd, _, err := domain.Write(out, domain.Options{VocabSize: vocab, Seeds: corpusSeeds})
-			if err != nil {
-				return err
-			}
-			cfg.VocabSize = size // training stops early when the corpus runs out of pairs
-			cfg.EOSTokenID = model.IDList{imEnd}
+			var cfg model.Config
 			var params int64
-			err = onTorchThread(func() error {
-				m, err := model.New(cfg, model.Options{Seed: seed})
-				if err != nil {
-					return err
-				}
-				defer m.Close()
-				params = m.NumParams()
-				return model.Save(out, m, model.SaveOptions{DType: dtype})
+			err := onTorchThread(func() (err error) {
+				cfg, params, err = model.Init(out, model.InitOptions{Preset: preset, Tokenizer: domain.Options{VocabSize: vocab, Seeds: corpusSeeds}, Seed: seed, DType: dtype})
+				return err
 			})
 			if err != nil {
 				return err
 			}
+			size := cfg.VocabSize
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: Qwen2 %s preset, %s parameters, vocabulary %d, %s\n", out, preset, humanCount(params), size, dtype)
 			return nil
 		},
