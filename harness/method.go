@@ -220,7 +220,7 @@ func (p *pipeline) statePPL(ctx context.Context, m, ckpt string) (float64, error
 			eo.Seed = int64(seed)
 			eo.ID, eo.Run = fmt.Sprintf("ppl-%d", seed), "ppl"
 			tr, err := rollout.Play(ctx, env, ex, nil, eo)
-			closeEnv(env)
+			_ = envs.Close(env)
 			if err != nil {
 				return 0, err
 			}

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -24,6 +22,7 @@ import (
 	"github.com/spa-rl/spa/learner"
 	"github.com/spa-rl/spa/model"
 	"github.com/spa-rl/spa/rollout"
+	"github.com/spa-rl/spa/stack"
 	"github.com/spa-rl/spa/torchrt"
 	"github.com/spa-rl/spa/weightsync"
 	"github.com/spa-rl/spa/worldmodel"
@@ -51,15 +50,15 @@ type pipeline struct {
 	metrics *os.File
 	mu      sync.Mutex
 
-	ex      *torchrt.Executor
+	ex *torchrt.Executor
+	// stack is the bus, the env hosts and the server; b, pols, pub, srv and baseURL are its parts.
+	stack   *stack.Stack
 	b       *bus.Bus
-	hosts   []*busenv.Host
 	pols    *bus.Policies
 	pub     *bus.Publisher
 	srv     *inference.Server
-	initDir string // the checkpoint as initialised (or run.model)
-	httpSrv *http.Server
 	baseURL string
+	initDir string // the checkpoint as initialised (or run.model)
 	tokens  *rollout.Tokens
 	spec    envs.Spec
 	// pplData holds the state-perplexity conversations per rendering.
@@ -186,36 +185,18 @@ func (p *pipeline) start(ctx context.Context, initDir string) error {
 	if bo.URL == "" && bo.StoreDir == "" {
 		bo.StoreDir = bus.DefaultStoreDir(p.o.Dir)
 	}
-	var err error
-	if p.b, err = bus.Open(ctx, bo); err != nil {
-		return err
-	}
-	if _, err := bus.EnsureTrajStream(ctx, p.b.JS, bus.StreamOptions{}); err != nil {
-		return err
-	}
-	if p.pols, err = bus.OpenPolicies(ctx, p.b); err != nil {
-		return err
-	}
-	if p.pub, err = bus.NewPublisher(p.b.Conn, bus.PublisherOptions{}); err != nil {
-		return err
-	}
 	env := p.cfg.Env.Name
-	if _, err := envs.New(env, p.cfg.Env.Variant); err == nil {
-		for range p.cfg.Env.Replicas {
-			h, err := busenv.NewHost(p.b.Conn, busenv.HostOptions{Env: env, SessionTTL: p.cfg.Env.SessionTTL,
-				New: func(v string) (envs.Env, error) { return envs.New(env, v) }})
-			if err != nil {
-				return err
-			}
-			p.hosts = append(p.hosts, h)
-		}
-	} // otherwise the environment is served on the bus by someone else
+	st, err := stack.Start(ctx, stack.Options{Bus: bo, Env: env, Replicas: p.cfg.Env.Replicas, SessionTTL: p.cfg.Env.SessionTTL})
+	if err != nil {
+		return err
+	}
+	p.stack, p.b, p.pols, p.pub = st, st.Bus, st.Policies, st.Publisher
 	probe, err := p.newEnv(ctx)
 	if err != nil {
 		return fmt.Errorf("environment %s on the bus: %w", env, err)
 	}
 	p.spec = probe.Spec()
-	closeEnv(probe)
+	_ = envs.Close(probe)
 
 	if p.tokens, err = rollout.LoadTokens(initDir); err != nil {
 		return err
@@ -230,16 +211,10 @@ func (p *pipeline) start(ctx context.Context, initDir string) error {
 	eopts, sopts := ServerOptions(p.cfg.Server)
 	// The starting checkpoint is "init-v0", so that no method's "<method>-v0" is taken by it.
 	eopts.Name, eopts.Device = "init", dev
-	if p.srv, err = inference.Open(ctx, initDir, eopts, sopts); err != nil {
+	if err := st.Serve(ctx, initDir, eopts, sopts); err != nil {
 		return err
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	p.httpSrv = inference.NewHTTPServer(p.srv)
-	go func() { _ = p.httpSrv.Serve(l) }()
-	p.baseURL = "http://" + l.Addr().String() + "/v1"
+	p.srv, p.baseURL = st.Server, st.BaseURL
 	p.logf("embedded: NATS %s, inference server %s, %s on the bus", orEmbedded(p.cfg.Bus.URL), p.baseURL, env)
 	return nil
 }
@@ -278,25 +253,7 @@ func (p *pipeline) close() {
 			p.metrics.Close()
 		}
 	}()
-	if p.httpSrv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = p.httpSrv.Shutdown(ctx)
-		cancel()
-	}
-	if p.srv != nil {
-		p.srv.Close()
-	}
-	if p.pub != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		_ = p.pub.Close(ctx)
-		cancel()
-	}
-	for _, h := range p.hosts {
-		h.Close()
-	}
-	if p.b != nil {
-		p.b.Close()
-	}
+	p.stack.Close()
 }
 
 // episodeOptions are the rollout settings for a prompt mode and state rendering.
@@ -567,11 +524,4 @@ func finite(x float64) any {
 		return nil
 	}
 	return x
-}
-
-// closeEnv ends a remote environment's session.
-func closeEnv(e envs.Env) {
-	if c, ok := e.(io.Closer); ok {
-		_ = c.Close()
-	}
 }

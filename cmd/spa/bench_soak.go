@@ -20,6 +20,7 @@ import (
 	"github.com/spa-rl/spa/envs/busenv"
 	"github.com/spa-rl/spa/inference"
 	"github.com/spa-rl/spa/rollout"
+	"github.com/spa-rl/spa/stack"
 	"github.com/spa-rl/spa/torchrt"
 )
 
@@ -117,33 +118,15 @@ func soak(ctx context.Context, duration, every time.Duration, workers int, sampl
 	if _, err := writeTinyCheckpoint(ckpt, 1); err != nil {
 		return res, err
 	}
-	srv, err := inference.Open(ctx, ckpt, inference.Options{MaxBatch: 64, MaxModelLen: 1024, KVCacheMB: 256, MaxVersions: 2}, inference.ServerOptions{})
+	st, err := stack.Start(ctx, stack.Options{Bus: bus.Options{StoreDir: filepath.Join(dir, "nats"), Listen: "127.0.0.1:0"}, Env: "sokoban"})
 	if err != nil {
 		return res, err
 	}
-	defer srv.Close()
-	url, stopHTTP, err := localServer(srv)
-	if err != nil {
+	defer st.Close()
+	if err := st.Serve(ctx, ckpt, inference.Options{MaxBatch: 64, MaxModelLen: 1024, KVCacheMB: 256, MaxVersions: 2}, inference.ServerOptions{}); err != nil {
 		return res, err
 	}
-	defer stopHTTP()
-	b, err := bus.Open(ctx, bus.Options{StoreDir: filepath.Join(dir, "nats"), Listen: "127.0.0.1:0"})
-	if err != nil {
-		return res, err
-	}
-	defer b.Close()
-	host, err := busenv.NewHost(b.Conn, busenv.HostOptions{Env: "sokoban", New: func(v string) (envs.Env, error) { return envs.New("sokoban", v) }})
-	if err != nil {
-		return res, err
-	}
-	defer host.Close()
-	if _, err := bus.EnsureTrajStream(ctx, b.JS, bus.StreamOptions{}); err != nil {
-		return res, err
-	}
-	pub, err := bus.NewPublisher(b.Conn, bus.PublisherOptions{})
-	if err != nil {
-		return res, err
-	}
+	b, pub, url := st.Bus, st.Publisher, st.BaseURL
 	const run = "soak"
 	cons, err := bus.NewConsumer(ctx, b, run, bus.ConsumerOptions{AckWait: time.Minute})
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/spa-rl/spa/envs"
 	"github.com/spa-rl/spa/envs/busenv"
 	"github.com/spa-rl/spa/rollout"
+	"github.com/spa-rl/spa/stack"
 )
 
 // loadTokens reads a checkpoint directory's tokenizer and chat template for token mode.
@@ -222,22 +223,12 @@ flight finish.`,
 		}
 		ctx, stop := signalContext(cmd.Context())
 		defer stop()
-		b, err := bus.Open(ctx, busOptions(cfg.Bus, "spa-rollout-"+worker))
+		st, err := stack.Start(ctx, stack.Options{Bus: busOptions(cfg.Bus, "spa-rollout-"+worker)})
 		if err != nil {
 			return err
 		}
-		defer b.Close()
-		if _, err := bus.EnsureTrajStream(ctx, b.JS, bus.StreamOptions{}); err != nil {
-			return err
-		}
-		pub, err := bus.NewPublisher(b.Conn, bus.PublisherOptions{})
-		if err != nil {
-			return err
-		}
-		pols, err := bus.OpenPolicies(ctx, b)
-		if err != nil {
-			return err
-		}
+		defer st.Close()
+		b, pub, pols := st.Bus, st.Publisher, st.Policies
 		policy, err := pols.Watch(context.WithoutCancel(ctx), run)
 		if err != nil {
 			return err
