@@ -148,3 +148,40 @@ func run(cmd, input string) (string, error) {
 	}
 	return b.String(), nil
 }
+
+// FuzzFormat checks the invariants on any text: the state spans put together are the text; a
+// world-model turn is also a base turn; a well-formed turn has an action; no action is empty or
+// holds the separator; and a reply rendered from the parts parses back to the same actions.
+func FuzzFormat(f *testing.F) {
+	for _, s := range []string{"<think><observation>a</observation><prediction>b</prediction></think><answer>Up || Down</answer>",
+		"<answer>||||</answer>", "<think><think></answer><answer>", "", "<observation><prediction></observation></prediction>"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var joined strings.Builder
+		for _, sp := range StateSpans(s) {
+			joined.WriteString(sp.Text)
+		}
+		if joined.String() != s {
+			t.Fatalf("spans join to %q", joined.String())
+		}
+		r := Parse(s)
+		if r.Wellformed(true) && !r.Wellformed(false) {
+			t.Fatal("a world-model turn that is not a base turn")
+		}
+		if r.Wellformed(false) && len(r.Actions) == 0 {
+			t.Fatal("well-formed without an action")
+		}
+		for _, a := range r.Actions {
+			if a == "" || strings.Contains(a, ActionSeparator) {
+				t.Fatalf("bad action %q", a)
+			}
+		}
+		if len(r.Actions) > 0 && !strings.ContainsAny(strings.Join(r.Actions, ""), "<>") {
+			back := Parse(Reply{Observation: "o", Prediction: "p", Actions: r.Actions}.Render(true))
+			if !back.Wellformed(true) || strings.Join(back.Actions, "\x00") != strings.Join(r.Actions, "\x00") {
+				t.Fatalf("actions %q rendered and parsed back as %q", r.Actions, back.Actions)
+			}
+		}
+	})
+}
