@@ -282,7 +282,7 @@ func (p *pipeline) ppo(ctx context.Context, m, start, out, run string) (string, 
 	began := time.Now()
 	var final string
 	err = p.ex.Do(ctx, func() error {
-		trainer, closeAll, err := learner.NewPPOFrom(start, p.cfg.Learner, p.cfg.Rollout, uint64(p.cfg.Run.Seed))
+		trainer, closeAll, err := NewPPO(start, p.cfg.Learner, p.cfg.Rollout, uint64(p.cfg.Run.Seed))
 		if err != nil {
 			return err
 		}

@@ -18,6 +18,7 @@ import (
 	_ "github.com/spa-rl/spa/envs/builtin" // the built-in environments the run hosts on the bus
 	"github.com/spa-rl/spa/envs/busenv"
 	"github.com/spa-rl/spa/inference"
+	metricslog "github.com/spa-rl/spa/internal/metrics"
 	"github.com/spa-rl/spa/internal/progress"
 	"github.com/spa-rl/spa/learner"
 	"github.com/spa-rl/spa/model"
@@ -47,7 +48,7 @@ type pipeline struct {
 	o       Options
 	cfg     config.Config
 	st      *state
-	metrics *os.File
+	metrics *metricslog.Log
 	mu      sync.Mutex
 
 	ex *torchrt.Executor
@@ -109,7 +110,7 @@ func open(ctx context.Context, o Options) (p *pipeline, err error) {
 		p.logf("stage %s: done in %s", stage, took.Round(100*time.Millisecond))
 		p.record(map[string]any{"stage": "timing", "name": stage, "seconds": took.Seconds()})
 	}
-	if p.metrics, err = os.OpenFile(filepath.Join(o.Dir, "metrics.jsonl"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err != nil {
+	if p.metrics, err = metricslog.Open(filepath.Join(o.Dir, "metrics.jsonl")); err != nil {
 		return nil, err
 	}
 	p.ex = torchrt.NewExecutor()
@@ -144,10 +145,7 @@ func (p *pipeline) saveConfig() error {
 // record appends one line to metrics.jsonl.
 func (p *pipeline) record(v map[string]any) {
 	v["time"] = time.Now().UTC().Format(time.RFC3339)
-	data, _ := json.Marshal(v)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	_, _ = p.metrics.Write(append(data, '\n'))
+	_ = p.metrics.Write(v)
 }
 
 func (p *pipeline) logf(format string, args ...any) {
@@ -181,7 +179,7 @@ func (p *pipeline) initModel(ctx context.Context) (string, error) {
 // start brings up the embedded default: NATS with JetStream in the run directory (or bus.url),
 // env hosts on the bus, and the inference server on 127.0.0.1 over real HTTP.
 func (p *pipeline) start(ctx context.Context, initDir string) error {
-	bo := bus.OptionsFrom(p.cfg.Bus, "spa-run")
+	bo := BusOptions(p.cfg.Bus, "spa-run")
 	if bo.URL == "" && bo.StoreDir == "" {
 		bo.StoreDir = bus.DefaultStoreDir(p.o.Dir)
 	}
@@ -469,7 +467,7 @@ func (p *pipeline) sft(ctx context.Context, label, from string, exs []learner.SF
 	}
 	nVal := len(seqs) / 20
 	train, val := seqs[:len(seqs)-nVal], seqs[len(seqs)-nVal:]
-	o := learner.SFTOptionsFrom(p.cfg.Learner, uint64(p.cfg.Run.Seed))
+	o := SFTOptions(p.cfg.Learner, uint64(p.cfg.Run.Seed))
 	o.Epochs = epochs
 	if lr > 0 {
 		o.LR = lr
@@ -480,11 +478,15 @@ func (p *pipeline) sft(ctx context.Context, label, from string, exs []learner.SF
 	bar := progress.New(p.o.Log, label+" sft", steps)
 	o.Progress = func(s learner.SFTProgress) {
 		bar.Set(s.Step, fmt.Sprintf("epoch %d loss %.3f val %.3f", s.Epoch, s.Loss, s.ValLoss))
-		p.record(map[string]any{"stage": label + "-sft", "step": s.Step, "epoch": s.Epoch, "loss": s.Loss, "val_loss": finite(s.ValLoss), "grad_norm": s.GradNorm, "lr": s.LR})
+		p.record(map[string]any{"stage": label + "-sft", "step": s.Step, "epoch": s.Epoch, "loss": s.Loss, "val_loss": metricslog.Number(s.ValLoss), "grad_norm": s.GradNorm, "lr": s.LR})
 	}
 	var res learner.SFTResult
+	po, err := PolicyOptions(p.cfg.Learner, uint64(p.cfg.Run.Seed))
+	if err != nil {
+		return "", learner.SFTResult{}, err
+	}
 	err = p.ex.Do(ctx, func() error {
-		m, err := learner.LoadPolicy(from, p.cfg.Learner, uint64(p.cfg.Run.Seed))
+		m, err := learner.LoadPolicy(from, po)
 		if err != nil {
 			return err
 		}
@@ -517,11 +519,4 @@ func (p *pipeline) loadVersion(ctx context.Context, run, prefix string, n int64,
 		return err
 	}
 	return nil
-}
-
-func finite(x float64) any {
-	if x != x {
-		return nil
-	}
-	return x
 }

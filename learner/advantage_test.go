@@ -191,7 +191,7 @@ func TestShuffleAndCompleteGroups(t *testing.T) {
 
 func TestCheckSamplingRefusesTruncatedTrainingRollouts(t *testing.T) {
 	ok := config.Default().Rollout
-	if err := CheckSampling(ok); err != nil {
+	if err := CheckSampling(ok.Temperature, ok.TopP, ok.TopK); err != nil {
 		t.Fatalf("the defaults: %v", err)
 	}
 	for name, change := range map[string]func(*config.Rollout){
@@ -201,7 +201,7 @@ func TestCheckSamplingRefusesTruncatedTrainingRollouts(t *testing.T) {
 	} {
 		r := ok
 		change(&r)
-		if err := CheckSampling(r); err == nil {
+		if err := CheckSampling(r.Temperature, r.TopP, r.TopK); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}

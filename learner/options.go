@@ -3,64 +3,41 @@ package learner
 import (
 	"fmt"
 
-	"github.com/spa-rl/spa/config"
+	"github.com/sugarme/gotch"
+
 	"github.com/spa-rl/spa/model"
 )
-
-// SFTOptionsFrom maps the configuration's learner section onto SFT options.
-func SFTOptionsFrom(l config.Learner, seed uint64) SFTOptions {
-	return SFTOptions{
-		LR: l.SFT.LR, Beta1: l.Beta1, Beta2: l.Beta2, WeightDecay: l.WeightDecay, GradClip: l.GradClip,
-		WarmupRatio: l.SFT.WarmupRatio, Epochs: l.SFT.Epochs, BatchSize: l.SFT.BatchSize, MicroBatch: l.MicroBatch, Seed: seed,
-	}
-}
-
-// PPOOptionsFrom maps the configuration's learner section onto PPO options; the rollout section
-// gives the sampling temperature and the group size.
-func PPOOptionsFrom(l config.Learner, r config.Rollout, seed uint64) PPOOptions {
-	p := l.PPO
-	o := PPOOptions{
-		ActorLR: p.ActorLR, CriticLR: p.CriticLR, ClipLow: p.ClipLow, ClipHigh: p.ClipHigh, DualClip: p.DualClip,
-		EntropyCoef: p.EntropyCoef, KLCoef: p.KLCoef, Gamma: p.Gamma, Lambda: p.Lambda, ValueClip: p.ValueClip,
-		KeepGroupRatio: p.KeepGroupRatio, MiniBatches: p.MiniBatches, Epochs: p.Epochs,
-		Beta1: l.Beta1, Beta2: l.Beta2, WeightDecay: l.WeightDecay, GradClip: l.GradClip,
-		Advantage: Advantage(p.Advantage), LossAgg: LossAgg(p.LossAgg), Temperature: r.Temperature, MicroBatch: l.MicroBatch, Seed: seed,
-		GroupNorm: GroupNorm(p.GroupNorm), GroupFilter: GroupFilter(p.GroupFilter), RewardScale: p.RewardScale,
-		CriticWarmup: p.CriticWarmup, ShuffleRewards: p.ShuffleRewards,
-	}
-	if p.CompleteGroups {
-		o.GroupSize = r.GroupSize
-	}
-	return o
-}
 
 // CheckSampling refuses rollout settings PPO cannot train on: the learner recomputes logprobs
 // under the full softmax at the rollout's temperature, so nucleus or top-k sampling (which
 // renormalise over fewer tokens) would bias every importance ratio, and greedy decoding has no
 // logprobs to compare.
-func CheckSampling(r config.Rollout) error {
+func CheckSampling(temperature, topP float64, topK int) error {
 	switch {
-	case r.Temperature <= 0:
+	case temperature <= 0:
 		return fmt.Errorf("training rollouts need rollout.temperature > 0 (greedy decoding is for evaluation)")
-	case r.TopP < 1 || r.TopK > 0:
+	case topP < 1 || topK > 0:
 		return fmt.Errorf("training rollouts must sample the full distribution (rollout.top_p 1, rollout.top_k 0; have %g and %d): "+
-			"the learner's logprobs cover every token, so truncated sampling biases the importance ratio", r.TopP, r.TopK)
+			"the learner's logprobs cover every token, so truncated sampling biases the importance ratio", topP, topK)
 	}
 	return nil
 }
 
-// LoadPolicy loads a checkpoint on l.Device for training, with LoRA adapters when l.LoRA.Rank > 0.
-func LoadPolicy(dir string, l config.Learner, seed uint64) (*model.Model, error) {
-	dev, err := model.ParseDevice(l.Device)
+// PolicyOptions say how to load a policy for training.
+type PolicyOptions struct {
+	Device gotch.Device
+	// LoRA trains adapters of LoRA.Rank (0: full fine-tuning).
+	LoRA model.LoRAOptions
+}
+
+// LoadPolicy loads a checkpoint on o.Device for training, with LoRA adapters when o.LoRA.Rank > 0.
+func LoadPolicy(dir string, o PolicyOptions) (*model.Model, error) {
+	m, err := model.Load(dir, model.Options{Device: o.Device})
 	if err != nil {
 		return nil, err
 	}
-	m, err := model.Load(dir, model.Options{Device: dev})
-	if err != nil {
-		return nil, err
-	}
-	if l.LoRA.Rank > 0 {
-		if err := m.EnableLoRA(model.LoRAOptions{Rank: l.LoRA.Rank, Alpha: l.LoRA.Alpha, Targets: l.LoRA.Targets, Seed: seed}); err != nil {
+	if o.LoRA.Rank > 0 {
+		if err := m.EnableLoRA(o.LoRA); err != nil {
 			m.Close()
 			return nil, err
 		}
@@ -68,13 +45,13 @@ func LoadPolicy(dir string, l config.Learner, seed uint64) (*model.Model, error)
 	return m, nil
 }
 
-// NewPPOFrom loads the actor from dir (with LoRA when configured), makes the critic from it (none
-// for GRPO) and the frozen reference (when kl_coef > 0). closeAll frees the trainer and the models.
-func NewPPOFrom(dir string, l config.Learner, r config.Rollout, seed uint64) (p *PPO, closeAll func(), err error) {
-	if err := CheckSampling(r); err != nil {
+// NewPPOFrom loads the actor from dir (with LoRA when po asks), makes the critic from it (none for
+// GRPO) and the frozen reference (when o.KLCoef > 0). closeAll frees the trainer and the models.
+func NewPPOFrom(dir string, po PolicyOptions, o PPOOptions) (p *PPO, closeAll func(), err error) {
+	if err := CheckSampling(o.Temperature, 1, 0); err != nil {
 		return nil, nil, err
 	}
-	actor, err := LoadPolicy(dir, l, seed)
+	actor, err := LoadPolicy(dir, po)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -85,22 +62,26 @@ func NewPPOFrom(dir string, l config.Learner, r config.Rollout, seed uint64) (p 
 		}
 	}
 	var critic, ref *model.Model
-	if Advantage(l.PPO.Advantage).UsesCritic() {
-		if critic, err = model.NewCritic(actor, seed+1); err != nil {
+	adv, err := ParseAdvantage(string(o.Advantage))
+	if err != nil {
+		free()
+		return nil, nil, err
+	}
+	if adv.UsesCritic() {
+		if critic, err = model.NewCritic(actor, o.Seed+1); err != nil {
 			free()
 			return nil, nil, err
 		}
 		models = append(models, critic)
 	}
-	if l.PPO.KLCoef > 0 {
-		dev, _ := model.ParseDevice(l.Device)
-		if ref, err = model.Load(dir, model.Options{Device: dev}); err != nil {
+	if o.KLCoef > 0 {
+		if ref, err = model.Load(dir, model.Options{Device: po.Device}); err != nil {
 			free()
 			return nil, nil, err
 		}
 		models = append(models, ref)
 	}
-	if p, err = NewPPO(actor, critic, ref, PPOOptionsFrom(l, r, seed)); err != nil {
+	if p, err = NewPPO(actor, critic, ref, o); err != nil {
 		free()
 		return nil, nil, err
 	}

@@ -13,10 +13,11 @@ import (
 
 	"github.com/spa-rl/spa/bus"
 	"github.com/spa-rl/spa/config"
+	"github.com/spa-rl/spa/harness"
 )
 
 // busOptions turns the bus section into connection options for a client named name.
-func busOptions(c config.Bus, name string) bus.Options { return bus.OptionsFrom(c, name) }
+func busOptions(c config.Bus, name string) bus.Options { return harness.BusOptions(c, name) }
 
 // openRunBus connects to bus.url, or, without one, opens the embedded store of run's directory
 // (read the results of a finished 'spa run' without a server). The store must already exist:

@@ -2,17 +2,17 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
 
 	"github.com/spa-rl/spa/bus"
 	"github.com/spa-rl/spa/config"
+	"github.com/spa-rl/spa/harness"
+	metricslog "github.com/spa-rl/spa/internal/metrics"
 	"github.com/spa-rl/spa/internal/progress"
 	"github.com/spa-rl/spa/learner"
 	"github.com/spa-rl/spa/model"
@@ -116,27 +116,6 @@ func orDefault(s, d string) string {
 	return s
 }
 
-// metricsLog appends JSON lines to a file.
-type metricsLog struct{ f *os.File }
-
-func openMetrics(path string) (*metricsLog, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	return &metricsLog{f}, nil
-}
-
-func (l *metricsLog) write(v any) {
-	data, _ := json.Marshal(v)
-	_, _ = l.f.Write(append(data, '\n'))
-}
-
-func (l *metricsLog) Close() error { return l.f.Close() }
-
 func learnSFT(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelDir, out, data, valData string, valShare float64, maxSteps int, resume bool) error {
 	tokens, err := loadTokens(modelDir)
 	if err != nil {
@@ -168,24 +147,28 @@ func learnSFT(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelD
 		fmt.Fprintf(w, " (%d longer than learner.sft.max_length %d dropped)", dropped, cfg.Learner.SFT.MaxLength)
 	}
 	fmt.Fprintln(w)
-	metrics, err := openMetrics(filepath.Join(out, "metrics.jsonl"))
+	metrics, err := metricslog.Open(filepath.Join(out, "metrics.jsonl"))
 	if err != nil {
 		return err
 	}
 	defer metrics.Close()
 	var res learner.SFTResult
 	var line *progress.Line
+	po, err := harness.PolicyOptions(cfg.Learner, uint64(cfg.Run.Seed))
+	if err != nil {
+		return err
+	}
 	err = onTorchThread(func() error {
-		m, err := learner.LoadPolicy(modelDir, cfg.Learner, uint64(cfg.Run.Seed))
+		m, err := learner.LoadPolicy(modelDir, po)
 		if err != nil {
 			return err
 		}
 		defer m.Close()
-		o := learner.SFTOptionsFrom(cfg.Learner, uint64(cfg.Run.Seed))
+		o := harness.SFTOptions(cfg.Learner, uint64(cfg.Run.Seed))
 		o.Checkpoints = &learner.Checkpointer{Dir: out, TokenizerDir: modelDir, DType: cfg.Learner.SaveDType, Keep: cfg.Learner.KeepCheckpoints}
 		o.Resume, o.StopAfter = resume, maxSteps
 		o.Progress = func(p learner.SFTProgress) {
-			metrics.write(map[string]any{"stage": "sft", "step": p.Step, "epoch": p.Epoch, "loss": p.Loss, "val_loss": jsonFloat(p.ValLoss), "grad_norm": p.GradNorm, "lr": p.LR, "tokens": p.Tokens})
+			_ = metrics.Write(map[string]any{"stage": "sft", "step": p.Step, "epoch": p.Epoch, "loss": p.Loss, "val_loss": metricslog.Number(p.ValLoss), "grad_norm": p.GradNorm, "lr": p.LR, "tokens": p.Tokens})
 			if line == nil {
 				line = progress.New(w, "sft", p.Steps)
 			}
@@ -203,14 +186,6 @@ func learnSFT(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelD
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "sft: %d steps, train loss %.4f, val loss %s, %.0f tokens/s; checkpoint %s\n", res.Steps, res.TrainLoss, lossText(res.ValLoss), res.TokensPerSec, res.Checkpoint)
 	return nil
-}
-
-// jsonFloat maps NaN (no value yet) to nil, which JSON can hold.
-func jsonFloat(x float64) any {
-	if x != x {
-		return nil
-	}
-	return x
 }
 
 func learnPPO(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelDir, out, run, prefix string, servers []weightsync.Syncer, resume bool) error {
@@ -245,7 +220,7 @@ func learnPPO(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelD
 	if len(servers) > 0 {
 		fleet = &weightsync.Fleet{Servers: servers, Policies: pols, Run: run}
 	}
-	metrics, err := openMetrics(filepath.Join(out, "metrics.jsonl"))
+	metrics, err := metricslog.Open(filepath.Join(out, "metrics.jsonl"))
 	if err != nil {
 		return err
 	}
@@ -257,7 +232,7 @@ func learnPPO(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelD
 	line := progress.New(w, "ppo", steps)
 	var st learner.TrainerState
 	err = onTorchThread(func() error {
-		ppo, closeAll, err := learner.NewPPOFrom(modelDir, cfg.Learner, cfg.Rollout, uint64(cfg.Run.Seed))
+		ppo, closeAll, err := harness.NewPPO(modelDir, cfg.Learner, cfg.Rollout, uint64(cfg.Run.Seed))
 		if err != nil {
 			return err
 		}
@@ -270,7 +245,7 @@ func learnPPO(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelD
 			ModelName:    modelNamer(prefix, servers),
 			StartVersion: start, Seed: uint64(cfg.Run.Seed), Resume: resume,
 			AfterStep: func(_ context.Context, r learner.StepReport) error {
-				metrics.write(r)
+				_ = metrics.Write(r)
 				m := r.Metrics
 				line.Set(r.Step, fmt.Sprintf("v%d reward %.3f success %.0f%% pg %.3f vf %.3f kl %.4f | gen %.1fs update %.1fs sync %.1fs",
 					r.Version, m.Reward, 100*m.Success, m.PolicyLoss, m.ValueLoss, m.ApproxKL, r.GenerateS, r.UpdateS, r.SyncS))
