@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/spa-rl/spa/envs"
+	"github.com/spa-rl/spa/internal/choice"
 	"github.com/spa-rl/spa/rollout"
 	"github.com/spa-rl/spa/worldmodel"
 )
@@ -27,14 +28,9 @@ const (
 	ExploreMix Exploration = "mix"
 )
 
-// ParseExploration accepts the Exploration names.
+// ParseExploration accepts the Exploration names; empty means ExploreRandom.
 func ParseExploration(s string) (Exploration, error) {
-	for _, e := range []Exploration{ExploreRandom, ExplorePolicy, ExploreMix} {
-		if string(e) == s {
-			return e, nil
-		}
-	}
-	return "", fmt.Errorf("run.explore %q: want random, policy or mix", s)
+	return choice.Parse("exploration (run.explore)", s, ExploreRandom, ExploreRandom, ExplorePolicy, ExploreMix)
 }
 
 // Explorer is the random-action explorer of self-play (the paper's ablation, and the only

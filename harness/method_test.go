@@ -46,7 +46,7 @@ func TestParseExploration(t *testing.T) {
 			t.Errorf("%q: %q, %v", s, e, err)
 		}
 	}
-	if _, err := ParseExploration("greedy"); err == nil || !strings.Contains(err.Error(), "random, policy or mix") {
+	if _, err := ParseExploration("greedy"); err == nil || !strings.Contains(err.Error(), "random, policy, mix") {
 		t.Errorf("unknown exploration: %v", err)
 	}
 }

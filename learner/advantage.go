@@ -7,9 +7,9 @@ package learner
 import (
 	"fmt"
 	"math"
-	"slices"
 	"sort"
-	"strings"
+
+	"github.com/spa-rl/spa/internal/choice"
 )
 
 // GAE computes generalised advantage estimates and returns for one sequence of T positions
@@ -152,7 +152,7 @@ const (
 
 // ParseGroupFilter accepts the GroupFilter names; empty means FilterStd.
 func ParseGroupFilter(s string) (GroupFilter, error) {
-	return parseChoice("group filter", s, FilterStd, FilterNone, FilterStd, FilterSuccess)
+	return choice.Parse("group filter", s, FilterStd, FilterNone, FilterStd, FilterSuccess)
 }
 
 // Advantage is an advantage estimator.
@@ -170,7 +170,7 @@ const (
 
 // ParseAdvantage accepts the Advantage names; empty means AdvantageGAE.
 func ParseAdvantage(s string) (Advantage, error) {
-	return parseChoice("advantage", s, AdvantageGAE, AdvantageGAE, AdvantageTurnGAE, AdvantageGRPO)
+	return choice.Parse("advantage", s, AdvantageGAE, AdvantageGAE, AdvantageTurnGAE, AdvantageGRPO)
 }
 
 // UsesCritic reports whether the estimator needs a value model.
@@ -188,22 +188,7 @@ const (
 
 // ParseLossAgg accepts the LossAgg names; empty means LossTokenMean.
 func ParseLossAgg(s string) (LossAgg, error) {
-	return parseChoice("loss aggregation", s, LossTokenMean, LossTokenMean, LossSeqMeanTokenMean)
-}
-
-// parseChoice returns s as one of choices, or def when s is empty.
-func parseChoice[T ~string](what, s string, def T, choices ...T) (T, error) {
-	if s == "" {
-		return def, nil
-	}
-	if slices.Contains(choices, T(s)) {
-		return T(s), nil
-	}
-	names := make([]string, len(choices))
-	for i, c := range choices {
-		names[i] = string(c)
-	}
-	return "", fmt.Errorf("unknown %s %q (want %s)", what, s, strings.Join(names, ", "))
+	return choice.Parse("loss aggregation", s, LossTokenMean, LossTokenMean, LossSeqMeanTokenMean)
 }
 
 // FilterGroups returns the names of the groups f keeps, in order of decreasing reward std (ties
@@ -259,7 +244,7 @@ const (
 
 // ParseGroupNorm accepts the GroupNorm names; empty means NormStd.
 func ParseGroupNorm(s string) (GroupNorm, error) {
-	return parseChoice("group normalisation", s, NormStd, NormStd, NormPopulationStd, NormNone)
+	return choice.Parse("group normalisation", s, NormStd, NormStd, NormPopulationStd, NormNone)
 }
 
 // GroupAdvantages is GRPO's critic-free advantage: each episode's reward minus its group's mean,

@@ -44,12 +44,7 @@ if [ -n "${VLLM_CHECKPOINT:-}" ]; then
   cp "$VLLM_CHECKPOINT"/{config.json,generation_config.json,model.safetensors,tokenizer.json,tokenizer_config.json} "$work/tied/"
   say "starting from $VLLM_CHECKPOINT"
 else
-  $spa model init --preset tiny --corpus-seeds 20 --out "$work/init" >/dev/null 2>&1
-  for _ in 1 2 3 4 5 6 7 8; do
-    printf '%s\n' '{"messages":[{"role":"system","content":"You are solving a Sokoban puzzle."},{"role":"user","content":"Turn 1:\nState:\n######\n#_P__#\n#_X_O#\n######"},{"role":"assistant","content":"<think><observation>P at (1,2)</observation><prediction>P at (2,2)</prediction></think><answer>Down</answer>"}]}'
-  done > "$work/data.jsonl"
-  $spa learn --stage sft --model "$work/init" --data "$work/data.jsonl" --max-steps 2 --out "$work/sft" >/dev/null 2>&1
-  s="$work/sft/$(cat "$work/sft/LATEST")"
+  s=$(bash scripts/tiny-sft.sh "$work")
   cp "$s"/{config.json,generation_config.json,model.safetensors,tokenizer.json,tokenizer_config.json} "$work/tied/"
   say "starting from a fresh tiny model after two SFT steps"
 fi

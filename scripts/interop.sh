@@ -40,12 +40,7 @@ if [ -x model/testdata/hf/.venv/bin/python ]; then
   say "a checkpoint the learner wrote after two SFT steps, in transformers and against spa serve"
   work=$(mktemp -d)
   port=$((20000 + RANDOM % 20000))
-  bin/spa model init --preset tiny --corpus-seeds 20 --out "$work/init" >/dev/null
-  for _ in 1 2 3 4 5 6 7 8; do
-    printf '%s\n' '{"messages":[{"role":"system","content":"You are solving a Sokoban puzzle."},{"role":"user","content":"Turn 1:\nState:\n######\n#_P__#\n#_X_O#\n######"},{"role":"assistant","content":"<think><observation>P at (1,2)</observation><prediction>P at (2,2)</prediction></think><answer>Down</answer>"}]}'
-  done > "$work/data.jsonl"
-  bin/spa learn --stage sft --model "$work/init" --data "$work/data.jsonl" --max-steps 2 --out "$work/sft" 2>/dev/null | tail -1
-  ckpt="$work/sft/$(cat "$work/sft/LATEST")"
+  ckpt=$(bash scripts/tiny-sft.sh "$work")
   bin/spa serve --model "$ckpt" --listen "127.0.0.1:$port" >"$work/serve.log" 2>&1 &
   serve=$!
   for _ in $(seq 60); do curl -sf "127.0.0.1:$port/v1/models" >/dev/null && break; sleep 0.5; done
