@@ -14,6 +14,7 @@ import (
 	"github.com/spa-rl/spa/bus"
 	"github.com/spa-rl/spa/config"
 	"github.com/spa-rl/spa/inference"
+	"github.com/spa-rl/spa/inference/api"
 	"github.com/spa-rl/spa/internal/testdeadline"
 	"github.com/spa-rl/spa/torchrt"
 )
@@ -170,7 +171,7 @@ func TestSmokePipelineEndToEndWithResume(t *testing.T) {
 	// The final checkpoints are servable by spa serve's loader.
 	for _, m := range []string{"spa", "vanilla"} {
 		ckpt := after.Stages[m+":ppo"].Checkpoint
-		srv, err := inference.Open(context.Background(), ckpt, inference.Options{MaxModelLen: 256, KVCacheMB: 16}, inference.ServerOptions{})
+		srv, err := inference.Open(context.Background(), ckpt, inference.Options{MaxModelLen: 256, KVCacheMB: 16}, api.Options{})
 		if err != nil {
 			t.Errorf("serve %s: %v", ckpt, err)
 			continue

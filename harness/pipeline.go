@@ -18,6 +18,7 @@ import (
 	_ "github.com/spa-rl/spa/envs/builtin" // the built-in environments the run hosts on the bus
 	"github.com/spa-rl/spa/envs/busenv"
 	"github.com/spa-rl/spa/inference"
+	"github.com/spa-rl/spa/inference/api"
 	metricslog "github.com/spa-rl/spa/internal/metrics"
 	"github.com/spa-rl/spa/internal/progress"
 	"github.com/spa-rl/spa/learner"
@@ -219,11 +220,11 @@ func (p *pipeline) start(ctx context.Context, initDir string) error {
 
 // ServerOptions maps the config's server section onto the engine's and the HTTP layer's options;
 // the caller adds the served name and the device.
-func ServerOptions(c config.Server) (inference.Options, inference.ServerOptions) {
+func ServerOptions(c config.Server) (inference.Options, api.Options) {
 	return inference.Options{
 			MaxBatch: c.MaxBatch, MaxModelLen: c.MaxModelLen, KVCacheMB: c.KVCacheMB, MaxVersions: c.MaxVersions,
 			MaxWaiting: c.MaxWaiting, LoadTimeout: c.LoadTimeout,
-		}, inference.ServerOptions{
+		}, api.Options{
 			APIKey: c.APIKey, AdminKey: c.AdminKey, BodyTimeout: c.BodyTimeout, MaxRequestSeqs: c.MaxRequestSeqs,
 			WeightsRoot: c.WeightsRoot,
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 
+	"github.com/spa-rl/spa/inference/gen"
 	"github.com/spa-rl/spa/model"
 	"github.com/spa-rl/spa/model/sample"
 	"github.com/spa-rl/spa/torchrt"
@@ -90,7 +91,7 @@ func referenceGreedy(t *testing.T, dir string, prompt []int, n int) []int {
 	return out
 }
 
-func collect(t *testing.T, ch <-chan Event) ([]int, Event) {
+func collect(t *testing.T, ch <-chan gen.Event) ([]int, gen.Event) {
 	t.Helper()
 	var toks []int
 	timeout := time.After(60 * time.Second)
@@ -139,19 +140,29 @@ func TestContinuousBatchingMatchesOneAtATime(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ch, err := e.Submit(context.Background(), Request{Prompt: jb.prompt, MaxTokens: jb.n})
+			ch, err := e.Submit(context.Background(), gen.Request{Prompt: jb.prompt, MaxTokens: jb.n})
 			if err != nil {
 				t.Error(err)
 				return
 			}
 			toks, ev := collect(t, ch)
-			if ev.FinishReason != FinishLength && ev.FinishReason != FinishStop {
+			if ev.FinishReason != gen.FinishLength && ev.FinishReason != gen.FinishStop {
 				t.Errorf("job %d finished with %q (%v)", i, ev.FinishReason, ev.Err)
 			}
 			results[i] = toks
 		}()
 	}
 	wg.Wait()
+	// The counters /metrics reports add up to what the requests saw.
+	generated, prompts := 0, 0
+	for i, jb := range jobs {
+		generated += len(results[i])
+		prompts += len(jb.prompt)
+	}
+	if st := e.Stats(); st.Requests != int64(len(jobs)) || st.GeneratedTokens != int64(generated) || st.FirstTokens != int64(len(jobs)) ||
+		st.PromptTokens+st.ReusedTokens != int64(prompts) || st.Running != 0 || st.Waiting != 0 || st.Aborted != 0 {
+		t.Errorf("stats %+v after %d requests of %d prompt tokens that generated %d", st, len(jobs), prompts, generated)
+	}
 	for i, jb := range jobs {
 		want := referenceGreedy(t, dir, jb.prompt, jb.n)
 		got := results[i]
@@ -175,7 +186,7 @@ func TestSeededSamplingIsReproducible(t *testing.T) {
 		t.Fatal(err)
 	}
 	run := func(seed uint64) []int {
-		ch, err := e.Submit(context.Background(), Request{Prompt: []int{1, 2, 3}, MaxTokens: 20, Seed: seed, Sampling: sample.Params{Temperature: 1}})
+		ch, err := e.Submit(context.Background(), gen.Request{Prompt: []int{1, 2, 3}, MaxTokens: 20, Seed: seed, Sampling: sample.Params{Temperature: 1}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -205,7 +216,7 @@ func TestPrefixCacheReusesTurnsExactly(t *testing.T) {
 			for i := range 23 {
 				history = append(history, (turn*31+i*7)%90)
 			}
-			ch, err := e.Submit(context.Background(), Request{Prompt: history, MaxTokens: 17, CacheSalt: salt})
+			ch, err := e.Submit(context.Background(), gen.Request{Prompt: history, MaxTokens: 17, CacheSalt: salt})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -230,7 +241,7 @@ func TestPrefixCacheReusesTurnsExactly(t *testing.T) {
 		t.Error("a disabled prefix cache hit")
 	}
 	// Another salt shares nothing.
-	ch, _ := e1.Submit(context.Background(), Request{Prompt: cached[:60], MaxTokens: 2, CacheSalt: "episode-2"})
+	ch, _ := e1.Submit(context.Background(), gen.Request{Prompt: cached[:60], MaxTokens: 2, CacheSalt: "episode-2"})
 	collect(t, ch)
 	if e1.stats.prefixHits.Load() != hits {
 		t.Error("a different cache_salt reused another salt's entry")
@@ -247,26 +258,26 @@ func TestCancelPauseAndVersionEviction(t *testing.T) {
 	}
 	// A client that goes away aborts its sequence at the next token boundary.
 	cctx, cancel := context.WithCancel(ctx)
-	ch, err := e.Submit(cctx, Request{Prompt: []int{1, 2, 3}, MaxTokens: 150})
+	ch, err := e.Submit(cctx, gen.Request{Prompt: []int{1, 2, 3}, MaxTokens: 150})
 	if err != nil {
 		t.Fatal(err)
 	}
 	<-ch
 	cancel()
 	toks, ev := collect(t, ch)
-	if ev.FinishReason != FinishAbort || len(toks) >= 149 {
+	if ev.FinishReason != gen.FinishAbort || len(toks) >= 149 {
 		t.Errorf("cancelled request: %q after %d more tokens", ev.FinishReason, len(toks))
 	}
 	// Paused: requests queue and nothing is generated; resumed: they complete.
 	e.Pause()
 	before := e.Generated()
-	ch, _ = e.Submit(ctx, Request{Prompt: []int{4, 5}, MaxTokens: 3})
+	ch, _ = e.Submit(ctx, gen.Request{Prompt: []int{4, 5}, MaxTokens: 3})
 	time.Sleep(100 * time.Millisecond)
 	if e.Generated() != before || !e.Paused() {
 		t.Error("tokens generated while paused")
 	}
 	e.Resume()
-	if _, ev := collect(t, ch); ev.FinishReason != FinishLength {
+	if _, ev := collect(t, ch); ev.FinishReason != gen.FinishLength {
 		t.Errorf("after resume: %q", ev.FinishReason)
 	}
 	// A third version evicts the oldest idle one; the served name follows the latest.
@@ -293,13 +304,13 @@ func TestCancelPauseAndVersionEviction(t *testing.T) {
 	if fmt.Sprint(names) != "[p-v1 p-v2]" {
 		t.Errorf("versions after eviction: %v", names)
 	}
-	if _, err := e.Submit(ctx, Request{Model: "p-v0", Prompt: []int{1}}); err == nil || !errors.Is(err, ErrUnknownModel) {
+	if _, err := e.Submit(ctx, gen.Request{Model: "p-v0", Prompt: []int{1}}); err == nil || !errors.Is(err, gen.ErrUnknownModel) {
 		t.Errorf("evicted version: %v", err)
 	}
 	if name, _ := e.Resolve("p"); name != "p-v2" {
 		t.Errorf("served name resolves to %q", name)
 	}
-	for _, bad := range []Request{{Prompt: nil}, {Prompt: make([]int, 200)}, {Prompt: []int{1}, MaxTokens: 500}, {Prompt: []int{1000}}} {
+	for _, bad := range []gen.Request{{Prompt: nil}, {Prompt: make([]int, 200)}, {Prompt: []int{1}, MaxTokens: 500}, {Prompt: []int{1000}}} {
 		if _, err := e.Submit(ctx, bad); err == nil {
 			t.Errorf("submitted %d tokens, max %d, first %v", len(bad.Prompt), bad.MaxTokens, bad.Prompt)
 		}
@@ -350,9 +361,9 @@ func TestVersionsWhileGenerating(t *testing.T) {
 	if err := e.LoadVersion(ctx, "p-v0", 0, dir); err != nil {
 		t.Fatal(err)
 	}
-	var chans []<-chan Event
+	var chans []<-chan gen.Event
 	for i := range 12 {
-		ch, err := e.Submit(ctx, Request{Prompt: []int{1, 2, 3 + i}, MaxTokens: 8 + i})
+		ch, err := e.Submit(ctx, gen.Request{Prompt: []int{1, 2, 3 + i}, MaxTokens: 8 + i})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,25 +2,34 @@ package inference
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 
+	"github.com/spa-rl/spa/inference/api"
 	"github.com/spa-rl/spa/internal/safefile"
 	"github.com/spa-rl/spa/model"
 	"github.com/spa-rl/spa/model/chat"
 	"github.com/spa-rl/spa/model/tokenizer"
 )
 
+// Server is an engine with the HTTP API over it, as spa serve runs them. It is an http.Handler.
+type Server struct {
+	*api.Server
+	engine *Engine
+}
+
 // Open starts an engine serving the checkpoint in dir as version 0 ("<name>-v0", also answering
 // to name), with the checkpoint's tokenizer, chat template and end-of-sequence ids.
-func Open(ctx context.Context, dir string, eopts Options, sopts ServerOptions) (*Server, error) {
-	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
+func Open(ctx context.Context, dir string, eopts Options, sopts api.Options) (*Server, error) {
+	tokPath := filepath.Join(dir, "tokenizer.json")
+	tokJSON, err := api.ReadTokenizerJSON(tokPath)
 	if err != nil {
-		return nil, fmt.Errorf("serve %s: %w", dir, err)
+		return nil, fmt.Errorf("serve %s: tokenizer: %w", dir, err)
+	}
+	tok, err := tokenizer.Parse(tokJSON)
+	if err != nil {
+		return nil, fmt.Errorf("serve %s: tokenizer %s: %w", dir, tokPath, err)
 	}
 	tmpl, err := chat.Load(filepath.Join(dir, "tokenizer_config.json"))
 	if err != nil {
@@ -30,41 +39,17 @@ func Open(ctx context.Context, dir string, eopts Options, sopts ServerOptions) (
 	if err != nil {
 		return nil, err
 	}
-	eos := endOfSequence(dir, cfg, tok)
 	e := New(eopts)
 	if err := e.LoadVersion(ctx, fmt.Sprintf("%s-v0", e.Name()), 0, dir); err != nil {
 		e.Close()
 		return nil, err
 	}
-	s := NewServer(e, tok, tmpl, eos, sopts)
-	data, err := readTokenizerJSON(filepath.Join(dir, "tokenizer.json"))
-	if err == nil {
-		s.tokRaw = sha256.Sum256(data)
-		s.tokDigest, err = tokenizerDigest(data)
-	}
+	s, err := api.New(e, api.Model{Tokenizer: tok, Template: tmpl, EOS: endOfSequence(dir, cfg, tok), TokenizerJSON: tokJSON}, sopts)
 	if err != nil {
-		s.Close()
-		return nil, fmt.Errorf("serve %s: tokenizer.json: %w", dir, err)
+		e.Close()
+		return nil, fmt.Errorf("serve %s: %w", dir, err)
 	}
-	return s, nil
-}
-
-// readTokenizerJSON reads a tokenizer.json of any realistic size (Qwen's is 11 MB).
-func readTokenizerJSON(path string) ([]byte, error) { return safefile.Read(path, 256<<20) }
-
-// tokenizerDigest identifies a tokenizer.json by its content, independent of key order and
-// whitespace, so that a re-saved copy matches the original.
-func tokenizerDigest(data []byte) (string, error) {
-	var v any
-	if err := json.Unmarshal(data, &v); err != nil {
-		return "", err
-	}
-	canonical, err := json.Marshal(v) // map keys come out sorted
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256(canonical)
-	return hex.EncodeToString(sum[:]), nil
+	return &Server{Server: s, engine: e}, nil
 }
 
 // Engine is the server's engine, for the in-process API.
@@ -87,7 +72,7 @@ func endOfSequence(dir string, cfg model.Config, tok *tokenizer.Tokenizer) []int
 		}
 	}
 	add(cfg.EOSTokenID...)
-	if data, err := os.ReadFile(filepath.Join(dir, "generation_config.json")); err == nil {
+	if data, err := safefile.Read(filepath.Join(dir, "generation_config.json"), 1<<20); err == nil {
 		var gc struct {
 			EOS model.IDList `json:"eos_token_id"`
 		}

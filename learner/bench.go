@@ -11,6 +11,7 @@ import (
 
 	"github.com/spa-rl/spa/bus"
 	"github.com/spa-rl/spa/inference"
+	"github.com/spa-rl/spa/inference/gen"
 	"github.com/spa-rl/spa/model"
 	"github.com/spa-rl/spa/model/sample"
 	"github.com/spa-rl/spa/weightsync"
@@ -273,7 +274,7 @@ func (s *engineSource) Next(ctx context.Context, n int, version int64) (Batch, e
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ch, err := s.e.Submit(ctx, inference.Request{Prompt: prompts[i], MaxTokens: s.R, Sampling: sample.Params{Temperature: 1, TopP: 1}, Seed: uint64(s.batches*n + i)})
+			ch, err := s.e.Submit(ctx, gen.Request{Prompt: prompts[i], MaxTokens: s.R, Sampling: sample.Params{Temperature: 1, TopP: 1}, Seed: uint64(s.batches*n + i)})
 			if err != nil {
 				results[i].err = err
 				return

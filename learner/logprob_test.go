@@ -10,6 +10,7 @@ import (
 
 	"github.com/spa-rl/spa/envs"
 	"github.com/spa-rl/spa/inference"
+	"github.com/spa-rl/spa/inference/api"
 	"github.com/spa-rl/spa/internal/testdeadline"
 	"github.com/spa-rl/spa/model"
 	"github.com/spa-rl/spa/rollout"
@@ -28,7 +29,7 @@ func TestLearnerLogprobsMatchTheServers(t *testing.T) {
 	defer ex.Close()
 	dir := filepath.Join(t.TempDir(), "v0")
 	sizedCheckpoint(t, ex, dir, 3, 600, 2048)
-	srv, err := inference.Open(ctx, dir, inference.Options{MaxModelLen: 2048, KVCacheMB: 64, MaxVersions: 2}, inference.ServerOptions{})
+	srv, err := inference.Open(ctx, dir, inference.Options{MaxModelLen: 2048, KVCacheMB: 64, MaxVersions: 2}, api.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

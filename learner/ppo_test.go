@@ -11,6 +11,8 @@ import (
 
 	"github.com/spa-rl/spa/bus"
 	"github.com/spa-rl/spa/inference"
+	"github.com/spa-rl/spa/inference/api"
+	"github.com/spa-rl/spa/inference/gen"
 	"github.com/spa-rl/spa/internal/testdeadline"
 	"github.com/spa-rl/spa/model"
 	"github.com/spa-rl/spa/model/domain"
@@ -75,7 +77,7 @@ func TestPPORaisesRewardThroughBusAndServer(t *testing.T) {
 	defer ex.Close()
 	dir0 := filepath.Join(t.TempDir(), "v0")
 	cfg := tinyCheckpoint(t, ex, dir0, 1)
-	srv, err := inference.Open(ctx, dir0, inference.Options{MaxModelLen: 64, KVCacheMB: 32, MaxVersions: 2}, inference.ServerOptions{})
+	srv, err := inference.Open(ctx, dir0, inference.Options{MaxModelLen: 64, KVCacheMB: 32, MaxVersions: 2}, api.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +120,7 @@ func TestPPORaisesRewardThroughBusAndServer(t *testing.T) {
 				for g := range groups {
 					prompt := []int{10 + g, 20 + g, 30 + g}
 					for i := range perGroup {
-						ch, err := srv.Engine().Submit(genCtx, inference.Request{Model: pol.Model, Prompt: prompt, MaxTokens: respLen,
+						ch, err := srv.Engine().Submit(genCtx, gen.Request{Model: pol.Model, Prompt: prompt, MaxTokens: respLen,
 							Sampling: sample.Params{Temperature: 1, TopP: 1}, Seed: uint64(pol.Version*1000 + int64(g*perGroup+i))})
 						if err != nil {
 							return err

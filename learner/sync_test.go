@@ -9,6 +9,7 @@ import (
 	"github.com/spa-rl/spa/bus"
 	_ "github.com/spa-rl/spa/envs/builtin"
 	"github.com/spa-rl/spa/inference"
+	"github.com/spa-rl/spa/inference/api"
 	"github.com/spa-rl/spa/torchrt"
 	"github.com/spa-rl/spa/weightsync"
 )
@@ -24,14 +25,14 @@ func TestSyncEmbeddedServerAndPolicy(t *testing.T) {
 		tinyCheckpoint(t, ex, dirs[i], uint64(i))
 	}
 	ctx := context.Background()
-	srv, err := inference.Open(ctx, dirs[0], inference.Options{MaxModelLen: 128, KVCacheMB: 16, MaxVersions: 3}, inference.ServerOptions{AdminKey: "adm"})
+	srv, err := inference.Open(ctx, dirs[0], inference.Options{MaxModelLen: 128, KVCacheMB: 16, MaxVersions: 3}, api.Options{AdminKey: "adm"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Close()
 	hs := httptest.NewServer(srv)
 	defer hs.Close()
-	other, err := inference.Open(ctx, dirs[0], inference.Options{MaxModelLen: 128, KVCacheMB: 16}, inference.ServerOptions{})
+	other, err := inference.Open(ctx, dirs[0], inference.Options{MaxModelLen: 128, KVCacheMB: 16}, api.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The test suite, as `make test` runs it (after setup and build).
 #
-# Packages that do not link libtorch run side by side. The libtorch packages run one at a time:
-# each sizes its work to every core (OMP_NUM_THREADS), and two of them on a 2-core machine starve
-# each other's process tests. -timeout bounds a hang in each package; no test carries its own
+# Packages that do not link libtorch run side by side, then again under the race detector. The
+# libtorch packages run once, one at a time: each sizes its work to every core (OMP_NUM_THREADS),
+# two of them on a 2-core machine starve each other's process tests, and their time goes to torch
+# work that the detector would slow several-fold without seeing inside it. -timeout bounds a hang in each package; no test carries its own
 # guess of how fast the machine is (internal/testdeadline).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,9 @@ start=$SECONDS
 status=0
 # Both groups run even when the first fails, so one run reports every failure.
 go test -count=1 -timeout "$timeout" $light || status=1
+# The same packages under the race detector. -short skips the single-threaded sweeps (thousands of
+# generated puzzles), which the line above ran and which the detector slows fivefold for nothing.
+go test -count=1 -race -short -timeout "$timeout" $light || status=1
 go test -count=1 -timeout "$timeout" -p 1 $torch || status=1
 # The fuzz targets of what reads untrusted input, a few seconds each (go test fuzzes one target
 # per run). Their seed corpora already ran above; this looks a little further.

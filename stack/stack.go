@@ -18,6 +18,7 @@ import (
 	"github.com/spa-rl/spa/envs"
 	"github.com/spa-rl/spa/envs/busenv"
 	"github.com/spa-rl/spa/inference"
+	"github.com/spa-rl/spa/inference/api"
 )
 
 // Options say what to start besides the bus.
@@ -85,7 +86,7 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 
 // Serve starts an inference server on the checkpoint in dir and serves its OpenAI API on a
 // loopback port (BaseURL).
-func (s *Stack) Serve(ctx context.Context, dir string, eo inference.Options, so inference.ServerOptions) error {
+func (s *Stack) Serve(ctx context.Context, dir string, eo inference.Options, so api.Options) error {
 	srv, err := inference.Open(ctx, dir, eo, so)
 	if err != nil {
 		return err
@@ -95,7 +96,7 @@ func (s *Stack) Serve(ctx context.Context, dir string, eo inference.Options, so 
 		srv.Close()
 		return err
 	}
-	s.Server, s.httpSrv = srv, inference.NewHTTPServer(srv)
+	s.Server, s.httpSrv = srv, api.NewHTTPServer(srv)
 	go func() { _ = s.httpSrv.Serve(l) }()
 	s.BaseURL = "http://" + l.Addr().String() + "/v1"
 	return nil

@@ -11,6 +11,7 @@ import (
 	_ "github.com/spa-rl/spa/envs/builtin"
 	"github.com/spa-rl/spa/envs/busenv"
 	"github.com/spa-rl/spa/inference"
+	"github.com/spa-rl/spa/inference/api"
 	"github.com/spa-rl/spa/model"
 	"github.com/spa-rl/spa/model/domain"
 	"github.com/spa-rl/spa/torchrt"
@@ -48,7 +49,7 @@ func TestStartServeClose(t *testing.T) {
 	if len(hosts) != 2 {
 		t.Errorf("%d hosts answer on the bus, want 2", len(hosts))
 	}
-	if err := s.Serve(ctx, ckpt, inference.Options{MaxModelLen: 64, KVCacheMB: 8}, inference.ServerOptions{}); err != nil {
+	if err := s.Serve(ctx, ckpt, inference.Options{MaxModelLen: 64, KVCacheMB: 8}, api.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := http.Get(s.BaseURL + "/models")

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/spa-rl/spa/inference"
+	"github.com/spa-rl/spa/inference/api"
 	"github.com/spa-rl/spa/model"
 	"github.com/spa-rl/spa/model/domain"
 )
@@ -108,7 +109,7 @@ peer's. The peer must stream token ids with return_token_ids, as vLLM does.`,
 				return err
 			}
 			openLen := func(maxBatch, prefixMB, maxLen int) (*inference.Server, string, func(), error) {
-				srv, err := inference.Open(ctx, ckpt, inference.Options{MaxBatch: maxBatch, MaxModelLen: maxLen, KVCacheMB: 1024, PrefixCacheMB: prefixMB, MaxVersions: 2}, inference.ServerOptions{})
+				srv, err := inference.Open(ctx, ckpt, inference.Options{MaxBatch: maxBatch, MaxModelLen: maxLen, KVCacheMB: 1024, PrefixCacheMB: prefixMB, MaxVersions: 2}, api.Options{})
 				if err != nil {
 					return nil, "", nil, err
 				}
@@ -271,7 +272,7 @@ func benchServePeer(ctx context.Context, out io.Writer, progress func(string), p
 	if err != nil {
 		return fmt.Errorf("bench serve: %w", err)
 	}
-	srv, err := inference.Open(ctx, dir, inference.Options{MaxBatch: 64, MaxModelLen: 512, KVCacheMB: 1024, MaxVersions: 2}, inference.ServerOptions{})
+	srv, err := inference.Open(ctx, dir, inference.Options{MaxBatch: 64, MaxModelLen: 512, KVCacheMB: 1024, MaxVersions: 2}, api.Options{})
 	if err != nil {
 		return fmt.Errorf("bench serve: %w", err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/spa-rl/spa/envs"
 	"github.com/spa-rl/spa/envs/busenv"
 	"github.com/spa-rl/spa/inference"
+	"github.com/spa-rl/spa/inference/api"
 	"github.com/spa-rl/spa/rollout"
 	"github.com/spa-rl/spa/stack"
 	"github.com/spa-rl/spa/torchrt"
@@ -123,7 +124,7 @@ func soak(ctx context.Context, duration, every time.Duration, workers int, sampl
 		return res, err
 	}
 	defer st.Close()
-	if err := st.Serve(ctx, ckpt, inference.Options{MaxBatch: 64, MaxModelLen: 1024, KVCacheMB: 256, MaxVersions: 2}, inference.ServerOptions{}); err != nil {
+	if err := st.Serve(ctx, ckpt, inference.Options{MaxBatch: 64, MaxModelLen: 1024, KVCacheMB: 256, MaxVersions: 2}, api.Options{}); err != nil {
 		return res, err
 	}
 	b, pub, url := st.Bus, st.Publisher, st.BaseURL

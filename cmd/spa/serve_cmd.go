@@ -11,6 +11,7 @@ import (
 
 	"github.com/spa-rl/spa/harness"
 	"github.com/spa-rl/spa/inference"
+	"github.com/spa-rl/spa/inference/api"
 	"github.com/spa-rl/spa/model"
 )
 
@@ -71,7 +72,7 @@ SIGTERM stops it gracefully: it stops accepting, finishes the responses in fligh
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", listen, err)
 		}
-		hs := inference.NewHTTPServer(srv)
+		hs := api.NewHTTPServer(srv)
 		errc := make(chan error, 1)
 		go func() { errc <- hs.Serve(ln) }()
 		v := srv.Engine().Versions()[0]

@@ -86,6 +86,9 @@ func TestSteps(t *testing.T) {
 }
 
 func TestPuzzlesHaveOneSolutionAndTheRightClues(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a single-threaded sweep of 1,000 seeds, for the plain run; the race pass (-short) has nothing to find in it")
+	}
 	for _, tc := range []struct {
 		variant string
 		seeds   int

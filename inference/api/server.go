@@ -1,4 +1,8 @@
-package inference
+// Package api is spa's OpenAI-compatible HTTP API, as vLLM serves it: completions and chat with
+// streaming, logprobs and vLLM's token-id extensions, models, metrics, and the admin endpoints
+// that load weights and pause generation. It drives any gen.Generator and imports no libtorch, so
+// its behaviour is tested against a fake generator; inference.Open serves it over the engine.
+package api
 
 import (
 	"context"
@@ -18,13 +22,14 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/spa-rl/spa/bus"
+	"github.com/spa-rl/spa/inference/gen"
 	"github.com/spa-rl/spa/inference/wire"
 	"github.com/spa-rl/spa/model/chat"
 	"github.com/spa-rl/spa/model/tokenizer"
 )
 
-// ServerOptions configure the HTTP layer.
-type ServerOptions struct {
+// Options configure the HTTP layer.
+type Options struct {
 	// APIKey, when set, is required as "Authorization: Bearer KEY" on /v1 endpoints.
 	APIKey string
 	// AdminKey guards /update_weights, /pause and /resume; empty means APIKey.
@@ -42,23 +47,38 @@ type ServerOptions struct {
 	WeightsRoot string
 }
 
-// Server is the OpenAI-compatible HTTP API over an Engine.
+// Model is what the API needs of the served checkpoint besides its weights.
+type Model struct {
+	// Tokenizer encodes prompts and decodes completions, for every version.
+	Tokenizer *tokenizer.Tokenizer
+	// Template renders chat messages.
+	Template *chat.Template
+	// EOS lists the ids that end a sequence unless a request sets ignore_eos.
+	EOS []int
+	// TokenizerJSON is the served tokenizer.json, which a weight update must match; nil accepts
+	// any.
+	TokenizerJSON []byte
+}
+
+// Server is the OpenAI-compatible HTTP API over a generator.
 type Server struct {
-	engine *Engine
-	tok    *tokenizer.Tokenizer
-	tmpl   *chat.Template
-	eos    []int
-	opts   ServerOptions
-	mux    *http.ServeMux
+	gen  gen.Generator
+	tok  *tokenizer.Tokenizer
+	tmpl *chat.Template
+	eos  []int
+	opts Options
+	mux  *http.ServeMux
 	// tokDigest identifies the served tokenizer.json by content, tokRaw by its bytes; a version
 	// with another tokenizer is refused.
 	tokDigest string
 	tokRaw    [32]byte
 }
 
-// NewServer wraps an engine. tok and tmpl come from the served checkpoint; eos lists the ids that
-// end a sequence unless a request sets ignore_eos.
-func NewServer(e *Engine, tok *tokenizer.Tokenizer, tmpl *chat.Template, eos []int, opts ServerOptions) *Server {
+// New serves g with the served checkpoint's tokenizer, template and end-of-sequence ids.
+func New(g gen.Generator, m Model, opts Options) (*Server, error) {
+	if m.Tokenizer == nil || m.Template == nil {
+		return nil, errors.New("api: the model needs a tokenizer and a chat template")
+	}
 	if opts.AdminKey == "" {
 		opts.AdminKey = opts.APIKey
 	}
@@ -71,7 +91,14 @@ func NewServer(e *Engine, tok *tokenizer.Tokenizer, tmpl *chat.Template, eos []i
 	if opts.MaxRequestSeqs <= 0 {
 		opts.MaxRequestSeqs = 256
 	}
-	s := &Server{engine: e, tok: tok, tmpl: tmpl, eos: eos, opts: opts, mux: http.NewServeMux()}
+	s := &Server{gen: g, tok: m.Tokenizer, tmpl: m.Template, eos: m.EOS, opts: opts, mux: http.NewServeMux()}
+	if m.TokenizerJSON != nil {
+		digest, err := tokenizerDigest(m.TokenizerJSON)
+		if err != nil {
+			return nil, fmt.Errorf("api: tokenizer.json: %w", err)
+		}
+		s.tokRaw, s.tokDigest = sha256.Sum256(m.TokenizerJSON), digest
+	}
 	s.mux.HandleFunc("GET /health", s.health)
 	s.mux.HandleFunc("GET /metrics", s.metrics)
 	s.mux.HandleFunc("GET /v1/models", s.auth(s.opts.APIKey, s.models))
@@ -79,17 +106,17 @@ func NewServer(e *Engine, tok *tokenizer.Tokenizer, tmpl *chat.Template, eos []i
 	s.mux.HandleFunc("POST /v1/chat/completions", s.auth(s.opts.APIKey, s.chatCompletions))
 	s.mux.HandleFunc("POST /update_weights", s.auth(s.opts.AdminKey, s.updateWeights))
 	s.mux.HandleFunc("POST /pause", s.auth(s.opts.AdminKey, func(w http.ResponseWriter, r *http.Request) {
-		s.engine.Pause()
+		s.gen.Pause()
 		wire.WriteJSON(w, map[string]any{"status": "paused"})
 	}))
 	s.mux.HandleFunc("POST /resume", s.auth(s.opts.AdminKey, func(w http.ResponseWriter, r *http.Request) {
-		s.engine.Resume()
+		s.gen.Resume()
 		wire.WriteJSON(w, map[string]any{"status": "running"})
 	}))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		wire.WriteError(w, &wire.Error{Status: 404, Message: fmt.Sprintf("no route %s %s", r.Method, r.URL.Path), Type: "NotFoundError", Code: 404})
 	})
-	return s
+	return s, nil
 }
 
 // ServeHTTP implements http.Handler.
@@ -111,7 +138,7 @@ func (s *Server) auth(key string, h http.HandlerFunc) http.HandlerFunc {
 
 // NewHTTPServer wraps a handler in an http.Server with the timeouts a server on a network needs:
 // headers within 10 s and idle keep-alive connections closed after 2 minutes. Bodies have their
-// own deadline (ServerOptions.BodyTimeout); there is no write timeout, since a generation
+// own deadline (Options.BodyTimeout); there is no write timeout, since a generation
 // streams for as long as it takes.
 func NewHTTPServer(h http.Handler) *http.Server {
 	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
@@ -149,8 +176,8 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) error
 // text of n bytes is at least n / MaxTokenBytes tokens, and NFC normalisation shrinks text at most
 // threefold, hence the margin of four.
 func (s *Server) encode(text string) ([]int, error) {
-	if least := len(text) / (4 * s.tok.MaxTokenBytes()); least >= s.engine.MaxModelLen() {
-		return nil, wire.BadRequest("prompt", "the prompt is %d bytes, so at least %d tokens, beyond max_model_len %d", len(text), least, s.engine.MaxModelLen())
+	if least := len(text) / (4 * s.tok.MaxTokenBytes()); least >= s.gen.MaxModelLen() {
+		return nil, wire.BadRequest("prompt", "the prompt is %d bytes, so at least %d tokens, beyond max_model_len %d", len(text), least, s.gen.MaxModelLen())
 	}
 	return s.tok.Encode(text), nil
 }
@@ -164,7 +191,7 @@ func (s *Server) decode(ids []int, skipSpecial bool) string {
 }
 
 func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
-	if len(s.engine.Versions()) == 0 {
+	if len(s.gen.Versions()) == 0 {
 		http.Error(w, "no model loaded", http.StatusServiceUnavailable)
 		return
 	}
@@ -173,18 +200,18 @@ func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
 
 func (s *Server) models(w http.ResponseWriter, _ *http.Request) {
 	var data []map[string]any
-	for _, v := range s.engine.Versions() {
+	for _, v := range s.gen.Versions() {
 		if v.Draining {
 			continue
 		}
-		entry := map[string]any{"id": v.Name, "object": "model", "created": v.Loaded.Unix(), "owned_by": "spa", "root": v.Name, "max_model_len": s.engine.MaxModelLen()}
+		entry := map[string]any{"id": v.Name, "object": "model", "created": v.Loaded.Unix(), "owned_by": "spa", "root": v.Name, "max_model_len": s.gen.MaxModelLen()}
 		data = append(data, entry)
 		if v.Latest {
 			alias := map[string]any{}
 			for k, x := range entry {
 				alias[k] = x
 			}
-			alias["id"], alias["parent"] = s.engine.Name(), v.Name
+			alias["id"], alias["parent"] = s.gen.Name(), v.Name
 			data = append(data, alias)
 		}
 	}
@@ -237,7 +264,7 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 		sse := newSSE(w)
 		for _, c := range ru.choices {
 			if e := echo(c); e != "" {
-				sse.send(wire.CompletionResponse{ID: id, Object: "text_completion", Created: created, Model: s.engine.Name(), Choices: []wire.CompletionChoice{{Index: c.index, Text: e}}})
+				sse.send(wire.CompletionResponse{ID: id, Object: "text_completion", Created: created, Model: s.gen.Name(), Choices: []wire.CompletionChoice{{Index: c.index, Text: e}}})
 			}
 		}
 		ru.stream(sse, p.ReturnIDs || req.Logprobs != nil, func(ce choiceEvent, text string, finished bool) any {
@@ -326,7 +353,7 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	if req.Stream {
 		sse := newSSE(w)
 		for _, c := range ru.choices {
-			sse.send(wire.ChatResponse{ID: id, Object: "chat.completion.chunk", Created: created, Model: s.engine.Name(),
+			sse.send(wire.ChatResponse{ID: id, Object: "chat.completion.chunk", Created: created, Model: s.gen.Name(),
 				Choices: []wire.ChatChoice{{Index: c.index, Delta: &wire.ChatMessage{Role: "assistant"}}}})
 		}
 		ru.stream(sse, p.ReturnIDs || req.Logprobs, func(ce choiceEvent, text string, finished bool) any {
@@ -408,7 +435,7 @@ func (r *run) version() string {
 			return c.version
 		}
 	}
-	return r.s.engine.Name()
+	return r.s.gen.Name()
 }
 
 func (r *run) usage() *wire.Usage {
@@ -491,7 +518,7 @@ func (s *Server) updateWeights(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case json.Unmarshal(req.Version, &number) == nil:
 		if name == "" {
-			name = bus.VersionName(s.engine.Name(), number)
+			name = bus.VersionName(s.gen.Name(), number)
 		}
 	case json.Unmarshal(req.Version, &vs) == nil && vs != "":
 		if name == "" {
@@ -501,7 +528,7 @@ func (s *Server) updateWeights(w http.ResponseWriter, r *http.Request) {
 		wire.WriteError(w, wire.BadRequest("version", "version is required: a whole number or a name"))
 		return
 	}
-	if err := s.engine.CheckVersion(name, number); err != nil {
+	if err := s.gen.CheckVersion(name, number); err != nil {
 		param := "version"
 		if req.Model != "" {
 			param = "model"
@@ -519,10 +546,10 @@ func (s *Server) updateWeights(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	if err := s.engine.LoadVersion(r.Context(), name, number, dir); err != nil {
+	if err := s.gen.LoadVersion(r.Context(), name, number, dir); err != nil {
 		ae := &wire.Error{Status: http.StatusBadRequest, Message: err.Error(), Type: "BadRequestError", Param: "weight_dir", Code: http.StatusBadRequest}
 		switch {
-		case errors.Is(err, ErrClosed):
+		case errors.Is(err, gen.ErrClosed):
 			ae.Status, ae.Type, ae.Param = http.StatusServiceUnavailable, "ServiceUnavailableError", ""
 		case errors.Is(err, context.DeadlineExceeded):
 			ae.Status, ae.Type = http.StatusGatewayTimeout, "TimeoutError"
@@ -569,7 +596,7 @@ func (s *Server) weightDir(dir string) (string, error) {
 // it with one hash; only a file that differs is parsed and compared by content.
 func (s *Server) sameTokenizer(dir string) error {
 	path := filepath.Join(dir, "tokenizer.json")
-	data, err := readTokenizerJSON(path)
+	data, err := ReadTokenizerJSON(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
@@ -591,26 +618,26 @@ func (s *Server) sameTokenizer(dir string) error {
 
 // metrics writes Prometheus text format.
 func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
-	st := &s.engine.stats
+	st := s.gen.Stats()
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 	p := func(name, help, typ string, v any) {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %v\n", name, help, name, typ, name, v)
 	}
-	p("spa_requests_total", "Sequences submitted.", "counter", st.requests.Load())
-	p("spa_requests_aborted_total", "Sequences aborted (client gone, errors, shutdown).", "counter", st.aborted.Load())
-	p("spa_queue_depth", "Sequences waiting for a slot.", "gauge", st.waiting.Load())
-	p("spa_running_sequences", "Sequences being decoded.", "gauge", st.running.Load())
-	p("spa_prompt_tokens_total", "Prompt tokens computed (prefill).", "counter", st.prompts.Load())
-	p("spa_generated_tokens_total", "Tokens generated.", "counter", st.generated.Load())
+	p("spa_requests_total", "Sequences submitted.", "counter", st.Requests)
+	p("spa_requests_aborted_total", "Sequences aborted (client gone, errors, shutdown).", "counter", st.Aborted)
+	p("spa_queue_depth", "Sequences waiting for a slot.", "gauge", st.Waiting)
+	p("spa_running_sequences", "Sequences being decoded.", "gauge", st.Running)
+	p("spa_prompt_tokens_total", "Prompt tokens computed (prefill).", "counter", st.PromptTokens)
+	p("spa_generated_tokens_total", "Tokens generated.", "counter", st.GeneratedTokens)
 	ttft := 0.0
-	if n := st.ttftCount.Load(); n > 0 {
-		ttft = float64(st.ttftNanos.Load()) / float64(n) / 1e9
+	if st.FirstTokens > 0 {
+		ttft = st.FirstTokenTime.Seconds() / float64(st.FirstTokens)
 	}
-	p("spa_prefix_cache_lookups_total", "Prefills that looked for a cached prefix.", "counter", st.prefixLookups.Load())
-	p("spa_prefix_cache_hits_total", "Prefills that reused a cached prefix.", "counter", st.prefixHits.Load())
-	p("spa_prefix_cache_reused_tokens_total", "Prompt tokens taken from the prefix cache instead of computed.", "counter", st.reused.Load())
+	p("spa_prefix_cache_lookups_total", "Prefills that looked for a cached prefix.", "counter", st.PrefixLookups)
+	p("spa_prefix_cache_hits_total", "Prefills that reused a cached prefix.", "counter", st.PrefixHits)
+	p("spa_prefix_cache_reused_tokens_total", "Prompt tokens taken from the prefix cache instead of computed.", "counter", st.ReusedTokens)
 	p("spa_time_to_first_token_seconds_mean", "Mean time from submission to the first token.", "gauge", ttft)
-	versions := s.engine.Versions()
+	versions := s.gen.Versions()
 	p("spa_loaded_versions", "Policy versions loaded.", "gauge", len(versions))
 	used, slots := 0, 0
 	for _, v := range versions {

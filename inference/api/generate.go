@@ -1,4 +1,4 @@
-package inference
+package api
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/spa-rl/spa/inference/gen"
 	"github.com/spa-rl/spa/inference/wire"
 )
 
@@ -44,21 +45,21 @@ type run struct {
 
 type choiceEvent struct {
 	c  *choice
-	ev Event
+	ev gen.Event
 }
 
 // start submits every prompt n times and merges their events into one channel.
 func (s *Server) start(ctx context.Context, prompts [][]int, p wire.Params, modelName string, topLogprobs int) (*run, error) {
 	if total := len(prompts) * p.N; total > s.opts.MaxRequestSeqs {
 		return nil, wire.BadRequest("n", "%d prompts × n %d = %d sequences in one request; the limit (server.max_request_seqs) is %d", len(prompts), p.N, total, s.opts.MaxRequestSeqs)
-	} else if room := s.engine.QueueRoom(); total > room {
+	} else if room := s.gen.QueueRoom(); total > room {
 		return nil, queueFull(fmt.Sprintf("%d sequences asked for, room for %d in the queue (server.max_waiting); retry later", total, max(room, 0)))
 	}
 	r := &run{s: s, p: p, events: make(chan choiceEvent, 64)}
 	stops := append([]int(nil), p.StopTokenIDs...)
 	type pending struct {
 		c  *choice
-		ch <-chan Event
+		ch <-chan gen.Event
 	}
 	var subs []pending
 	for i, prompt := range prompts {
@@ -68,9 +69,9 @@ func (s *Server) start(ctx context.Context, prompts [][]int, p wire.Params, mode
 			if p.Seed != nil {
 				seed = *p.Seed + uint64(k)
 			}
-			req := Request{Model: modelName, Prompt: prompt, Sampling: p.Sampling, Seed: seed, MaxTokens: p.MaxTokens,
+			req := gen.Request{Model: modelName, Prompt: prompt, Sampling: p.Sampling, Seed: seed, MaxTokens: p.MaxTokens,
 				StopTokenIDs: append(append([]int(nil), stops...), s.eosFor(p)...), TopLogprobs: topLogprobs, CacheSalt: p.CacheSalt}
-			ch, err := s.engine.Submit(cctx, req)
+			ch, err := s.gen.Submit(cctx, req)
 			if err != nil {
 				cancel()
 				for _, sub := range subs {
@@ -103,13 +104,13 @@ func (s *Server) start(ctx context.Context, prompts [][]int, p wire.Params, mode
 
 func submitError(err error) error {
 	switch {
-	case errors.Is(err, ErrUnknownModel):
+	case errors.Is(err, gen.ErrUnknownModel):
 		return &wire.Error{Status: 404, Message: err.Error(), Type: "NotFoundError", Param: "model", Code: 404}
-	case errors.Is(err, ErrPromptTooLong):
+	case errors.Is(err, gen.ErrPromptTooLong):
 		return wire.BadRequest("prompt", "%v", err)
-	case errors.Is(err, ErrQueueFull):
+	case errors.Is(err, gen.ErrQueueFull):
 		return queueFull(err.Error())
-	case errors.Is(err, ErrClosed):
+	case errors.Is(err, gen.ErrClosed):
 		return &wire.Error{Status: 503, Message: err.Error(), Type: "ServiceUnavailableError", Code: 503}
 	}
 	return wire.BadRequest("", "%v", err)
@@ -160,7 +161,7 @@ func (r *run) apply(ce choiceEvent) (string, bool) {
 			end = i + len(stop)
 		}
 		c.text = text[:end]
-		c.finish, c.stop = FinishStop, stop
+		c.finish, c.stop = gen.FinishStop, stop
 		c.stopHit = true
 		c.cancel()
 		return r.flush(c, true), true
