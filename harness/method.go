@@ -278,46 +278,42 @@ func (p *pipeline) ppo(ctx context.Context, m, start, out, run string) (string, 
 	genErr := make(chan error, 1)
 	go func() { genErr <- p.generate(genCtx, m, run, watch, steps) }()
 
-	bar := progress.New(p.o.Log, m+" ppo", steps)
 	began := time.Now()
-	var final string
-	err = p.ex.Do(ctx, func() error {
-		trainer, closeAll, err := NewPPO(start, p.cfg.Learner, p.cfg.Rollout, uint64(p.cfg.Run.Seed))
-		if err != nil {
-			return err
-		}
-		defer closeAll()
-		st, err := trainer.Run(ctx, &learner.BusSource{C: cons}, learner.RunOptions{
+	every := p.cfg.Learner.PPO.ValidateEvery
+	st, err := RunPPO(ctx, PPOStage{
+		Name: m + " ppo", Method: m,
+		New: func() (*learner.PPO, func(), error) {
+			return NewPPO(start, p.cfg.Learner, p.cfg.Rollout, uint64(p.cfg.Run.Seed))
+		},
+		Source: &learner.BusSource{C: cons},
+		Run: learner.RunOptions{
 			Steps: steps, BatchSize: p.cfg.Rollout.Groups * p.cfg.Rollout.GroupSize, MaxOffPolicySteps: p.cfg.Learner.MaxOffPolicySteps,
 			Checkpoints: &learner.Checkpointer{Dir: out, TokenizerDir: start, DType: p.cfg.Learner.SaveDType, Keep: p.cfg.Learner.KeepCheckpoints},
 			Fleet:       &weightsync.Fleet{Servers: []weightsync.Syncer{weightsync.SpaServer(p.baseURL, p.cfg.Server.AdminKey)}, Policies: p.pols, Run: run},
 			ModelName:   func(v int64) string { return bus.VersionName(prefix, v) },
 			Seed:        uint64(p.cfg.Run.Seed), Resume: true,
-			AfterStep: func(ctx context.Context, r learner.StepReport) error {
-				mt := r.Metrics
-				bar.Set(r.Step, fmt.Sprintf("reward %.2f success %.0f%% moves %.1f format errors %.0f%% pg %.3f kl %.4f", mt.Reward, 100*mt.Success, mt.Moves, 100*mt.FormatErrors, mt.PolicyLoss, mt.ApproxKL))
-				p.record(map[string]any{"stage": "ppo", "method": m, "step": r.Step, "report": r})
-				// The last step's validation is the final evaluation, which follows.
-				every := p.cfg.Learner.PPO.ValidateEvery
-				if every > 0 && r.Step%every == 0 && r.Step < steps {
-					e, err := p.evalModel(ctx, m, bus.VersionName(prefix, r.Version), "")
-					if err != nil {
-						return err
-					}
-					p.record(map[string]any{"stage": "validate", "method": m, "step": r.Step, "eval": e})
-					bar.Set(r.Step, fmt.Sprintf("reward %.2f success %.0f%% | validation Pass@1 %.1f%% Pass@%d %.1f%% greedy %.1f%%", mt.Reward, 100*mt.Success, 100*e.Pass1, e.K, 100*e.PassK, 100*e.Greedy))
-				}
-				return nil
-			},
-		})
-		if err != nil {
-			return err
-		}
+		},
+		// Validation every learner.ppo.validate_every steps; the last step's is the final
+		// evaluation, which follows.
+		AfterStep: func(ctx context.Context, r learner.StepReport) (string, error) {
+			if every <= 0 || r.Step%every != 0 || r.Step >= steps {
+				return "", nil
+			}
+			e, err := p.evalModel(ctx, m, bus.VersionName(prefix, r.Version), "")
+			if err != nil {
+				return "", err
+			}
+			p.record(map[string]any{"stage": "validate", "method": m, "step": r.Step, "eval": e})
+			mt := r.Metrics
+			return fmt.Sprintf("reward %.2f success %.0f%% | validation Pass@1 %.1f%% Pass@%d %.1f%% greedy %.1f%%", mt.Reward, 100*mt.Success, 100*e.Pass1, e.K, 100*e.PassK, 100*e.Greedy), nil
+		},
+		Metrics: p.metrics, Log: p.o.Log, Exec: p.ex,
+	})
+	var final string
+	if err == nil {
 		final, _, err = learner.Latest(out)
 		p.logf("%s ppo: %d steps in %s; trained on %d trajectories (%d filtered, %d stale)", m, st.Step, time.Since(began).Round(time.Second), st.Totals.Trained, st.Totals.Filtered, st.Totals.Stale)
-		return err
-	})
-	bar.Done()
+	}
 	stopGen()
 	if gerr := <-genErr; gerr != nil && !errors.Is(gerr, context.Canceled) && err == nil {
 		err = gerr

@@ -144,10 +144,7 @@ func (p *pipeline) saveConfig() error {
 }
 
 // record appends one line to metrics.jsonl.
-func (p *pipeline) record(v map[string]any) {
-	v["time"] = time.Now().UTC().Format(time.RFC3339)
-	_ = p.metrics.Write(v)
-}
+func (p *pipeline) record(v map[string]any) { record(p.metrics, v) }
 
 func (p *pipeline) logf(format string, args ...any) {
 	fmt.Fprintf(p.o.Log, format+"\n", args...)
@@ -466,8 +463,7 @@ func (p *pipeline) sft(ctx context.Context, label, from string, exs []learner.SF
 	if err != nil {
 		return "", learner.SFTResult{}, err
 	}
-	nVal := len(seqs) / 20
-	train, val := seqs[:len(seqs)-nVal], seqs[len(seqs)-nVal:]
+	train, val := learner.SplitValidation(seqs, 0.05)
 	o := SFTOptions(p.cfg.Learner, uint64(p.cfg.Run.Seed))
 	o.Epochs = epochs
 	if lr > 0 {
@@ -475,27 +471,11 @@ func (p *pipeline) sft(ctx context.Context, label, from string, exs []learner.SF
 	}
 	o.Checkpoints = &learner.Checkpointer{Dir: out, TokenizerDir: from, DType: p.cfg.Learner.SaveDType, Keep: 1}
 	o.Resume = true
-	steps := ((len(train) + o.BatchSize - 1) / o.BatchSize) * epochs
-	bar := progress.New(p.o.Log, label+" sft", steps)
-	o.Progress = func(s learner.SFTProgress) {
-		bar.Set(s.Step, fmt.Sprintf("epoch %d loss %.3f val %.3f", s.Epoch, s.Loss, s.ValLoss))
-		p.record(map[string]any{"stage": label + "-sft", "step": s.Step, "epoch": s.Epoch, "loss": s.Loss, "val_loss": metricslog.Number(s.ValLoss), "grad_norm": s.GradNorm, "lr": s.LR})
-	}
-	var res learner.SFTResult
 	po, err := PolicyOptions(p.cfg.Learner, uint64(p.cfg.Run.Seed))
 	if err != nil {
 		return "", learner.SFTResult{}, err
 	}
-	err = p.ex.Do(ctx, func() error {
-		m, err := learner.LoadPolicy(from, po)
-		if err != nil {
-			return err
-		}
-		defer m.Close()
-		res, err = learner.TrainSFT(ctx, m, train, val, o)
-		return err
-	})
-	bar.Done()
+	res, err := RunSFT(ctx, SFTStage{Name: label + "-sft", From: from, Train: train, Val: val, Policy: po, Options: o, Metrics: p.metrics, Log: p.o.Log, Exec: p.ex})
 	if err != nil {
 		return "", res, err
 	}

@@ -96,6 +96,16 @@ func SFTSequences(tokens *rollout.Tokens, exs []SFTExample, maxLen int, maskStat
 	return seqs, dropped, nil
 }
 
+// SplitValidation holds out the last share of seqs (rounded down) for validation, when that is at
+// least one sequence and leaves at least one to train on; otherwise val is empty.
+func SplitValidation(seqs []Sequence, share float64) (train, val []Sequence) {
+	n := int(share*float64(len(seqs)) + 1e-9) // 0.05 × 140 is 7, not 6.999…
+	if n <= 0 || n >= len(seqs) {
+		return seqs, nil
+	}
+	return seqs[:len(seqs)-n], seqs[len(seqs)-n:]
+}
+
 // maskStateTokens clears the train flag on the tokens of observation and prediction bodies. Each
 // assistant message is re-encoded piecewise (text outside the bodies, then each body), which is
 // where its tokens' boundaries lie: the tags are single tokens in spa's tokenizer, and for other

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
@@ -13,7 +12,6 @@ import (
 	"github.com/spa-rl/spa/config"
 	"github.com/spa-rl/spa/harness"
 	metricslog "github.com/spa-rl/spa/internal/metrics"
-	"github.com/spa-rl/spa/internal/progress"
 	"github.com/spa-rl/spa/learner"
 	"github.com/spa-rl/spa/model"
 	"github.com/spa-rl/spa/weightsync"
@@ -138,8 +136,8 @@ func learnSFT(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelD
 		if val, _, err = learner.SFTSequences(tokens, vex, cfg.Learner.SFT.MaxLength, cfg.Learner.SFT.MaskState); err != nil {
 			return err
 		}
-	} else if n := int(valShare * float64(len(seqs))); n > 0 && n < len(seqs) {
-		seqs, val = seqs[:len(seqs)-n], seqs[len(seqs)-n:]
+	} else {
+		seqs, val = learner.SplitValidation(seqs, valShare)
 	}
 	w := cmd.ErrOrStderr()
 	fmt.Fprintf(w, "sft: %d training and %d validation sequences from %s", len(seqs), len(val), data)
@@ -152,39 +150,21 @@ func learnSFT(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelD
 		return err
 	}
 	defer metrics.Close()
-	var res learner.SFTResult
-	var line *progress.Line
 	po, err := harness.PolicyOptions(cfg.Learner, uint64(cfg.Run.Seed))
 	if err != nil {
 		return err
 	}
-	err = onTorchThread(func() error {
-		m, err := learner.LoadPolicy(modelDir, po)
-		if err != nil {
-			return err
-		}
-		defer m.Close()
-		o := harness.SFTOptions(cfg.Learner, uint64(cfg.Run.Seed))
-		o.Checkpoints = &learner.Checkpointer{Dir: out, TokenizerDir: modelDir, DType: cfg.Learner.SaveDType, Keep: cfg.Learner.KeepCheckpoints}
-		o.Resume, o.StopAfter = resume, maxSteps
-		o.Progress = func(p learner.SFTProgress) {
-			_ = metrics.Write(map[string]any{"stage": "sft", "step": p.Step, "epoch": p.Epoch, "loss": p.Loss, "val_loss": metricslog.Number(p.ValLoss), "grad_norm": p.GradNorm, "lr": p.LR, "tokens": p.Tokens})
-			if line == nil {
-				line = progress.New(w, "sft", p.Steps)
-			}
-			line.Set(p.Step, fmt.Sprintf("epoch %d loss %.4f val %s lr %.2g", p.Epoch, p.Loss, lossText(p.ValLoss), p.LR))
-		}
-		res, err = learner.TrainSFT(ctx, m, seqs, val, o)
-		return err
-	})
-	line.Done()
+	o := harness.SFTOptions(cfg.Learner, uint64(cfg.Run.Seed))
+	o.Checkpoints = &learner.Checkpointer{Dir: out, TokenizerDir: modelDir, DType: cfg.Learner.SaveDType, Keep: cfg.Learner.KeepCheckpoints}
+	o.Resume, o.StopAfter = resume, maxSteps
+	res, err := harness.RunSFT(ctx, harness.SFTStage{Name: "sft", From: modelDir, Train: seqs, Val: val, Policy: po, Options: o, Metrics: metrics, Log: w})
 	if err != nil {
 		if errors.Is(err, context.Canceled) && res.Checkpoint != "" {
 			return fmt.Errorf("interrupted; saved %s (continue with --resume)", res.Checkpoint)
 		}
 		return err
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "sft: %d steps, train loss %.4f, val loss %s, %.0f tokens/s; checkpoint %s\n", res.Steps, res.TrainLoss, lossText(res.ValLoss), res.TokensPerSec, res.Checkpoint)
+	fmt.Fprintf(cmd.OutOrStdout(), "sft: %d steps, train loss %.4f, val loss %s, %.0f tokens/s; checkpoint %s\n", res.Steps, res.TrainLoss, harness.LossText(res.ValLoss), res.TokensPerSec, res.Checkpoint)
 	return nil
 }
 
@@ -229,32 +209,21 @@ func learnPPO(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelD
 	steps := cfg.Learner.PPO.Steps
 	batch := cfg.Rollout.Groups * cfg.Rollout.GroupSize
 	fmt.Fprintf(w, "ppo: run %s, %d steps of %d trajectories, from version %d; checkpoints in %s\n", run, steps, batch, start, out)
-	line := progress.New(w, "ppo", steps)
-	var st learner.TrainerState
-	err = onTorchThread(func() error {
-		ppo, closeAll, err := harness.NewPPO(modelDir, cfg.Learner, cfg.Rollout, uint64(cfg.Run.Seed))
-		if err != nil {
-			return err
-		}
-		defer closeAll()
-		src := &learner.BusSource{C: cons, Log: func(format string, args ...any) { fmt.Fprintf(w, "\nppo: "+format+"\n", args...) }}
-		st, err = ppo.Run(ctx, src, learner.RunOptions{
+	st, err := harness.RunPPO(ctx, harness.PPOStage{
+		Name: "ppo",
+		New: func() (*learner.PPO, func(), error) {
+			return harness.NewPPO(modelDir, cfg.Learner, cfg.Rollout, uint64(cfg.Run.Seed))
+		},
+		Source: &learner.BusSource{C: cons, Log: func(format string, args ...any) { fmt.Fprintf(w, "\nppo: "+format+"\n", args...) }},
+		Run: learner.RunOptions{
 			Steps: steps, BatchSize: batch, MaxOffPolicySteps: cfg.Learner.MaxOffPolicySteps,
 			Checkpoints:  &learner.Checkpointer{Dir: out, TokenizerDir: modelDir, DType: cfg.Learner.SaveDType, Keep: cfg.Learner.KeepCheckpoints},
 			Fleet:        fleet,
 			ModelName:    modelNamer(prefix, servers),
 			StartVersion: start, Seed: uint64(cfg.Run.Seed), Resume: resume,
-			AfterStep: func(_ context.Context, r learner.StepReport) error {
-				_ = metrics.Write(r)
-				m := r.Metrics
-				line.Set(r.Step, fmt.Sprintf("v%d reward %.3f success %.0f%% pg %.3f vf %.3f kl %.4f | gen %.1fs update %.1fs sync %.1fs",
-					r.Version, m.Reward, 100*m.Success, m.PolicyLoss, m.ValueLoss, m.ApproxKL, r.GenerateS, r.UpdateS, r.SyncS))
-				return nil
-			},
-		})
-		return err
+		},
+		Metrics: metrics, Log: w,
 	})
-	line.Done()
 	if err != nil {
 		return err
 	}
@@ -275,12 +244,4 @@ func modelNamer(prefix string, servers []weightsync.Syncer) func(int64) string {
 		return func(int64) string { return prefix }
 	}
 	return func(v int64) string { return bus.VersionName(prefix, v) }
-}
-
-// lossText prints a validation loss, or says there was no validation set (the loss is NaN then).
-func lossText(v float64) string {
-	if math.IsNaN(v) {
-		return "none (no validation data)"
-	}
-	return fmt.Sprintf("%.4f", v)
 }
