@@ -307,7 +307,7 @@ func (p *pipeline) ppo(ctx context.Context, m, start, out, run string) (string, 
 			mt := r.Metrics
 			return fmt.Sprintf("reward %.2f success %.0f%% | validation Pass@1 %.1f%% Pass@%d %.1f%% greedy %.1f%%", mt.Reward, 100*mt.Success, 100*e.Pass1, e.K, 100*e.PassK, 100*e.Greedy), nil
 		},
-		Metrics: p.metrics, Log: p.o.Log, Exec: p.ex,
+		StageIO: p.stageIO(),
 	})
 	var final string
 	if err == nil {

@@ -146,6 +146,10 @@ func (p *pipeline) saveConfig() error {
 // record appends one line to metrics.jsonl.
 func (p *pipeline) record(v map[string]any) { record(p.metrics, v) }
 
+// stageIO is where the pipeline's training stages run and report: its torch thread, its metrics
+// and its log.
+func (p *pipeline) stageIO() StageIO { return StageIO{Metrics: p.metrics, Log: p.o.Log, Exec: p.ex} }
+
 func (p *pipeline) logf(format string, args ...any) {
 	fmt.Fprintf(p.o.Log, format+"\n", args...)
 }
@@ -475,7 +479,7 @@ func (p *pipeline) sft(ctx context.Context, label, from string, exs []learner.SF
 	if err != nil {
 		return "", learner.SFTResult{}, err
 	}
-	res, err := RunSFT(ctx, SFTStage{Name: label + "-sft", From: from, Train: train, Val: val, Policy: po, Options: o, Metrics: p.metrics, Log: p.o.Log, Exec: p.ex})
+	res, err := RunSFT(ctx, SFTStage{Name: label + "-sft", From: from, Train: train, Val: val, Policy: po, Options: o, StageIO: p.stageIO()})
 	if err != nil {
 		return "", res, err
 	}

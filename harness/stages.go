@@ -16,8 +16,19 @@ import (
 // The training stages, as spa learn and the pipeline both run them: a policy loaded on a torch
 // thread, the learner's loop, one metrics.jsonl record and one progress line per step.
 
+// StageIO is where a stage runs and reports.
+type StageIO struct {
+	// Metrics receives one record per step; nil records nothing.
+	Metrics *metricslog.Log
+	// Log receives the progress line.
+	Log io.Writer
+	// Exec is the torch thread to train on; nil makes one for the stage.
+	Exec *torchrt.Executor
+}
+
 // SFTStage is one supervised fine-tuning run.
 type SFTStage struct {
+	StageIO
 	// Name labels the progress line and the metrics records ("sft", "warmup-sft", "spa-sft").
 	Name string
 	// From is the checkpoint the policy is loaded from.
@@ -29,12 +40,6 @@ type SFTStage struct {
 	// included.
 	Policy  learner.PolicyOptions
 	Options learner.SFTOptions
-	// Metrics receives one record per step; nil records nothing.
-	Metrics *metricslog.Log
-	// Log receives the progress line.
-	Log io.Writer
-	// Exec is the torch thread to train on; nil makes one for the stage.
-	Exec *torchrt.Executor
 }
 
 // RunSFT trains s. On an interruption the result still names the checkpoint saved on the way
@@ -68,6 +73,7 @@ func RunSFT(ctx context.Context, s SFTStage) (learner.SFTResult, error) {
 
 // PPOStage is one PPO run over a trajectory source.
 type PPOStage struct {
+	StageIO
 	// Name labels the progress line; Method, when set, is the metrics records' "method".
 	Name, Method string
 	// New loads the trainer (NewPPO) on the torch thread; close frees it.
@@ -79,9 +85,6 @@ type PPOStage struct {
 	// AfterStep runs after each step's record, before its progress line; the text it returns
 	// replaces the line's usual summary when not empty (a validation result, say).
 	AfterStep func(ctx context.Context, r learner.StepReport) (string, error)
-	Metrics   *metricslog.Log
-	Log       io.Writer
-	Exec      *torchrt.Executor
 }
 
 // RunPPO trains s and returns the trainer's final state.

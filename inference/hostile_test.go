@@ -18,6 +18,7 @@ import (
 
 	"github.com/spa-rl/spa/inference/api"
 	"github.com/spa-rl/spa/inference/wire"
+	"github.com/spa-rl/spa/internal/testhttp"
 	"github.com/spa-rl/spa/model"
 	"github.com/spa-rl/spa/model/domain"
 	"github.com/spa-rl/spa/torchrt"
@@ -46,7 +47,7 @@ func (c hostileCase) body(dirs map[string]string) string {
 	}
 	b := c.Body
 	for name, dir := range dirs {
-		b = strings.ReplaceAll(b, "{{dir:"+name+"}}", mustJSON(dir))
+		b = strings.ReplaceAll(b, "{{dir:"+name+"}}", testhttp.JSON(dir))
 	}
 	return b
 }
@@ -211,7 +212,7 @@ func TestHostileRequests(t *testing.T) {
 			t.Errorf("%s: the reply shows a file from outside the checkpoint: %.300s", c.Name, body)
 		}
 		var ok wire.CompletionResponse
-		if code := post(t, hs.URL+"/v1/completions", `{"prompt":"x","max_tokens":2}`, &ok); code != 200 || len(ok.Choices) != 1 {
+		if code := testhttp.Post(t, hs.URL+"/v1/completions", `{"prompt":"x","max_tokens":2}`, &ok); code != 200 || len(ok.Choices) != 1 {
 			t.Fatalf("after %q the server does not serve: %d", c.Name, code)
 		}
 	}
@@ -255,7 +256,7 @@ func TestQueueIsBounded(t *testing.T) {
 	for range 2 {
 		go func() {
 			var r wire.CompletionResponse
-			codes <- post(t, hs.URL+"/v1/completions", `{"prompt":[[5],[6]],"n":10,"max_tokens":2}`, &r)
+			codes <- testhttp.Post(t, hs.URL+"/v1/completions", `{"prompt":[[5],[6]],"n":10,"max_tokens":2}`, &r)
 		}()
 	}
 	deadline := time.Now().Add(20 * time.Second)
@@ -263,7 +264,7 @@ func TestQueueIsBounded(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	var e struct{ Error wire.Error }
-	if code := post(t, hs.URL+"/v1/completions", `{"prompt":"x","max_tokens":2}`, &e); code != 429 || e.Error.Type != "RateLimitError" || !strings.Contains(e.Error.Message, "server.max_waiting") {
+	if code := testhttp.Post(t, hs.URL+"/v1/completions", `{"prompt":"x","max_tokens":2}`, &e); code != 429 || e.Error.Type != "RateLimitError" || !strings.Contains(e.Error.Message, "server.max_waiting") {
 		t.Errorf("past the queue bound: %d %+v", code, e.Error)
 	}
 	s.Engine().Resume()
@@ -297,12 +298,12 @@ func TestLoadDeadline(t *testing.T) {
 	}
 	t.Cleanup(func() { readCheckpoint = read })
 	var e struct{ Error wire.Error }
-	if code := post(t, hs.URL+"/update_weights", `{"weight_dir":`+mustJSON(stuck)+`,"version":1}`, &e); code != 504 || !strings.Contains(e.Error.Message, "server.load_timeout") {
+	if code := testhttp.Post(t, hs.URL+"/update_weights", `{"weight_dir":`+testhttp.JSON(stuck)+`,"version":1}`, &e); code != 504 || !strings.Contains(e.Error.Message, "server.load_timeout") {
 		t.Errorf("hung load: %d %+v", code, e.Error)
 	}
 	good := servedCheckpoint(t, 5)
 	var ok map[string]any
-	if code := post(t, hs.URL+"/update_weights", `{"weight_dir":`+mustJSON(good)+`,"version":2}`, &ok); code != 200 {
+	if code := testhttp.Post(t, hs.URL+"/update_weights", `{"weight_dir":`+testhttp.JSON(good)+`,"version":2}`, &ok); code != 200 {
 		t.Errorf("the load after a hung one: %d %v", code, ok)
 	}
 }

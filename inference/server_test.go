@@ -2,11 +2,8 @@ package inference
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"math"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -15,6 +12,7 @@ import (
 	_ "github.com/spa-rl/spa/envs/builtin"
 	"github.com/spa-rl/spa/inference/api"
 	"github.com/spa-rl/spa/inference/wire"
+	"github.com/spa-rl/spa/internal/testhttp"
 )
 
 // servedCheckpoint writes a random tiny model with the domain tokenizer (vocabulary 320).
@@ -38,28 +36,11 @@ func startServer(t *testing.T, sopts api.Options) (*Server, *httptest.Server) {
 	return s, hs
 }
 
-// post sends raw JSON (for vLLM's extra fields, which go-openai cannot send) and decodes the reply.
-func post(t *testing.T, url, body string, out any) int {
-	t.Helper()
-	resp, err := http.Post(url, "application/json", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			t.Fatalf("%s: %v: %s", url, err, data)
-		}
-	}
-	return resp.StatusCode
-}
-
 func TestTokenIDPromptsAndVLLMExtras(t *testing.T) {
 	_, hs := startServer(t, api.Options{})
 	var resp wire.CompletionResponse
 	body := `{"model":"spa","prompt":[[5,6,7,8],[9,10]],"max_tokens":6,"temperature":0,"return_token_ids":true,"logprobs":0,"return_tokens_as_token_ids":true}`
-	if code := post(t, hs.URL+"/v1/completions", body, &resp); code != 200 {
+	if code := testhttp.Post(t, hs.URL+"/v1/completions", body, &resp); code != 200 {
 		t.Fatalf("status %d", code)
 	}
 	if len(resp.Choices) != 2 {
@@ -76,7 +57,7 @@ func TestTokenIDPromptsAndVLLMExtras(t *testing.T) {
 	}
 	// Greedy is deterministic across requests.
 	var again wire.CompletionResponse
-	post(t, hs.URL+"/v1/completions", body, &again)
+	testhttp.Post(t, hs.URL+"/v1/completions", body, &again)
 	for i := range resp.Choices {
 		if a, b := resp.Choices[i].TokenIDs, again.Choices[i].TokenIDs; fmt.Sprint(a) != fmt.Sprint(b) {
 			t.Errorf("greedy choice %d differs: %v vs %v", i, a, b)
@@ -84,15 +65,10 @@ func TestTokenIDPromptsAndVLLMExtras(t *testing.T) {
 	}
 	// Chat with return_token_ids gives the prompt ids at the top level.
 	var cr wire.ChatResponse
-	post(t, hs.URL+"/v1/chat/completions", `{"messages":[{"role":"user","content":"Turn 1:"}],"max_tokens":4,"return_token_ids":true,"logprobs":true,"top_logprobs":2}`, &cr)
+	testhttp.Post(t, hs.URL+"/v1/chat/completions", `{"messages":[{"role":"user","content":"Turn 1:"}],"max_tokens":4,"return_token_ids":true,"logprobs":true,"top_logprobs":2}`, &cr)
 	if len(cr.PromptTokenIDs) == 0 || len(cr.Choices[0].TokenIDs) == 0 || len(cr.Choices[0].Logprobs.Content[0].TopLogprobs) != 2 {
 		t.Errorf("chat extras: %+v", cr)
 	}
-}
-
-func mustJSON(v any) string {
-	b, _ := json.Marshal(v)
-	return string(b)
 }
 
 // TestWeightUpdateUnderLoad swaps weights while requests stream in: none fails, and requests after
@@ -110,7 +86,7 @@ func TestWeightUpdateUnderLoad(t *testing.T) {
 			defer wg.Done()
 			for i := 0; ctx.Err() == nil; i++ {
 				var r wire.CompletionResponse
-				code := post(t, hs.URL+"/v1/completions", `{"prompt":"Turn `+mustJSON(w*100+i)+`:","max_tokens":8}`, &r)
+				code := testhttp.Post(t, hs.URL+"/v1/completions", `{"prompt":"Turn `+testhttp.JSON(w*100+i)+`:","max_tokens":8}`, &r)
 				mu.Lock()
 				total++
 				if code != 200 || len(r.Choices) != 1 {
@@ -121,11 +97,11 @@ func TestWeightUpdateUnderLoad(t *testing.T) {
 		}()
 	}
 	var upd map[string]any
-	if code := post(t, hs.URL+"/update_weights", `{"weight_dir":`+mustJSON(next)+`,"version":1}`, &upd); code != 200 {
+	if code := testhttp.Post(t, hs.URL+"/update_weights", `{"weight_dir":`+testhttp.JSON(next)+`,"version":1}`, &upd); code != 200 {
 		t.Fatalf("update: %d %v", code, upd)
 	}
 	var after wire.CompletionResponse
-	post(t, hs.URL+"/v1/completions", `{"prompt":"x","max_tokens":3}`, &after)
+	testhttp.Post(t, hs.URL+"/v1/completions", `{"prompt":"x","max_tokens":3}`, &after)
 	cancel()
 	wg.Wait()
 	if failures != 0 || total < 6 {
@@ -136,7 +112,7 @@ func TestWeightUpdateUnderLoad(t *testing.T) {
 	}
 	// The old version is still addressable until evicted (max 2 versions).
 	var old wire.CompletionResponse
-	if code := post(t, hs.URL+"/v1/completions", `{"model":"spa-v0","prompt":"x","max_tokens":3}`, &old); code != 200 || old.Model != "spa-v0" {
+	if code := testhttp.Post(t, hs.URL+"/v1/completions", `{"model":"spa-v0","prompt":"x","max_tokens":3}`, &old); code != 200 || old.Model != "spa-v0" {
 		t.Errorf("old version: %d %q", code, old.Model)
 	}
 	names := []string{}
@@ -155,7 +131,7 @@ func TestLogprobsShareOneDistribution(t *testing.T) {
 	for _, temp := range []float64{0.4, 1, 2} {
 		var r wire.CompletionResponse
 		body := fmt.Sprintf(`{"prompt":[5,6,7],"max_tokens":12,"temperature":%v,"seed":3,"logprobs":20,"return_tokens_as_token_ids":true,"ignore_eos":true}`, temp)
-		if code := post(t, hs.URL+"/v1/completions", body, &r); code != 200 {
+		if code := testhttp.Post(t, hs.URL+"/v1/completions", body, &r); code != 200 {
 			t.Fatalf("temperature %v: %d", temp, code)
 		}
 		lp := r.Choices[0].Logprobs

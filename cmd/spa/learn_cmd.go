@@ -157,7 +157,7 @@ func learnSFT(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelD
 	o := harness.SFTOptions(cfg.Learner, uint64(cfg.Run.Seed))
 	o.Checkpoints = &learner.Checkpointer{Dir: out, TokenizerDir: modelDir, DType: cfg.Learner.SaveDType, Keep: cfg.Learner.KeepCheckpoints}
 	o.Resume, o.StopAfter = resume, maxSteps
-	res, err := harness.RunSFT(ctx, harness.SFTStage{Name: "sft", From: modelDir, Train: seqs, Val: val, Policy: po, Options: o, Metrics: metrics, Log: w})
+	res, err := harness.RunSFT(ctx, harness.SFTStage{Name: "sft", From: modelDir, Train: seqs, Val: val, Policy: po, Options: o, StageIO: harness.StageIO{Metrics: metrics, Log: w}})
 	if err != nil {
 		if errors.Is(err, context.Canceled) && res.Checkpoint != "" {
 			return fmt.Errorf("interrupted; saved %s (continue with --resume)", res.Checkpoint)
@@ -222,7 +222,7 @@ func learnPPO(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelD
 			ModelName:    modelNamer(prefix, servers),
 			StartVersion: start, Seed: uint64(cfg.Run.Seed), Resume: resume,
 		},
-		Metrics: metrics, Log: w,
+		StageIO: harness.StageIO{Metrics: metrics, Log: w},
 	})
 	if err != nil {
 		return err

@@ -37,16 +37,12 @@ func newPolicyShowCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().BoolVar(&watch, "watch", false, "keep printing each new version until interrupted")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		rb, err := openRunBusFromFlags(cmd, cf, run, "spa-policy")
+		rb, pols, err := openRunPolicies(cmd, cf, run)
 		if err != nil {
 			return err
 		}
 		defer rb.close()
 		ctx, run := rb.ctx, rb.run
-		pols, err := bus.OpenPolicies(ctx, rb.b)
-		if err != nil {
-			return err
-		}
 		print := func(p bus.Policy) {
 			if asJSON {
 				_ = json.NewEncoder(cmd.OutOrStdout()).Encode(p)
@@ -94,16 +90,12 @@ func newPolicySetCmd() *cobra.Command {
 		if version < 0 || model == "" {
 			return errors.New("pass --version N (>= 0) and --model NAME")
 		}
-		rb, err := openRunBusFromFlags(cmd, cf, run, "spa-policy")
+		rb, pols, err := openRunPolicies(cmd, cf, run)
 		if err != nil {
 			return err
 		}
 		defer rb.close()
 		ctx, run := rb.ctx, rb.run
-		pols, err := bus.OpenPolicies(ctx, rb.b)
-		if err != nil {
-			return err
-		}
 		if err := pols.Set(ctx, run, bus.Policy{Version: version, Model: model, WeightDir: weightDir}); err != nil {
 			return err
 		}
@@ -111,4 +103,18 @@ func newPolicySetCmd() *cobra.Command {
 		return nil
 	}
 	return cmd
+}
+
+// openRunPolicies opens the run's bus as the flags say, and its policy KV.
+func openRunPolicies(cmd *cobra.Command, cf *configFlags, run string) (*runBus, *bus.Policies, error) {
+	rb, err := openRunBusFromFlags(cmd, cf, run, "spa-policy")
+	if err != nil {
+		return nil, nil, err
+	}
+	pols, err := bus.OpenPolicies(rb.ctx, rb.b)
+	if err != nil {
+		rb.close()
+		return nil, nil, err
+	}
+	return rb, pols, nil
 }

@@ -261,13 +261,19 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 		return ""
 	}
 	if req.Stream {
-		sse := newSSE(w)
+		var opening []any
 		for _, c := range ru.choices {
 			if e := echo(c); e != "" {
-				sse.send(wire.CompletionResponse{ID: id, Object: "text_completion", Created: created, Model: s.gen.Name(), Choices: []wire.CompletionChoice{{Index: c.index, Text: e}}})
+				opening = append(opening, wire.CompletionResponse{ID: id, Object: "text_completion", Created: created, Model: s.gen.Name(), Choices: []wire.CompletionChoice{{Index: c.index, Text: e}}})
 			}
 		}
-		ru.stream(sse, p.ReturnIDs || req.Logprobs != nil, func(ce choiceEvent, text string, finished bool) any {
+		var usage func() any
+		if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
+			usage = func() any {
+				return wire.CompletionResponse{ID: id, Object: "text_completion", Created: created, Model: ru.version(), Choices: []wire.CompletionChoice{}, Usage: ru.usage()}
+			}
+		}
+		ru.streamSSE(w, opening, usage, p.ReturnIDs || req.Logprobs != nil, func(ce choiceEvent, text string, finished bool) any {
 			n := len(ce.c.ids)
 			ch := wire.CompletionChoice{Index: ce.c.index, Text: text}
 			if ce.ev.Token != nil && p.ReturnIDs {
@@ -285,10 +291,6 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 			}
 			return wire.CompletionResponse{ID: id, Object: "text_completion", Created: created, Model: ce.c.version, Choices: []wire.CompletionChoice{ch}}
 		})
-		if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
-			sse.send(wire.CompletionResponse{ID: id, Object: "text_completion", Created: created, Model: ru.version(), Choices: []wire.CompletionChoice{}, Usage: ru.usage()})
-		}
-		sse.done()
 		return
 	}
 	if err := ru.wait(r); err != nil {
@@ -351,12 +353,18 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	}
 	id, created := newID("chatcmpl"), time.Now().Unix()
 	if req.Stream {
-		sse := newSSE(w)
+		var opening []any
 		for _, c := range ru.choices {
-			sse.send(wire.ChatResponse{ID: id, Object: "chat.completion.chunk", Created: created, Model: s.gen.Name(),
+			opening = append(opening, wire.ChatResponse{ID: id, Object: "chat.completion.chunk", Created: created, Model: s.gen.Name(),
 				Choices: []wire.ChatChoice{{Index: c.index, Delta: &wire.ChatMessage{Role: "assistant"}}}})
 		}
-		ru.stream(sse, p.ReturnIDs || req.Logprobs, func(ce choiceEvent, text string, finished bool) any {
+		var usage func() any
+		if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
+			usage = func() any {
+				return wire.ChatResponse{ID: id, Object: "chat.completion.chunk", Created: created, Model: ru.version(), Choices: []wire.ChatChoice{}, Usage: ru.usage()}
+			}
+		}
+		ru.streamSSE(w, opening, usage, p.ReturnIDs || req.Logprobs, func(ce choiceEvent, text string, finished bool) any {
 			n := len(ce.c.ids)
 			ch := wire.ChatChoice{Index: ce.c.index, Delta: &wire.ChatMessage{Content: text}}
 			if ce.ev.Token != nil && p.ReturnIDs {
@@ -371,10 +379,6 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 			}
 			return wire.ChatResponse{ID: id, Object: "chat.completion.chunk", Created: created, Model: ce.c.version, Choices: []wire.ChatChoice{ch}}
 		})
-		if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
-			sse.send(wire.ChatResponse{ID: id, Object: "chat.completion.chunk", Created: created, Model: ru.version(), Choices: []wire.ChatChoice{}, Usage: ru.usage()})
-		}
-		sse.done()
 		return
 	}
 	if err := ru.wait(r); err != nil {
@@ -399,9 +403,14 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	wire.WriteJSON(w, resp)
 }
 
-// stream sends one chunk per engine event that carries text, a finish, or (when everyToken) a
-// token the client asked to see; chunk builds the response object for the event.
-func (r *run) stream(sse *sse, everyToken bool, chunk func(ce choiceEvent, text string, finished bool) any) {
+// streamSSE answers with Server-Sent Events: the opening chunks, then one chunk per engine event
+// that carries text, a finish, or (when everyToken) a token the client asked to see, built by
+// chunk; then the usage chunk, when usage is not nil; then [DONE].
+func (r *run) streamSSE(w http.ResponseWriter, opening []any, usage func() any, everyToken bool, chunk func(ce choiceEvent, text string, finished bool) any) {
+	sse := newSSE(w)
+	for _, o := range opening {
+		sse.send(o)
+	}
 	for ce := range r.events {
 		text, finished := r.apply(ce)
 		if text == "" && !finished && (!everyToken || ce.ev.Token == nil) {
@@ -409,6 +418,10 @@ func (r *run) stream(sse *sse, everyToken bool, chunk func(ce choiceEvent, text 
 		}
 		sse.send(chunk(ce, text, finished))
 	}
+	if usage != nil {
+		sse.send(usage())
+	}
+	sse.done()
 }
 
 // wait takes every engine event into its choice, for a non-streaming response.

@@ -18,6 +18,7 @@ import (
 
 	_ "github.com/spa-rl/spa/envs/builtin"
 	"github.com/spa-rl/spa/inference/wire"
+	"github.com/spa-rl/spa/internal/testhttp"
 	"github.com/spa-rl/spa/model/chat"
 	"github.com/spa-rl/spa/model/domain"
 	"github.com/spa-rl/spa/model/tokenizer"
@@ -91,28 +92,6 @@ func client(hs *httptest.Server, key string) *openai.Client {
 	cfg := openai.DefaultConfig(key)
 	cfg.BaseURL = hs.URL + "/v1"
 	return openai.NewClientWithConfig(cfg)
-}
-
-// post sends raw JSON (for vLLM's extra fields, which go-openai cannot send) and decodes the reply.
-func post(t *testing.T, url, body string, out any) int {
-	t.Helper()
-	resp, err := http.Post(url, "application/json", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			t.Fatalf("%s: %v: %s", url, err, data)
-		}
-	}
-	return resp.StatusCode
-}
-
-func mustJSON(v any) string {
-	b, _ := json.Marshal(v)
-	return string(b)
 }
 
 func TestOpenAIClientCompletionsAndChat(t *testing.T) {
@@ -196,7 +175,7 @@ func TestOpenAIClientCompletionsAndChat(t *testing.T) {
 func TestStopStringsAndStopTokens(t *testing.T) {
 	_, hs := startServer(t, Options{})
 	var first wire.CompletionResponse
-	post(t, hs.URL+"/v1/completions", `{"prompt":"Turn 1:","max_tokens":30,"temperature":0,"return_token_ids":true,"ignore_eos":true}`, &first)
+	testhttp.Post(t, hs.URL+"/v1/completions", `{"prompt":"Turn 1:","max_tokens":30,"temperature":0,"return_token_ids":true,"ignore_eos":true}`, &first)
 	text := first.Choices[0].Text
 	ids := first.Choices[0].TokenIDs
 	if len(text) < 4 || len(ids) < 5 {
@@ -214,16 +193,16 @@ func TestStopStringsAndStopTokens(t *testing.T) {
 		t.Fatalf("no printable pair in the greedy output %q", text)
 	}
 	var r wire.CompletionResponse
-	post(t, hs.URL+"/v1/completions", `{"prompt":"Turn 1:","max_tokens":30,"temperature":0,"ignore_eos":true,"stop":`+mustJSON(stop)+`}`, &r)
+	testhttp.Post(t, hs.URL+"/v1/completions", `{"prompt":"Turn 1:","max_tokens":30,"temperature":0,"ignore_eos":true,"stop":`+testhttp.JSON(stop)+`}`, &r)
 	if got := r.Choices[0]; got.Text != text[:strings.Index(text, stop)] || *got.FinishReason != "stop" || got.StopReason != stop {
 		t.Errorf("stop %q: %+v (full %q)", stop, got, text)
 	}
-	post(t, hs.URL+"/v1/completions", `{"prompt":"Turn 1:","max_tokens":30,"temperature":0,"ignore_eos":true,"include_stop_str_in_output":true,"stop":[`+mustJSON(stop)+`]}`, &r)
+	testhttp.Post(t, hs.URL+"/v1/completions", `{"prompt":"Turn 1:","max_tokens":30,"temperature":0,"ignore_eos":true,"include_stop_str_in_output":true,"stop":[`+testhttp.JSON(stop)+`]}`, &r)
 	if got := r.Choices[0].Text; !strings.HasSuffix(got, stop) {
 		t.Errorf("include_stop_str_in_output: %q", got)
 	}
 	var rs wire.CompletionResponse
-	post(t, hs.URL+"/v1/completions", `{"prompt":"Turn 1:","max_tokens":30,"temperature":0,"ignore_eos":true,"return_token_ids":true,"stop_token_ids":[`+mustJSON(ids[3])+`]}`, &rs)
+	testhttp.Post(t, hs.URL+"/v1/completions", `{"prompt":"Turn 1:","max_tokens":30,"temperature":0,"ignore_eos":true,"return_token_ids":true,"stop_token_ids":[`+testhttp.JSON(ids[3])+`]}`, &rs)
 	got := rs.Choices[0]
 	if n := len(got.TokenIDs); n == 0 || got.TokenIDs[n-1] != ids[3] || *got.FinishReason != "stop" || got.StopReason != float64(ids[3]) {
 		t.Errorf("stop_token_ids %d: %+v", ids[3], got)
@@ -259,14 +238,14 @@ func TestErrorsAreOpenAIShaped(t *testing.T) {
 		var e struct {
 			Error wire.Error `json:"error"`
 		}
-		status := post(t, hs.URL+tc.path, tc.body, &e)
+		status := testhttp.Post(t, hs.URL+tc.path, tc.body, &e)
 		if status != tc.status || e.Error.Message == "" || e.Error.Param != tc.param {
 			t.Errorf("%s %s: status %d, error %+v; want %d param %q", tc.path, tc.body, status, e.Error, tc.status, tc.param)
 		}
 	}
 	// The server still works after all that.
 	var ok wire.CompletionResponse
-	if code := post(t, hs.URL+"/v1/completions", `{"prompt":"x","max_tokens":2}`, &ok); code != 200 {
+	if code := testhttp.Post(t, hs.URL+"/v1/completions", `{"prompt":"x","max_tokens":2}`, &ok); code != 200 {
 		t.Errorf("after errors: %d", code)
 	}
 }
@@ -380,7 +359,7 @@ func checkSDKReport(t *testing.T, out []byte) {
 
 func TestMetricsAndHealth(t *testing.T) {
 	_, hs := startServer(t, Options{})
-	post(t, hs.URL+"/v1/completions", `{"prompt":"Turn 1:","max_tokens":3}`, nil)
+	testhttp.Post(t, hs.URL+"/v1/completions", `{"prompt":"Turn 1:","max_tokens":3}`, nil)
 	resp, err := http.Get(hs.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
