@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -245,4 +246,12 @@ func playWithRestarts(ctx context.Context, opts WorkerOptions, eo EpisodeOptions
 		atomic.AddInt64(&stats.Restarts, 1)
 	}
 	return nil, fmt.Errorf("episode %s: gave up after %d attempts: %w", eo.ID, opts.MaxAttempts, last)
+}
+
+// WorkerSeedBase gives each worker name its own range of a million puzzle seeds, so that workers
+// on several machines do not all play the same puzzles; a restarted worker replays its own.
+func WorkerSeedBase(seed int, worker string) int64 {
+	h := fnv.New32a()
+	h.Write([]byte(worker))
+	return int64(seed)*1_000_003 + int64(h.Sum32()%(1<<30))<<20
 }

@@ -276,3 +276,24 @@ func TestRefusedKeyStopsThePool(t *testing.T) {
 		t.Errorf("kept going after the refusal: %+v, %d calls", stats, calls.Load())
 	}
 }
+
+// TestWorkerSeedBase: each worker name has its own range of a million seeds, the same on every
+// restart, and the run seed moves all of them.
+func TestWorkerSeedBase(t *testing.T) {
+	seen := map[int64]string{}
+	for _, w := range []string{"w0", "w1", "host-a-1", "host-b-1"} {
+		base := WorkerSeedBase(7, w)
+		if base != WorkerSeedBase(7, w) || base%(1<<20) != 7*1_000_003%(1<<20) {
+			t.Errorf("%s: base %d", w, base)
+		}
+		for b, other := range seen {
+			if d := b - base; d > -(1<<20) && d < 1<<20 {
+				t.Errorf("%s and %s share a range: %d, %d", w, other, base, b)
+			}
+		}
+		seen[base] = w
+	}
+	if WorkerSeedBase(8, "w0") == WorkerSeedBase(7, "w0") {
+		t.Error("the run seed does not move the base")
+	}
+}

@@ -282,6 +282,20 @@ func ReloadsInPlace(s Syncer) bool {
 	return ok && p.InPlace()
 }
 
+// ModelNamer names versions as the servers will serve them: <prefix>-v<N> where each version gets
+// its own name (spa, vLLM LoRA adapters), the one served name <prefix> where servers reload
+// weights in place (vLLM full reload, SGLang); rollouts then take the version from the policy KV.
+func ModelNamer(prefix string, servers []Syncer) func(int64) string {
+	inPlace := len(servers) > 0
+	for _, s := range servers {
+		inPlace = inPlace && ReloadsInPlace(s)
+	}
+	if inPlace {
+		return func(int64) string { return prefix }
+	}
+	return func(v int64) string { return bus.VersionName(prefix, v) }
+}
+
 // SyncBackends are the names ParseSyncer accepts.
 var SyncBackends = []string{"spa", "vllm-lora", "vllm-reload", "sglang"}
 

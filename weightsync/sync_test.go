@@ -149,3 +149,31 @@ func TestReloadsInPlace(t *testing.T) {
 		}
 	}
 }
+
+// TestModelNamer: versions get their own names unless every server reloads in place.
+func TestModelNamer(t *testing.T) {
+	parse := func(specs ...string) []Syncer {
+		var out []Syncer
+		for _, s := range specs {
+			sy, err := ParseSyncer(s, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, sy)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		servers []Syncer
+		want    string
+	}{
+		{nil, "spa-v3"},
+		{parse("spa=http://a"), "spa-v3"},
+		{parse("sglang=http://a", "vllm-reload=http://b"), "spa"},
+		{parse("sglang=http://a", "spa=http://b"), "spa-v3"},
+	} {
+		if got := ModelNamer("spa", tc.servers)(3); got != tc.want {
+			t.Errorf("%d servers: %q, want %q", len(tc.servers), got, tc.want)
+		}
+	}
+}

@@ -219,7 +219,7 @@ func learnPPO(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelD
 			Steps: steps, BatchSize: batch, MaxOffPolicySteps: cfg.Learner.MaxOffPolicySteps,
 			Checkpoints:  &learner.Checkpointer{Dir: out, TokenizerDir: modelDir, DType: cfg.Learner.SaveDType, Keep: cfg.Learner.KeepCheckpoints},
 			Fleet:        fleet,
-			ModelName:    modelNamer(prefix, servers),
+			ModelName:    weightsync.ModelNamer(prefix, servers),
 			StartVersion: start, Seed: uint64(cfg.Run.Seed), Resume: resume,
 		},
 		StageIO: harness.StageIO{Metrics: metrics, Log: w},
@@ -230,18 +230,4 @@ func learnPPO(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelD
 	fmt.Fprintf(cmd.OutOrStdout(), "ppo: %d steps, version %d; trained on %d trajectories (%d filtered, %d stale, %d invalid)\n",
 		st.Step, st.Version, st.Totals.Trained, st.Totals.Filtered, st.Totals.Stale, st.Totals.Invalid)
 	return nil
-}
-
-// modelNamer names versions as the servers will serve them: <prefix>-v<N> where each version gets
-// its own name (spa, vLLM LoRA adapters), the one served name <prefix> where servers reload
-// weights in place (vLLM full reload, SGLang); rollouts then take the version from the policy KV.
-func modelNamer(prefix string, servers []weightsync.Syncer) func(int64) string {
-	inPlace := len(servers) > 0
-	for _, s := range servers {
-		inPlace = inPlace && weightsync.ReloadsInPlace(s)
-	}
-	if inPlace {
-		return func(int64) string { return prefix }
-	}
-	return func(v int64) string { return bus.VersionName(prefix, v) }
 }

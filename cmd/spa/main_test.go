@@ -10,7 +10,6 @@ import (
 
 	"github.com/spa-rl/spa/config"
 	"github.com/spa-rl/spa/torchrt"
-	"github.com/spa-rl/spa/weightsync"
 )
 
 func TestMain(m *testing.M) {
@@ -173,33 +172,5 @@ func TestTokenizeCommand(t *testing.T) {
 	}
 	if code, _, errOut := run("{\"txt\":1}\n", "tokenize", "--tokenizer", tok); code == 0 || !strings.Contains(errOut, "line 1") {
 		t.Errorf("bad line: %d %s", code, errOut)
-	}
-}
-
-// TestModelNamer: versions get their own names unless every server reloads in place.
-func TestModelNamer(t *testing.T) {
-	parse := func(specs ...string) []weightsync.Syncer {
-		var out []weightsync.Syncer
-		for _, s := range specs {
-			sy, err := weightsync.ParseSyncer(s, "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, sy)
-		}
-		return out
-	}
-	for _, tc := range []struct {
-		servers []weightsync.Syncer
-		want    string
-	}{
-		{nil, "spa-v3"},
-		{parse("spa=http://a"), "spa-v3"},
-		{parse("sglang=http://a", "vllm-reload=http://b"), "spa"},
-		{parse("sglang=http://a", "spa=http://b"), "spa-v3"},
-	} {
-		if got := modelNamer("spa", tc.servers)(3); got != tc.want {
-			t.Errorf("%d servers: %q, want %q", len(tc.servers), got, tc.want)
-		}
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"os"
 	"strconv"
 	"strings"
@@ -242,7 +241,7 @@ flight finish.`,
 		fmt.Fprintf(cmd.ErrOrStderr(), "spa rollout: run %s, %d workers, %s over %d server(s), publishing to %s\n", run, cfg.Rollout.Workers, cfg.Env.Name, len(names), bus.TrajSubject(run))
 		stats, err := rollout.RunWorkers(ctx, rollout.WorkerOptions{
 			Run: run, Worker: worker, Incarnation: incarnation(), Episode: eo, Workers: cfg.Rollout.Workers, Groups: groups, GroupSize: cfg.Rollout.GroupSize,
-			SeedBase: workerSeedBase(cfg.Run.Seed, worker), NewEnv: newEnv, Router: router, Tokens: tokens, Policy: policy,
+			SeedBase: rollout.WorkerSeedBase(cfg.Run.Seed, worker), NewEnv: newEnv, Router: router, Tokens: tokens, Policy: policy,
 			Publish: func(ctx context.Context, tr *bus.Trajectory) error { return pub.Publish(ctx, tr) },
 			Log:     func(format string, args ...any) { fmt.Fprintf(cmd.ErrOrStderr(), "spa rollout: "+format+"\n", args...) },
 		})
@@ -270,12 +269,4 @@ func incarnation() string {
 	var b [3]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-// workerSeedBase gives each worker name its own range of a million puzzle seeds, so that workers
-// on several machines do not all play the same puzzles; a restarted worker replays its own.
-func workerSeedBase(seed int, worker string) int64 {
-	h := fnv.New32a()
-	h.Write([]byte(worker))
-	return int64(seed)*1_000_003 + int64(h.Sum32()%(1<<30))<<20
 }
