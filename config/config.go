@@ -80,7 +80,7 @@ type Server struct {
 
 // Rollout holds the sampling side: endpoints, episodes and sampling parameters.
 type Rollout struct {
-	Endpoints         []string      `yaml:"endpoints" doc:"OpenAI-compatible base URLs (vLLM, SGLang, spa serve); empty uses the embedded server" check:"httpurls"`
+	Endpoints         []string      `yaml:"endpoints" doc:"OpenAI-compatible base URLs (vLLM, SGLang, spa serve; spa run takes spa serve only); empty: spa run embeds a server" check:"httpurls"`
 	Model             string        `yaml:"model" doc:"model name sent to the endpoint; empty follows the current policy version"`
 	Mode              string        `yaml:"mode" doc:"token: token ids via /v1/completions (training); chat: /v1/chat/completions" check:"oneof=token chat"`
 	Prompt            string        `yaml:"prompt" doc:"world-model (<observation>/<prediction> in <think>) or base" check:"oneof=world-model base"`

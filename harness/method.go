@@ -141,10 +141,11 @@ func (p *pipeline) evaluate(ctx context.Context, m, label, ckpt string) error {
 		return nil
 	}
 	name := m + "-eval-" + label
-	if err := p.loadVersion(ctx, p.o.ID+"-"+name, name, 0, ckpt); err != nil {
+	prefix := p.versionPrefix(name)
+	if err := p.loadVersion(ctx, p.o.ID+"-"+name, prefix, 0, ckpt); err != nil {
 		return err
 	}
-	e, err := p.evalModel(ctx, m, name+"-v0", label)
+	e, err := p.evalModel(ctx, m, bus.VersionName(prefix, 0), label)
 	if err != nil {
 		return err
 	}
@@ -161,7 +162,11 @@ func (p *pipeline) evaluate(ctx context.Context, m, label, ckpt string) error {
 // at the rollout temperature and once greedily; an empty label draws no progress line
 // (validation inside PPO, whose line is already on screen).
 func (p *pipeline) evalModel(ctx context.Context, m, modelName, label string) (Eval, error) {
-	c, err := p.client(false)
+	llms, err := p.clients(false)
+	if err != nil {
+		return Eval{}, err
+	}
+	rt, err := router(llms)
 	if err != nil {
 		return Eval{}, err
 	}
@@ -173,7 +178,7 @@ func (p *pipeline) evalModel(ctx context.Context, m, modelName, label string) (E
 	puzzles, k := p.cfg.Run.ValPuzzles, p.cfg.Run.ValK
 	bar := progress.New(p.o.Log, label, puzzles*(k+1))
 	play := func(eo rollout.EpisodeOptions, k, done int) (rollout.EvalResult, error) {
-		res, err := rollout.Evaluate(ctx, func() (envs.Env, error) { return p.newEnv(ctx) }, func() (rollout.LLM, error) { return c, nil }, p.tokens,
+		res, err := rollout.Evaluate(ctx, func() (envs.Env, error) { return p.newEnv(ctx) }, rt.Episode, p.tokens,
 			rollout.EvalOptions{Episode: eo, Puzzles: puzzles, K: k, Concurrency: p.cfg.Rollout.Workers,
 				Progress: func(n, _ int) { bar.Set(done+n, "") }})
 		if err == nil && res.Failed > 0 {
@@ -254,7 +259,7 @@ func (p *pipeline) ppo(ctx context.Context, m, start, out, run string) (string, 
 		return p.st.Stages[key].Checkpoint, nil
 	}
 	steps := p.cfg.Learner.PPO.Steps
-	prefix := m
+	prefix := p.versionPrefix(m)
 	// The server needs the version the learner resumes from (or the start as version 0).
 	from, version := start, int64(0)
 	if ckpt, st, err := learner.Latest(out); err == nil {
@@ -289,7 +294,7 @@ func (p *pipeline) ppo(ctx context.Context, m, start, out, run string) (string, 
 		Run: learner.RunOptions{
 			Steps: steps, BatchSize: p.cfg.Rollout.Groups * p.cfg.Rollout.GroupSize, MaxOffPolicySteps: p.cfg.Learner.MaxOffPolicySteps,
 			Checkpoints: &learner.Checkpointer{Dir: out, TokenizerDir: start, DType: p.cfg.Learner.SaveDType, Keep: p.cfg.Learner.KeepCheckpoints},
-			Fleet:       &weightsync.Fleet{Servers: []weightsync.Syncer{weightsync.SpaServer(p.baseURL, p.cfg.Server.AdminKey)}, Policies: p.pols, Run: run},
+			Fleet:       &weightsync.Fleet{Servers: p.servers, Policies: p.pols, Run: run},
 			ModelName:   func(v int64) string { return bus.VersionName(prefix, v) },
 			Seed:        uint64(p.cfg.Run.Seed), Resume: true,
 		},
@@ -326,7 +331,7 @@ func (p *pipeline) ppo(ctx context.Context, m, start, out, run string) (string, 
 
 // generate plays one batch per policy version the KV announces, until the learner's last.
 func (p *pipeline) generate(ctx context.Context, m, run string, watch <-chan bus.Policy, steps int) error {
-	c, err := p.client(false)
+	llms, err := p.clients(false)
 	if err != nil {
 		return err
 	}
@@ -337,7 +342,7 @@ func (p *pipeline) generate(ctx context.Context, m, run string, watch <-chan bus
 		eo := p.episodeOptions(rollout.Base, render(m))
 		eo.Model = pol.Model
 		groups := p.cfg.Rollout.Groups
-		if _, err := p.play(ctx, run, "", []rollout.LLM{c}, p.tokens, eo, groups, int(pol.Version)*groups); err != nil {
+		if _, err := p.play(ctx, run, "", llms, p.tokens, eo, groups, int(pol.Version)*groups); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -53,16 +55,20 @@ type pipeline struct {
 	mu      sync.Mutex
 
 	ex *torchrt.Executor
-	// stack is the bus, the env hosts and the server; b, pols, pub, srv and baseURL are its parts.
-	stack   *stack.Stack
-	b       *bus.Bus
-	pols    *bus.Policies
-	pub     *bus.Publisher
-	srv     *inference.Server
-	baseURL string
-	initDir string // the checkpoint as initialised (or run.model)
-	tokens  *rollout.Tokens
-	spec    envs.Spec
+	// stack is the bus, the env hosts and (without rollout.endpoints) the server; b, pols and pub
+	// are its parts.
+	stack *stack.Stack
+	b     *bus.Bus
+	pols  *bus.Policies
+	pub   *bus.Publisher
+	// endpoints are the inference servers' base URLs (the embedded one, or rollout.endpoints),
+	// and servers their weight sync; external is set for rollout.endpoints.
+	endpoints []string
+	servers   []weightsync.Syncer
+	external  bool
+	initDir   string // the checkpoint as initialised (or run.model)
+	tokens    *rollout.Tokens
+	spec      envs.Spec
 	// pplData holds the state-perplexity conversations per rendering.
 	pplData map[envs.RenderMode][]learner.SFTExample
 	// warmupPlayer, when set, plays the warm-up episodes instead of the random explorer (the
@@ -96,14 +102,15 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 
 // open brings up what every method shares: the run directory and its state, the starting
 // checkpoint and the embedded stack (bus, env hosts, server). The caller closes the pipeline.
-func open(ctx context.Context, o Options) (p *pipeline, err error) {
+func open(ctx context.Context, o Options) (*pipeline, error) {
 	if o.Log == nil {
 		o.Log = io.Discard
 	}
-	p = &pipeline{o: o, cfg: o.Config}
+	p := &pipeline{o: o, cfg: o.Config}
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, err
 	}
+	var err error
 	if p.st, err = loadState(o.Dir, o.Resume); err != nil {
 		return nil, err
 	}
@@ -115,8 +122,11 @@ func open(ctx context.Context, o Options) (p *pipeline, err error) {
 		return nil, err
 	}
 	p.ex = torchrt.NewExecutor()
+	// A failure from here on closes what was started (the returns below hand back nil, so the
+	// pipeline is held here rather than in a named result).
+	opened := false
 	defer func() {
-		if err != nil {
+		if !opened {
 			p.close()
 		}
 	}()
@@ -131,6 +141,7 @@ func open(ctx context.Context, o Options) (p *pipeline, err error) {
 		return nil, err
 	}
 	p.initDir = initDir
+	opened = true
 	return p, nil
 }
 
@@ -202,7 +213,7 @@ func (p *pipeline) start(ctx context.Context, initDir string) error {
 		return err
 	}
 	if len(p.cfg.Rollout.Endpoints) > 0 {
-		return errors.New("spa run with external endpoints (rollout.endpoints) is not wired yet; run the stages with spa rollout and spa learn (docs/run.md)")
+		return p.useExternal(ctx, env)
 	}
 	dev, err := model.ParseDevice(p.cfg.Learner.Device)
 	if err != nil {
@@ -214,9 +225,62 @@ func (p *pipeline) start(ctx context.Context, initDir string) error {
 	if err := st.Serve(ctx, initDir, eopts, sopts); err != nil {
 		return err
 	}
-	p.srv, p.baseURL = st.Server, st.BaseURL
-	p.logf("embedded: NATS %s, inference server %s, %s on the bus", orEmbedded(p.cfg.Bus.URL), p.baseURL, env)
+	p.endpoints = []string{st.BaseURL}
+	p.servers = []weightsync.Syncer{weightsync.SpaServer(st.BaseURL, p.cfg.Server.AdminKey)}
+	p.logf("embedded: NATS %s, inference server %s, %s on the bus", orEmbedded(p.cfg.Bus.URL), st.BaseURL, env)
 	return nil
+}
+
+// useExternal serves the run from rollout.endpoints instead of the embedded server. Each is a spa
+// serve (several spread the episodes); every version the run makes is loaded into all of them
+// through /update_weights (server.admin_key), from this machine's run directory, which they
+// must be able to read. The servers' tokenizer must be the run's (spa model init makes the same
+// domain tokenizer as a from-scratch run), which the first load checks.
+func (p *pipeline) useExternal(ctx context.Context, env string) error {
+	p.external = true
+	p.endpoints = p.cfg.Rollout.Endpoints
+	for _, url := range p.endpoints {
+		if err := probeServer(ctx, url, p.cfg.Server.APIKey); err != nil {
+			return fmt.Errorf("rollout.endpoints: %w", err)
+		}
+		p.servers = append(p.servers, weightsync.SpaServer(url, p.cfg.Server.AdminKey))
+	}
+	p.logf("external: NATS %s, %d inference server(s) %s, %s on the bus; versions are named %s-<stage>-v<N>",
+		orEmbedded(p.cfg.Bus.URL), len(p.endpoints), strings.Join(p.endpoints, ", "), env, p.o.ID)
+	return nil
+}
+
+// probeServer checks that an OpenAI-compatible server answers /models within 10 s.
+func probeServer(ctx context.Context, baseURL, key string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(baseURL, "/")+"/models", nil)
+	if err != nil {
+		return fmt.Errorf("%s: %w", baseURL, err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s does not answer: %w", baseURL, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s/models answered %s (server.api_key?)", baseURL, resp.Status)
+	}
+	return nil
+}
+
+// versionPrefix is what the versions of a stage's checkpoints are called: the stage's name
+// ("spa", "selfplay", "spa-eval-base") on the embedded server, which this run owns; on external
+// servers, which may serve other runs and start with their own "<name>-v0", the run id comes
+// first.
+func (p *pipeline) versionPrefix(name string) string {
+	if p.external {
+		return p.o.ID + "-" + name
+	}
+	return name
 }
 
 // ServerOptions maps the config's server section onto the engine's and the HTTP layer's options;
@@ -265,20 +329,33 @@ func (p *pipeline) episodeOptions(mode rollout.Mode, render envs.RenderMode) rol
 	}
 }
 
-// client is an HTTP client of the embedded server.
-func (p *pipeline) client(chatMode bool) (rollout.LLM, error) {
-	return rollout.NewClient(rollout.ClientOptions{BaseURL: p.baseURL, APIKey: p.cfg.Server.APIKey, Chat: chatMode,
-		Timeout: p.cfg.Rollout.RequestTimeout, Retries: p.cfg.Rollout.Retries})
+// clients are HTTP clients of the inference servers, one each.
+func (p *pipeline) clients(chatMode bool) ([]rollout.LLM, error) {
+	var out []rollout.LLM
+	for _, url := range p.endpoints {
+		c, err := rollout.NewClient(rollout.ClientOptions{BaseURL: url, APIKey: p.cfg.Server.APIKey, Chat: chatMode,
+			Timeout: p.cfg.Rollout.RequestTimeout, Retries: p.cfg.Rollout.Retries})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// router spreads episodes over llms (each episode stays on one; a failing one rests).
+func router(llms []rollout.LLM) (*rollout.Router, error) {
+	names := make([]string, len(llms))
+	for i := range names {
+		names[i] = fmt.Sprintf("llm%d", i)
+	}
+	return rollout.NewRouter(names, llms)
 }
 
 // play runs groups × group size episodes with llms (the router spreads episodes over them),
 // publishes them to run's stream, and returns them in order.
 func (p *pipeline) play(ctx context.Context, run, label string, llms []rollout.LLM, tokens *rollout.Tokens, eo rollout.EpisodeOptions, groups, firstGroup int) ([]*bus.Trajectory, error) {
-	names := make([]string, len(llms))
-	for i := range names {
-		names[i] = fmt.Sprintf("llm%d", i)
-	}
-	router, err := rollout.NewRouter(names, llms)
+	rt, err := router(llms)
 	if err != nil {
 		return nil, err
 	}
@@ -291,7 +368,7 @@ func (p *pipeline) play(ctx context.Context, run, label string, llms []rollout.L
 	stats, err := rollout.RunWorkers(ctx, rollout.WorkerOptions{
 		Run: run, Worker: "w", Episode: eo, Workers: p.cfg.Rollout.Workers, Groups: groups, GroupSize: p.cfg.Rollout.GroupSize,
 		FirstGroup: firstGroup, SeedBase: trainSeedBase, NewEnv: func() (envs.Env, error) { return p.newEnv(ctx) },
-		Router: router, Tokens: tokens,
+		Router: rt, Tokens: tokens,
 		Publish: func(ctx context.Context, tr *bus.Trajectory) error {
 			if err := p.pub.Publish(ctx, tr); err != nil {
 				return err
@@ -422,20 +499,18 @@ func (p *pipeline) selfPlay(ctx context.Context, base string) error {
 		llms = []rollout.LLM{explorer}
 	case ExplorePolicy, ExploreMix:
 		// The policy explores in chat mode: self-play needs the text, not the token ids.
-		if err := p.loadVersion(ctx, run, "selfplay", 0, base); err != nil {
+		if err := p.loadVersion(ctx, run, p.versionPrefix("selfplay"), 0, base); err != nil {
 			return err
 		}
-		c, err := p.client(true)
-		if err != nil {
+		if llms, err = p.clients(true); err != nil {
 			return err
 		}
-		llms = []rollout.LLM{c}
 		if how == ExploreMix {
 			llms = append(llms, explorer)
 		}
 	}
 	eo := p.episodeOptions(rollout.WorldModel, envs.Coords)
-	eo.Model = "selfplay-v0"
+	eo.Model = bus.VersionName(p.versionPrefix("selfplay"), 0)
 	groups := (n + p.cfg.Rollout.GroupSize - 1) / p.cfg.Rollout.GroupSize
 	trs, err := p.play(ctx, run, "self-play ("+p.cfg.Run.Explore+")", llms, nil, eo, groups, 0)
 	if err != nil {
@@ -496,7 +571,7 @@ func (p *pipeline) loadVersion(ctx context.Context, run, prefix string, n int64,
 	v := weightsync.Version{Number: n, Model: bus.VersionName(prefix, n), Dir: abs}
 	// The server takes a version it already has from the same directory as a no-op; the policy
 	// KV is set either way, since the workers wait for it.
-	f := &weightsync.Fleet{Servers: []weightsync.Syncer{weightsync.SpaServer(p.baseURL, p.cfg.Server.AdminKey)}}
+	f := &weightsync.Fleet{Servers: p.servers}
 	if err := f.Sync(ctx, v); err != nil {
 		return err
 	}

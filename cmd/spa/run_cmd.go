@@ -40,7 +40,10 @@ Methods (run.methods, or --compare): spa (the recipe), vanilla (PPO from the bas
 states) and state-estimation (PPO with coordinates, no SFT), on the same seeds and budget.
 
 Everything runs in this process: an embedded NATS with JetStream in the run directory, the
-inference server on 127.0.0.1, env hosts, rollout workers and the learner. Outputs go to
+inference server on 127.0.0.1, env hosts, rollout workers and the learner. --bus URL uses a NATS
+cluster instead; --endpoint URL[,URL] uses running spa serve processes instead of the embedded
+server (they must read the run directory; versions reach them through /update_weights with
+server.admin_key, named <run id>-<stage>-v<N>). Outputs go to
 <run.dir>/<run id>/: trajectories, sft.jsonl, checkpoints, metrics.jsonl, state.json, report.md and
 PNG plots; the log and the report give each stage's wall time. --resume <dir> continues from the last completed stage or PPO step. Presets: smoke
 (minutes, for tests), quick (the default; about 16 minutes on 2 cores), paper (the paper's
