@@ -30,7 +30,7 @@ type Run struct {
 	Threads int      `yaml:"threads" doc:"libtorch intra-op threads; 0 uses every core" check:">=0"`
 	// Model is a pretrained starting checkpoint; empty trains the tiny preset from scratch.
 	Model          string  `yaml:"model" doc:"starting checkpoint (Hugging Face directory); empty trains a tiny model from scratch"`
-	Explore        string  `yaml:"explore" doc:"self-play exploration: random (well-formed turns with random actions), policy, or mix" check:"oneof=random policy mix"`
+	Explore        string  `yaml:"explore" doc:"self-play exploration: auto (policy for a pretrained run.model, random from scratch), random (well-formed turns with random actions), policy, or mix" check:"oneof=auto random policy mix"`
 	SelfPlay       int     `yaml:"selfplay_episodes" doc:"self-play episodes for the world-model SFT data" check:">=1"`
 	WarmupEpisodes int     `yaml:"warmup_episodes" doc:"format warm-up episodes for a from-scratch model (its stand-in for an instruct model); 0 skips" check:">=0"`
 	WarmupEpochs   int     `yaml:"warmup_epochs" doc:"epochs of the format warm-up SFT; 0 uses learner.sft.epochs" check:">=0"`
@@ -174,7 +174,7 @@ type Env struct {
 func Default() Config {
 	return Config{
 		Run: Run{
-			Dir: "runs", Preset: "quick", Methods: []string{"spa"}, Seed: 1, Explore: "random", SelfPlay: 1280,
+			Dir: "runs", Preset: "quick", Methods: []string{"spa"}, Seed: 1, Explore: "auto", SelfPlay: 1280,
 			WarmupEpisodes: 1280, WarmupEpochs: 3, Filter: true, GroundTruth: true, ValPuzzles: 128, ValK: 8,
 		},
 		Bus: Bus{Timeout: 5 * time.Second},

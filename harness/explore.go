@@ -20,6 +20,9 @@ import (
 type Exploration string
 
 const (
+	// ExploreAuto is the paper's choice for what the run starts from: the policy for a
+	// pretrained run.model, the random explorer for a model trained from scratch.
+	ExploreAuto Exploration = "auto"
 	// ExploreRandom is the random-action Explorer (the only sensible choice from scratch).
 	ExploreRandom Exploration = "random"
 	// ExplorePolicy is the policy itself, in the world-model format (the paper's).
@@ -28,9 +31,21 @@ const (
 	ExploreMix Exploration = "mix"
 )
 
-// ParseExploration accepts the Exploration names; empty means ExploreRandom.
+// ParseExploration accepts the Exploration names; empty means ExploreAuto.
 func ParseExploration(s string) (Exploration, error) {
-	return choice.Parse("exploration (run.explore)", s, ExploreRandom, ExploreRandom, ExplorePolicy, ExploreMix)
+	return choice.Parse("exploration (run.explore)", s, ExploreAuto, ExploreAuto, ExploreRandom, ExplorePolicy, ExploreMix)
+}
+
+// For resolves ExploreAuto for a run that starts from a pretrained checkpoint or from scratch;
+// the other choices stand.
+func (e Exploration) For(pretrained bool) Exploration {
+	switch {
+	case e != ExploreAuto:
+		return e
+	case pretrained:
+		return ExplorePolicy
+	}
+	return ExploreRandom
 }
 
 // Explorer is the random-action explorer of self-play (the paper's ablation, and the only

@@ -135,7 +135,8 @@ func TestSmokePipelineEndToEndWithResume(t *testing.T) {
 		t.Error("the untrained model was evaluated twice")
 	}
 	for _, want := range []string{"| spa | untrained (as initialised) |", "| spa | base (format warm-up only) |", "| spa | after world-model SFT |", "| spa | after PPO |", "| vanilla | after PPO |", "![success](success.png)",
-		"![behaviour](behaviour.png)", "| spa − vanilla after PPO | ", "| spa after PPO − its PPO start | "} {
+		"![behaviour](behaviour.png)", "| spa − vanilla after PPO | ", "| spa after PPO − its PPO start | ",
+		"Model: a tiny Qwen2 trained from scratch (domain tokenizer, format warm-up) (Qwen2ForCausalLM: 4 layers, hidden 128", "served by the embedded inference server; self-play explored by random."} {
 		if !strings.Contains(string(report), want) {
 			t.Errorf("report lacks %q:\n%s", want, report)
 		}

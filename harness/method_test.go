@@ -46,7 +46,20 @@ func TestParseExploration(t *testing.T) {
 			t.Errorf("%q: %q, %v", s, e, err)
 		}
 	}
-	if _, err := ParseExploration("greedy"); err == nil || !strings.Contains(err.Error(), "random, policy, mix") {
+	if _, err := ParseExploration("greedy"); err == nil || !strings.Contains(err.Error(), "auto, random, policy, mix") {
 		t.Errorf("unknown exploration: %v", err)
+	}
+	// auto is the paper's choice: the policy when the run starts from a pretrained model.
+	for _, tc := range []struct {
+		e          Exploration
+		pretrained bool
+		want       Exploration
+	}{{ExploreAuto, true, ExplorePolicy}, {ExploreAuto, false, ExploreRandom}, {ExploreRandom, true, ExploreRandom}, {ExploreMix, false, ExploreMix}} {
+		if got := tc.e.For(tc.pretrained); got != tc.want {
+			t.Errorf("%s for pretrained %v: %s, want %s", tc.e, tc.pretrained, got, tc.want)
+		}
+	}
+	if e, _ := ParseExploration(""); e != ExploreAuto {
+		t.Errorf("empty: %s", e)
 	}
 }

@@ -494,6 +494,7 @@ func (p *pipeline) selfPlay(ctx context.Context, base string) error {
 	if err != nil {
 		return err
 	}
+	how = how.For(p.cfg.Run.Model != "")
 	switch how {
 	case ExploreRandom:
 		llms = []rollout.LLM{explorer}
@@ -512,7 +513,7 @@ func (p *pipeline) selfPlay(ctx context.Context, base string) error {
 	eo := p.episodeOptions(rollout.WorldModel, envs.Coords)
 	eo.Model = bus.VersionName(p.versionPrefix("selfplay"), 0)
 	groups := (n + p.cfg.Rollout.GroupSize - 1) / p.cfg.Rollout.GroupSize
-	trs, err := p.play(ctx, run, "self-play ("+p.cfg.Run.Explore+")", llms, nil, eo, groups, 0)
+	trs, err := p.play(ctx, run, "self-play ("+string(how)+")", llms, nil, eo, groups, 0)
 	if err != nil {
 		return err
 	}
@@ -526,6 +527,9 @@ func (p *pipeline) selfPlay(ctx context.Context, base string) error {
 	malformed, duplicate := 0, 0
 	if p.cfg.Run.Filter {
 		exs, malformed, duplicate = worldmodel.Filter(exs)
+	}
+	if len(exs) == 0 {
+		return fmt.Errorf("self-play (%s): none of %d episodes gave a world-model conversation (%d malformed): the explorer does not write <think><observation>…</observation><prediction>…</prediction></think><answer>…</answer>; with a model that has not learnt the format, set run.explore=random or mix", how, len(trs), malformed)
 	}
 	if err := learner.WriteSFTExamples(filepath.Join(p.o.Dir, "sft.jsonl"), exs); err != nil {
 		return err

@@ -16,6 +16,7 @@ import (
 	"gonum.org/v1/plot/vg"
 
 	"github.com/spa-rl/spa/learner"
+	"github.com/spa-rl/spa/model"
 )
 
 // Report is what a run produced.
@@ -348,6 +349,7 @@ func (p *pipeline) markdown(r *Report) string {
 	fmt.Fprintf(&b, "# spa run %s\n\n", p.o.ID)
 	c := p.cfg
 	fmt.Fprintf(&b, "%s, preset %s, methods %s, seed %d; finished %s.\n\n", r.Env, c.Run.Preset, strings.Join(c.Run.Methods, ", "), c.Run.Seed, time.Now().UTC().Format(time.RFC3339))
+	fmt.Fprintf(&b, "%s\n\n", p.modelLine())
 	puzzles, k := c.Run.ValPuzzles, c.Run.ValK
 	fmt.Fprintf(&b, "Validation: %d fixed puzzles (seeds 0..%d) x %d samples at temperature %g, base prompt; Pass@1 is the mean success, Pass@%d the share of puzzles solved at least once. State perplexity is that of the true states inside world-model turns on validation puzzles. PPO: %d steps of %d groups x %d episodes on training seeds from %d.\n\n",
 		puzzles, puzzles-1, k, c.Rollout.Temperature, k, c.Learner.PPO.Steps, c.Rollout.Groups, c.Rollout.GroupSize, trainSeedBase)
@@ -370,4 +372,31 @@ func (p *pipeline) markdown(r *Report) string {
 	b.WriteString(r.TimingTable())
 	b.WriteString("\nFiles: `metrics.jsonl` (every step), `state.json` (stages), `config.json`, trajectories (`*.jsonl`), checkpoints under each method's directory.\n")
 	return b.String()
+}
+
+// modelLine says what the run trained: the pretrained run.model or the tiny model from scratch,
+// its shapes, and where it was served.
+func (p *pipeline) modelLine() string {
+	start := "a tiny Qwen2 trained from scratch (domain tokenizer, format warm-up)"
+	if p.cfg.Run.Model != "" {
+		start = "pretrained " + p.cfg.Run.Model
+	}
+	if cfg, err := model.LoadConfig(p.initDir); err == nil {
+		start += fmt.Sprintf(" (%s: %d layers, hidden %d, vocabulary %d, %s parameters)",
+			strings.Join(cfg.Architectures, ","), cfg.NumHiddenLayers, cfg.HiddenSize, cfg.VocabSize, humanParams(cfg.NumParams()))
+	}
+	served := "the embedded inference server"
+	if p.external {
+		served = "external servers " + strings.Join(p.endpoints, ", ")
+	}
+	how, _ := ParseExploration(p.cfg.Run.Explore)
+	return fmt.Sprintf("Model: %s; served by %s; self-play explored by %s.", start, served, how.For(p.cfg.Run.Model != ""))
+}
+
+// humanParams prints a parameter count as 494.0M or 1.2M.
+func humanParams(n int64) string {
+	if n >= 1e9 {
+		return fmt.Sprintf("%.2fB", float64(n)/1e9)
+	}
+	return fmt.Sprintf("%.1fM", float64(n)/1e6)
 }

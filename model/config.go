@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spa-rl/spa/internal/safefile"
 )
@@ -111,10 +112,33 @@ func Preset(name string, vocab int) (Config, error) {
 		c.HiddenSize, c.IntermediateSize, c.NumHiddenLayers, c.NumAttentionHeads, c.NumKeyValueHeads = 128, 384, 4, 4, 2
 	case "small":
 		c.HiddenSize, c.IntermediateSize, c.NumHiddenLayers, c.NumAttentionHeads, c.NumKeyValueHeads = 384, 1024, 8, 6, 2
+	case "qwen2.5-0.5b":
+		// Qwen/Qwen2.5-0.5B's config.json: 494,032,768 parameters. Its embedding has 151,936 rows
+		// (the tokenizer's 151,665 padded); a larger tokenizer gets its own size.
+		c.HiddenSize, c.IntermediateSize, c.NumHiddenLayers, c.NumAttentionHeads, c.NumKeyValueHeads = 896, 4864, 24, 14, 2
+		c.VocabSize, c.RopeTheta, c.MaxPositionEmbeddings, c.TorchDType = max(vocab, 151936), 1e6, 32768, "bfloat16"
+		window := 32768
+		c.SlidingWindow, c.MaxWindowLayers = &window, 21
 	default:
-		return Config{}, fmt.Errorf("unknown model preset %q (want tiny or small)", name)
+		return Config{}, fmt.Errorf("unknown model preset %q (want %s)", name, strings.Join(Presets, ", "))
 	}
 	return c, c.Validate()
+}
+
+// Presets are the names Preset accepts.
+var Presets = []string{"tiny", "small", "qwen2.5-0.5b"}
+
+// NumParams counts the parameters a model of this config has (the embedding once when tied), as
+// Hugging Face's num_parameters does, without making it.
+func (c Config) NumParams() int64 {
+	h, inter, kv := int64(c.HiddenSize), int64(c.IntermediateSize), int64(c.NumKeyValueHeads*c.HeadDim())
+	attn := h*h + h + 2*(h*kv+kv) + h*h // q with bias, k and v with bias, o
+	layer := attn + 3*h*inter + 2*h     // gate, up, down; two norms
+	n := int64(c.VocabSize)*h + int64(c.NumHiddenLayers)*layer + h
+	if !c.TieWordEmbeddings {
+		n += int64(c.VocabSize) * h
+	}
+	return n
 }
 
 // maxConfigBytes bounds config.json; real ones are a few kilobytes.

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -496,5 +497,82 @@ func TestIDListForms(t *testing.T) {
 	var l IDList
 	if err := json.Unmarshal([]byte(`"x"`), &l); err == nil {
 		t.Error("a string was accepted as token ids")
+	}
+}
+
+// TestPresetsMatchTheirShapes: the qwen2.5-0.5b preset has the published config's shapes and its
+// 494,032,768 parameters, and Config.NumParams counts what a model really has.
+func TestPresetsMatchTheirShapes(t *testing.T) {
+	published, err := LoadConfig("testdata/qwen2.5-0.5b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := Preset("qwen2.5-0.5b", 151665)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type shape struct {
+		V, H, I, L, A, KV, Pos int
+		Rope                   float64
+		Tied                   bool
+	}
+	of := func(c Config) shape {
+		return shape{c.VocabSize, c.HiddenSize, c.IntermediateSize, c.NumHiddenLayers, c.NumAttentionHeads, c.NumKeyValueHeads, c.MaxPositionEmbeddings, c.RopeTheta, c.TieWordEmbeddings}
+	}
+	if of(q) != of(published) {
+		t.Errorf("qwen2.5-0.5b preset %+v, published %+v", of(q), of(published))
+	}
+	if n := q.NumParams(); n != 494_032_768 {
+		t.Errorf("qwen2.5-0.5b: %d parameters, Qwen publishes 494,032,768", n)
+	}
+	for _, name := range []string{"tiny", "small"} {
+		for _, tied := range []bool{true, false} {
+			cfg, err := Preset(name, 300)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.TieWordEmbeddings = tied
+			m, err := New(cfg, Options{Seed: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := cfg.NumParams(), m.NumParams(); got != want {
+				t.Errorf("%s (tied %v): Config.NumParams %d, the model has %d", name, tied, got, want)
+			}
+			m.Close()
+		}
+	}
+}
+
+// TestInitWithAGivenTokenizer makes a checkpoint around Qwen's tokenizer (the shared testdata's
+// Qwen3 one) instead of the domain tokenizer: the files are copied, the vocabulary is the
+// tokenizer's, and turns end with <|im_end|> and <|endoftext|>.
+func TestInitWithAGivenTokenizer(t *testing.T) {
+	const qwen = "../../shared/testdata/tokenizer/qwen3"
+	if _, err := os.Stat(filepath.Join(qwen, "tokenizer.json")); err != nil {
+		t.Skipf("the shared Qwen tokenizer is missing (%v); it lives beside the repository in shared/testdata", err)
+	}
+	dir := filepath.Join(t.TempDir(), "ckpt")
+	cfg, params, err := Init(dir, InitOptions{Preset: "tiny", TokenizerDir: qwen, Seed: 1, DType: "bfloat16"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(filepath.Join(qwen, "tokenizer.json"))
+	got, _ := os.ReadFile(filepath.Join(dir, "tokenizer.json"))
+	if !bytes.Equal(got, want) {
+		t.Error("tokenizer.json was not copied byte for byte")
+	}
+	loaded, err := LoadConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loaded.VocabSize < 151643 || params != cfg.NumParams() || fmt.Sprint(loaded.EOSTokenID) != "[151645 151643]" {
+		t.Errorf("vocab %d, %d parameters (config says %d), eos %v", loaded.VocabSize, params, cfg.NumParams(), loaded.EOSTokenID)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "tokenizer_config.json")); err != nil {
+		t.Error(err)
+	}
+	if _, _, err := Init(filepath.Join(t.TempDir(), "x"), InitOptions{TokenizerDir: t.TempDir()}); err == nil {
+		t.Error("a directory without a tokenizer was accepted")
 	}
 }

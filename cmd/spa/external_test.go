@@ -14,9 +14,10 @@ import (
 	"github.com/spa-rl/spa/internal/testdeadline"
 )
 
-// TestRunAgainstExternalServers runs the smoke preset (vanilla, from the served checkpoint as
-// run.model, so without the from-scratch warm-up) with two spa serve processes as the external
-// fleet (rollout.endpoints): every evaluated checkpoint and every PPO step reaches both through
+// TestRunAgainstExternalServers runs the smoke preset (spa, from the served checkpoint as
+// run.model, so without the from-scratch warm-up, exploring with the policy through the servers
+// and with the random explorer) with two spa serve processes as the external fleet
+// (rollout.endpoints): every evaluated checkpoint and every PPO step reaches both through
 // /update_weights under run-prefixed names, episodes are spread over both, the report is
 // written, and a resume continues against the same servers from the saved configuration.
 func TestRunAgainstExternalServers(t *testing.T) {
@@ -45,16 +46,20 @@ func TestRunAgainstExternalServers(t *testing.T) {
 		"--run-dir", runDir, "--run-id", "dead", "--threads", "1"); code == 0 || !strings.Contains(errOut, dead+" does not answer") {
 		t.Errorf("a dead endpoint: %d\n%s", code, tail(errOut, 2000))
 	}
-	code, out, errOut := spa(t, "run", "--preset", "smoke", "--compare", "vanilla", "--model", model, "--endpoint", strings.Join(endpoints, ","),
-		"--run-dir", runDir, "--run-id", "ext", "--threads", "1", "--set", "server.admin_key=adm")
+	code, out, errOut := spa(t, "run", "--preset", "smoke", "--compare", "spa", "--model", model, "--endpoint", strings.Join(endpoints, ","),
+		"--run-dir", runDir, "--run-id", "ext", "--threads", "1", "--set", "server.admin_key=adm", "--set", "run.explore=mix")
 	if code != 0 {
 		t.Fatalf("spa run against %v: %d\n%s\n%s", endpoints, code, out, tail(errOut, 4000))
 	}
 	if !strings.Contains(errOut, "external: ") || strings.Contains(errOut, "embedded: ") {
 		t.Errorf("the run did not say it used the external servers:\n%s", tail(errOut, 2000))
 	}
-	if _, err := os.Stat(filepath.Join(runDir, "ext", "report.md")); err != nil {
+	report, err := os.ReadFile(filepath.Join(runDir, "ext", "report.md"))
+	if err != nil {
 		t.Errorf("no report: %v", err)
+	}
+	if want := "Model: pretrained " + model + " (Qwen2ForCausalLM: 4 layers"; !strings.Contains(string(report), want) || !strings.Contains(string(report), "served by external servers "+endpoints[0]) {
+		t.Errorf("the report does not name the model (%q) and the servers:\n%.1500s", want, report)
 	}
 	// Both servers hold the last PPO version under the run's name and served episodes.
 	for _, url := range endpoints {
@@ -64,8 +69,8 @@ func TestRunAgainstExternalServers(t *testing.T) {
 		for _, m := range models.Data {
 			ids = append(ids, m.ID)
 		}
-		if !strings.Contains(strings.Join(ids, " "), "ext-vanilla-v2") {
-			t.Errorf("%s serves %v, not the run's last version ext-vanilla-v2", url, ids)
+		if !strings.Contains(strings.Join(ids, " "), "ext-spa-v2") {
+			t.Errorf("%s serves %v, not the run's last version ext-spa-v2", url, ids)
 		}
 		if n := metric(t, strings.TrimSuffix(url, "/v1")+"/metrics", "spa_generated_tokens_total"); n == 0 {
 			t.Errorf("%s generated no tokens: the episodes were not spread over both servers", url)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -28,19 +29,25 @@ func newModelCmd() *cobra.Command {
 }
 
 func newModelInitCmd() *cobra.Command {
-	var preset, out, dtype string
+	var preset, out, dtype, tokDir string
 	var vocab, corpusSeeds int
 	var seed uint64
 	cmd := &cobra.Command{
-		Use:   "init --preset tiny|small --out DIR",
-		Short: "Write a randomly initialised checkpoint with the domain tokenizer",
-		Long: `Write a Hugging Face checkpoint of a small Qwen2 model, randomly initialised, with spa's domain
-tokenizer (byte-level BPE trained on the environments' text, ChatML and SPA tags as single tokens):
-config.json, generation_config.json, model.safetensors, tokenizer.json and tokenizer_config.json.
-transformers and vLLM load the directory as a Qwen2ForCausalLM.
+		Use:   "init --preset tiny|small|qwen2.5-0.5b --out DIR [--tokenizer DIR]",
+		Short: "Write a randomly initialised checkpoint with the domain tokenizer or a given one",
+		Long: `Write a Hugging Face checkpoint of a Qwen2 model, randomly initialised: config.json,
+generation_config.json, model.safetensors, tokenizer.json and tokenizer_config.json. transformers
+and vLLM load the directory as a Qwen2ForCausalLM.
+
+The tokenizer is spa's domain tokenizer (byte-level BPE trained on the environments' text, ChatML
+and SPA tags as single tokens), or with --tokenizer DIR a Hugging Face tokenizer (tokenizer.json
+and tokenizer_config.json with its chat template), copied.
 
 Presets: tiny (hidden 128, 4 layers, 4 heads with 2 KV heads; trains at useful speed on 2 CPU
-cores) and small (hidden 384, 8 layers).`,
+cores), small (hidden 384, 8 layers) and qwen2.5-0.5b (Qwen2.5-0.5B's exact shapes: hidden 896,
+24 layers, 14 heads with 2 KV heads, 151,936 vocabulary rows, 494M parameters; it needs
+--tokenizer with a Qwen2.5 tokenizer, and stands in for the real weights where they cannot be
+downloaded, to check a pipeline at full size).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
@@ -49,26 +56,34 @@ cores) and small (hidden 384, 8 layers).`,
 			if entries, err := os.ReadDir(out); err == nil && len(entries) > 0 {
 				return fmt.Errorf("%s is not empty; spa model init will not overwrite a checkpoint", out)
 			}
+			if strings.HasPrefix(preset, "qwen") && tokDir == "" {
+				return fmt.Errorf("--preset %s needs --tokenizer DIR: its vocabulary is Qwen's (tokenizer.json and tokenizer_config.json of a Qwen2.5 checkpoint)", preset)
+			}
 			if _, err := model.Preset(preset, vocab); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "training the domain tokenizer (%d tokens)...\n", vocab)
+			if tokDir != "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "initialising the %s preset with the tokenizer of %s...\n", preset, tokDir)
+			} else {
+				fmt.Fprintf(cmd.ErrOrStderr(), "training the domain tokenizer (%d tokens)...\n", vocab)
+			}
 			var cfg model.Config
 			var params int64
 			err := onTorchThread(func() (err error) {
-				cfg, params, err = model.Init(out, model.InitOptions{Preset: preset, Tokenizer: domain.Options{VocabSize: vocab, Seeds: corpusSeeds}, Seed: seed, DType: dtype})
+				cfg, params, err = model.Init(out, model.InitOptions{Preset: preset, Tokenizer: domain.Options{VocabSize: vocab, Seeds: corpusSeeds},
+					TokenizerDir: tokDir, Seed: seed, DType: dtype})
 				return err
 			})
 			if err != nil {
 				return err
 			}
-			size := cfg.VocabSize
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: Qwen2 %s preset, %s parameters, vocabulary %d, %s\n", out, preset, humanCount(params), size, dtype)
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: Qwen2 %s preset, %s parameters, vocabulary %d, %s\n", out, preset, humanCount(params), cfg.VocabSize, dtype)
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&preset, "preset", "tiny", "tiny or small")
+	cmd.Flags().StringVar(&preset, "preset", "tiny", strings.Join(model.Presets, ", "))
 	cmd.Flags().StringVar(&out, "out", "", "checkpoint directory to create")
+	cmd.Flags().StringVar(&tokDir, "tokenizer", "", "a Hugging Face tokenizer directory to use instead of the domain tokenizer")
 	cmd.Flags().IntVar(&vocab, "vocab", 1024, "domain tokenizer size, added tokens included")
 	cmd.Flags().IntVar(&corpusSeeds, "corpus-seeds", 200, "episodes per environment variant in the tokenizer's training text")
 	cmd.Flags().Uint64Var(&seed, "seed", 1, "initialisation seed")

@@ -33,6 +33,9 @@ func TestModelInitAndInfo(t *testing.T) {
 	if code, _, errOut := spa(t, "model", "init", "--preset", "huge", "--out", t.TempDir()); code == 0 || !strings.Contains(errOut, "unknown model preset") {
 		t.Errorf("bad preset: %d %s", code, errOut)
 	}
+	if code, _, errOut := spa(t, "model", "init", "--preset", "qwen2.5-0.5b", "--out", t.TempDir()); code == 0 || !strings.Contains(errOut, "needs --tokenizer DIR") {
+		t.Errorf("qwen2.5-0.5b without a tokenizer: %d %s", code, errOut)
+	}
 	// The checkpoint's tokenizer works with spa tokenize.
 	if code, _, errOut := spa(t, "model", "info", t.TempDir()); code == 0 || !strings.Contains(errOut, "config.json") {
 		t.Errorf("info of an empty dir: %d %s", code, errOut)
