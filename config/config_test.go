@@ -193,3 +193,23 @@ func TestEveryKeyIsDocumentedAndReachable(t *testing.T) {
 		}
 	}
 }
+
+// TestSecretsStayOffDisk: WithoutSecrets empties exactly the secret keys, and RestoreSecrets
+// takes them back from another configuration without touching the rest.
+func TestSecretsStayOffDisk(t *testing.T) {
+	c := Default()
+	c.Server.APIKey, c.Server.AdminKey, c.Bus.Token, c.Bus.Password, c.Rollout.Workers = "k1", "k2", "t", "p", 7
+	bare := WithoutSecrets(c)
+	if bare.Server.APIKey != "" || bare.Server.AdminKey != "" || bare.Bus.Token != "" || bare.Bus.Password != "" || bare.Rollout.Workers != 7 {
+		t.Errorf("without secrets: %+v %+v", bare.Server, bare.Bus)
+	}
+	if c.Server.APIKey != "k1" {
+		t.Error("WithoutSecrets changed its argument")
+	}
+	now := Default()
+	now.Server.AdminKey, now.Rollout.Workers = "k3", 1
+	RestoreSecrets(&bare, now)
+	if bare.Server.AdminKey != "k3" || bare.Server.APIKey != "" || bare.Rollout.Workers != 7 {
+		t.Errorf("restored: %+v, workers %d", bare.Server, bare.Rollout.Workers)
+	}
+}

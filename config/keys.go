@@ -112,3 +112,31 @@ func sortedUnique(in []string) []string {
 	}
 	return out
 }
+
+// WithoutSecrets returns c with every secret key (Key.Secret) emptied, for writing a
+// configuration to disk, where anyone who can read the run directory could read it.
+func WithoutSecrets(c Config) Config {
+	v := reflect.ValueOf(&c).Elem()
+	for _, k := range keys {
+		if k.Secret {
+			f := v.FieldByIndex(k.index)
+			f.Set(reflect.Zero(f.Type()))
+		}
+	}
+	return c
+}
+
+// RestoreSecrets fills the secret keys that saved lacks (a configuration written by
+// WithoutSecrets) from current, the configuration of this invocation (its flags, SPA_*
+// variables and file).
+func RestoreSecrets(saved *Config, current Config) {
+	dst, src := reflect.ValueOf(saved).Elem(), reflect.ValueOf(current)
+	for _, k := range keys {
+		if !k.Secret {
+			continue
+		}
+		if f := dst.FieldByIndex(k.index); f.IsZero() {
+			f.Set(src.FieldByIndex(k.index))
+		}
+	}
+}

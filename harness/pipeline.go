@@ -145,9 +145,10 @@ func open(ctx context.Context, o Options) (*pipeline, error) {
 	return p, nil
 }
 
-// saveConfig writes the merged configuration the run uses, for the record.
+// saveConfig writes the merged configuration the run uses, for the record and for resume,
+// without its secrets (a resume takes those from its own flags and SPA_* variables again).
 func (p *pipeline) saveConfig() error {
-	data, err := json.MarshalIndent(p.cfg, "", "  ")
+	data, err := json.MarshalIndent(config.WithoutSecrets(p.cfg), "", "  ")
 	if err != nil {
 		return err
 	}

@@ -76,8 +76,13 @@ func TestRunAgainstExternalServers(t *testing.T) {
 			t.Errorf("%s generated no tokens: the episodes were not spread over both servers", url)
 		}
 	}
-	// A resume reads the endpoints from the run's config.json and finds every stage done.
-	code, _, errOut = spa(t, "run", "--resume", filepath.Join(runDir, "ext"))
+	// The run's config.json keeps the endpoints but not the admin key; a resume reads the one and
+	// takes the other from its own flags again, and finds every stage done.
+	saved, _ := os.ReadFile(filepath.Join(runDir, "ext", "config.json"))
+	if strings.Contains(string(saved), `"adm"`) || !strings.Contains(string(saved), endpoints[1]) {
+		t.Errorf("config.json holds the admin key or lacks the endpoints:\n%s", saved)
+	}
+	code, _, errOut = spa(t, "run", "--resume", filepath.Join(runDir, "ext"), "--set", "server.admin_key=adm")
 	if code != 0 || !strings.Contains(errOut, "external: ") {
 		t.Errorf("resume: %d\n%s", code, tail(errOut, 3000))
 	}

@@ -45,7 +45,8 @@ cluster instead; --endpoint URL[,URL] uses running spa serve processes instead o
 server (they must read the run directory; versions reach them through /update_weights with
 server.admin_key, named <run id>-<stage>-v<N>). Outputs go to
 <run.dir>/<run id>/: trajectories, sft.jsonl, checkpoints, metrics.jsonl, state.json, report.md and
-PNG plots; the log and the report give each stage's wall time. --resume <dir> continues from the last completed stage or PPO step. Presets: smoke
+PNG plots; the log and the report give each stage's wall time. --resume <dir> continues from the last completed stage or PPO step, with the run's saved
+configuration; that file holds no secrets, so pass keys again (SPA_SERVER_ADMIN_KEY, --set). Presets: smoke
 (minutes, for tests), quick (the default; about 16 minutes on 2 cores), paper (the paper's
 hyperparameters, for GPUs).`,
 		Args: cobra.NoArgs,
@@ -77,6 +78,13 @@ hyperparameters, for GPUs).`,
 			if err := json.Unmarshal(saved, &cfg); err != nil {
 				return fmt.Errorf("resume %s: config.json: %w", dir, err)
 			}
+			// config.json holds no secrets: keys and passwords come from this invocation's
+			// flags, SPA_* variables and --config file, as they did for the run's start.
+			current, err := cf.load()
+			if err != nil {
+				return err
+			}
+			config.RestoreSecrets(&cfg, current)
 		} else {
 			var err error
 			if cfg, err = cf.load(); err != nil {
