@@ -130,6 +130,12 @@ func Reexec() error {
 			if v, ok := os.LookupEnv(key); ok && key != "" {
 				tuned = append(tuned, key+"="+v)
 				os.Unsetenv(key)
+				// libtorch reads OMP_NUM_THREADS lazily, on each thread's first parallel op,
+				// after it was removed here; without it, c10 takes half the hardware threads on
+				// x86 (one on a 2-core machine). Its own setting outlives the variable.
+				if n, err := strconv.Atoi(v); key == "OMP_NUM_THREADS" && err == nil {
+					SetThreads(n)
+				}
 			}
 		}
 		return nil

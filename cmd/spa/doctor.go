@@ -44,11 +44,9 @@ with JetStream that round-trips a message. Exits non-zero naming every check tha
 	cmd.Flags().StringVar(&store, "store", "", "JetStream store for the NATS check (default: a temporary directory)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "time limit for all checks")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, err := cf.load()
-		if err != nil {
+		if _, err := cf.load(); err != nil { // load applies run.threads
 			return err
 		}
-		torchrt.SetThreads(cfg.Run.Threads)
 		ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 		defer cancel()
 		return runDoctor(ctx, cmd.OutOrStdout(), doctorChecks(store))

@@ -43,11 +43,11 @@ func TestRunAgainstExternalServers(t *testing.T) {
 	// A server that is not there stops the run before anything is trained.
 	dead := "http://" + freePort(t) + "/v1"
 	if code, _, errOut := spa(t, "run", "--preset", "smoke", "--model", model, "--endpoint", endpoints[0]+","+dead,
-		"--run-dir", runDir, "--run-id", "dead", "--threads", "1"); code == 0 || !strings.Contains(errOut, dead+" does not answer") {
+		"--run-dir", runDir, "--run-id", "dead"); code == 0 || !strings.Contains(errOut, dead+" does not answer") {
 		t.Errorf("a dead endpoint: %d\n%s", code, tail(errOut, 2000))
 	}
 	code, out, errOut := spa(t, "run", "--preset", "smoke", "--compare", "spa", "--model", model, "--endpoint", strings.Join(endpoints, ","),
-		"--run-dir", runDir, "--run-id", "ext", "--threads", "1", "--set", "server.admin_key=adm", "--set", "run.explore=mix")
+		"--run-dir", runDir, "--run-id", "ext", "--set", "server.admin_key=adm", "--set", "run.explore=mix")
 	if code != 0 {
 		t.Fatalf("spa run against %v: %d\n%s\n%s", endpoints, code, out, tail(errOut, 4000))
 	}

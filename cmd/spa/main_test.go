@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -172,5 +175,37 @@ func TestTokenizeCommand(t *testing.T) {
 	}
 	if code, _, errOut := run("{\"txt\":1}\n", "tokenize", "--tokenizer", tok); code == 0 || !strings.Contains(errOut, "line 1") {
 		t.Errorf("bad line: %d %s", code, errOut)
+	}
+}
+
+// TestLibtorchUsesEveryCoreUnlessTold: spa sets OMP_NUM_THREADS for libtorch when the user did
+// not, and libtorch must still use it after spa takes it out of the environment (it once fell
+// back to c10's default of half the hardware threads); --threads lowers it.
+func TestLibtorchUsesEveryCoreUnlessTold(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "OMP_NUM_THREADS=") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, cliEnv+"=1")
+	n := runtime.NumCPU()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"doctor"}, fmt.Sprintf("%d intra-op threads (OMP_NUM_THREADS=%d set by spa", n, n)},
+		{[]string{"doctor", "--threads", "1"}, "1 intra-op threads"},
+	} {
+		cmd := exec.Command(exe, tc.args...)
+		cmd.Env = env
+		out, _ := cmd.CombinedOutput()
+		if !strings.Contains(string(out), tc.want) {
+			t.Errorf("spa %v without OMP_NUM_THREADS: want %q in\n%s", tc.args, tc.want, out)
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/spa-rl/spa/config"
+	"github.com/spa-rl/spa/torchrt"
 )
 
 // version is set at build time: -ldflags "-X main.version=...".
@@ -111,7 +112,13 @@ func (cf *configFlags) load() (config.Config, error) {
 	if err != nil {
 		return config.Config{}, err
 	}
-	return config.Load(config.Sources{File: cf.file, Environ: os.Environ(), Flags: flags})
+	cfg, err := config.Load(config.Sources{File: cf.file, Environ: os.Environ(), Flags: flags})
+	if err == nil {
+		// run.threads (--threads) bounds libtorch's intra-op threads for this command; 0 keeps
+		// every core (OMP_NUM_THREADS, which spa sets when the user did not).
+		torchrt.SetThreads(cfg.Run.Threads)
+	}
+	return cfg, err
 }
 
 // flagValues is values without the error (load has reported it already).
