@@ -262,7 +262,10 @@ func probeServer(ctx context.Context, baseURL, key string) error {
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	// A one-shot client: a pooled connection to whatever held this port before would fail as if
+	// the server did.
+	probe := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := probe.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s does not answer: %w", baseURL, err)
 	}

@@ -107,7 +107,7 @@ func signalConfig(t *testing.T, advantage string, extra map[string]string) confi
 		"rollout.groups": "8", "rollout.group_size": "8", "rollout.workers": "16", "rollout.max_turns": "2",
 		"rollout.max_actions_per_turn": "1", "rollout.max_tokens": "24",
 		"learner.sft.batch_size": "16", "learner.micro_batch": "32",
-		"learner.ppo.advantage": advantage, "learner.ppo.actor_lr": "1e-3", "learner.ppo.critic_lr": "2e-3",
+		"learner.ppo.advantage": advantage, "learner.ppo.actor_lr": "5e-4", "learner.ppo.critic_lr": "1e-3",
 		"learner.ppo.group_filter": "success", "learner.ppo.entropy_coef": "0", "learner.ppo.epochs": "2", "learner.ppo.mini_batches": "2",
 		"server.max_model_len": "512", "server.kv_cache_mb": "64",
 	}
@@ -157,7 +157,7 @@ func TestPPOLearnsTheCueTask(t *testing.T) {
 	}
 	t.Logf("warm-up: %s", time.Since(began).Round(time.Second))
 
-	const steps = 20
+	const steps = 30
 	// run plays one case: PPO from the warmed-up base under seed, stopping once a learning case
 	// has shown it; it returns the success rate of every step.
 	run := func(name, advantage string, extra map[string]string, learns bool, seed string) []float64 {
@@ -209,9 +209,11 @@ func TestPPOLearnsTheCueTask(t *testing.T) {
 		s := run(c.name, c.advantage, c.extra, c.learns, "3")
 		if c.learns && reached(s) == 0 {
 			// Rollouts run asynchronously beside the learner, so a run's path depends on timing
-			// as well as on its seed; under load, one GAE run in seven seen at the earlier settings
-			// (actor_lr 5e-4, 30 steps) settled on ignoring the cue (50%). Broken maths fails every
-			// seed, so one more seed is allowed.
+			// as well as on its seed; under load, one GAE run in seven seen at these settings
+			// settled on ignoring the cue (50%). Broken maths fails every seed, so one more seed is
+			// allowed. (actor_lr 1e-3 reached 80% in 12-13 steps on an idle machine, but beside a
+			// CPU-bound process the policy lost its answer format within two steps, under both
+			// seeds: rollouts lag the learner there, and the larger off-policy steps broke it.)
 			t.Logf("%s: no 80%% within %d steps under seed 3; once more under seed 4", c.name, steps)
 			s = run(c.name+"-seed4", c.advantage, c.extra, c.learns, "4")
 		}

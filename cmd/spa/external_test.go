@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spa-rl/spa/internal/testdeadline"
 )
@@ -88,9 +89,13 @@ func TestRunAgainstExternalServers(t *testing.T) {
 	}
 }
 
+// fresh is a client without a connection pool: ports come and go between the process tests, and
+// a pooled connection to an earlier test's server on the same port reads as "connection reset".
+var fresh = &http.Client{Timeout: time.Minute, Transport: &http.Transport{DisableKeepAlives: true}}
+
 func getJSON(t *testing.T, url string, out any) {
 	t.Helper()
-	resp, err := http.Get(url)
+	resp, err := fresh.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +108,7 @@ func getJSON(t *testing.T, url string, out any) {
 // metric reads one unlabelled Prometheus value.
 func metric(t *testing.T, url, name string) float64 {
 	t.Helper()
-	resp, err := http.Get(url)
+	resp, err := fresh.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
