@@ -1,6 +1,10 @@
 package harness
 
 import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"slices"
 	"strings"
@@ -61,5 +65,30 @@ func TestParseExploration(t *testing.T) {
 	}
 	if e, _ := ParseExploration(""); e != ExploreAuto {
 		t.Errorf("empty: %s", e)
+	}
+}
+
+// TestProbeServer: spa run --endpoint takes spa serve endpoints and says what is wrong with
+// others before anything is trained.
+func TestProbeServer(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		body   string
+		want   string // part of the error; empty for none
+	}{
+		{200, `{"object":"list","data":[{"id":"spa-v0","owned_by":"spa"},{"id":"spa","owned_by":"spa"}]}`, ""},
+		{200, `{"object":"list","data":[{"id":"Qwen/Qwen2.5-0.5B","owned_by":"vllm"}]}`, `owned by "vllm", not spa serve`},
+		{401, `{"error":{}}`, "server.api_key?"},
+		{200, `not json`, "/models:"},
+	} {
+		hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(tc.status)
+			io.WriteString(w, tc.body)
+		}))
+		err := probeServer(context.Background(), hs.URL+"/v1", "")
+		hs.Close()
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%d %s: %v, want %q", tc.status, tc.body, err, tc.want)
+		}
 	}
 }

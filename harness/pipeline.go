@@ -269,9 +269,24 @@ func probeServer(ctx context.Context, baseURL, key string) error {
 	if err != nil {
 		return fmt.Errorf("%s does not answer: %w", baseURL, err)
 	}
-	resp.Body.Close()
+	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("%s/models answered %s (server.api_key?)", baseURL, resp.Status)
+	}
+	// Weights reach the servers through spa serve's /update_weights, which vLLM and SGLang do
+	// not have; say so now rather than at the first sync.
+	var models struct {
+		Data []struct {
+			OwnedBy string `json:"owned_by"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&models); err != nil {
+		return fmt.Errorf("%s/models: %w", baseURL, err)
+	}
+	for _, m := range models.Data {
+		if m.OwnedBy != "spa" {
+			return fmt.Errorf("%s serves models owned by %q, not spa serve: spa run --endpoint loads each version through spa serve's /update_weights; with vLLM or SGLang, run the stages by hand (docs/deploy.md)", baseURL, m.OwnedBy)
+		}
 	}
 	return nil
 }
