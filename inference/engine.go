@@ -9,7 +9,6 @@ package inference
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -197,21 +196,9 @@ func (e *Engine) Resolve(name string) (string, error) {
 // Submit queues a request. Events arrive on the returned channel until one has FinishReason set;
 // cancelling ctx aborts the sequence at the next token boundary.
 func (e *Engine) Submit(ctx context.Context, req gen.Request) (<-chan gen.Event, error) {
-	if len(req.Prompt) == 0 {
-		return nil, errors.New("empty prompt")
-	}
-	if err := req.Sampling.Check(); err != nil {
+	req, err := gen.CheckRequest(req, e.opts.MaxModelLen)
+	if err != nil {
 		return nil, err
-	}
-	if len(req.Prompt) >= e.opts.MaxModelLen {
-		return nil, fmt.Errorf("%w: %d prompt tokens; the limit (max_model_len) is %d including at least one generated token", gen.ErrPromptTooLong, len(req.Prompt), e.opts.MaxModelLen)
-	}
-	room := e.opts.MaxModelLen - len(req.Prompt)
-	if req.MaxTokens <= 0 || req.MaxTokens > room {
-		if req.MaxTokens > room {
-			return nil, fmt.Errorf("%w: %d prompt tokens + max_tokens %d exceed max_model_len %d", gen.ErrPromptTooLong, len(req.Prompt), req.MaxTokens, e.opts.MaxModelLen)
-		}
-		req.MaxTokens = room
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -226,10 +213,8 @@ func (e *Engine) Submit(ctx context.Context, req gen.Request) (<-chan gen.Event,
 		return nil, err
 	}
 	v := e.versions[name]
-	for _, id := range req.Prompt {
-		if id < 0 || id >= v.m.Config.VocabSize {
-			return nil, fmt.Errorf("prompt token id %d is outside the vocabulary (0..%d)", id, v.m.Config.VocabSize-1)
-		}
+	if err := gen.CheckPromptIDs(req.Prompt, v.m.Config.VocabSize); err != nil {
+		return nil, err
 	}
 	s := &seq{
 		req: req, ctx: ctx, out: make(chan gen.Event, req.MaxTokens+2), sampler: sample.New(req.Seed),

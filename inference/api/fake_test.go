@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"math"
@@ -117,25 +116,12 @@ func (g *fakeGen) resolve(name string) (string, error) {
 }
 
 func (g *fakeGen) Submit(ctx context.Context, req gen.Request) (<-chan gen.Event, error) {
-	if len(req.Prompt) == 0 {
-		return nil, errors.New("empty prompt")
-	}
-	if err := req.Sampling.Check(); err != nil {
+	req, err := gen.CheckRequest(req, g.maxLen)
+	if err != nil {
 		return nil, err
 	}
-	room := g.maxLen - len(req.Prompt)
-	switch {
-	case room <= 0:
-		return nil, fmt.Errorf("%w: %d prompt tokens; the limit (max_model_len) is %d", gen.ErrPromptTooLong, len(req.Prompt), g.maxLen)
-	case req.MaxTokens > room:
-		return nil, fmt.Errorf("%w: %d prompt tokens + max_tokens %d exceed max_model_len %d", gen.ErrPromptTooLong, len(req.Prompt), req.MaxTokens, g.maxLen)
-	case req.MaxTokens <= 0:
-		req.MaxTokens = room
-	}
-	for _, id := range req.Prompt {
-		if id < 0 || id >= g.vocab {
-			return nil, fmt.Errorf("prompt token id %d is outside the vocabulary (0..%d)", id, g.vocab-1)
-		}
+	if err := gen.CheckPromptIDs(req.Prompt, g.vocab); err != nil {
+		return nil, err
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()

@@ -144,3 +144,36 @@ func CheckVersion(served, name string, number int64) error {
 	}
 	return nil
 }
+
+// CheckRequest applies the checks every generator makes before it queues a request: a prompt, a
+// valid sampling, and room within maxModelLen for at least one generated token. It returns the
+// request with MaxTokens filled in (zero means all the room left).
+func CheckRequest(req Request, maxModelLen int) (Request, error) {
+	if len(req.Prompt) == 0 {
+		return req, errors.New("empty prompt")
+	}
+	if err := req.Sampling.Check(); err != nil {
+		return req, err
+	}
+	if len(req.Prompt) >= maxModelLen {
+		return req, fmt.Errorf("%w: %d prompt tokens; the limit (max_model_len) is %d including at least one generated token", ErrPromptTooLong, len(req.Prompt), maxModelLen)
+	}
+	room := maxModelLen - len(req.Prompt)
+	switch {
+	case req.MaxTokens > room:
+		return req, fmt.Errorf("%w: %d prompt tokens + max_tokens %d exceed max_model_len %d", ErrPromptTooLong, len(req.Prompt), req.MaxTokens, maxModelLen)
+	case req.MaxTokens <= 0:
+		req.MaxTokens = room
+	}
+	return req, nil
+}
+
+// CheckPromptIDs refuses token ids outside a vocabulary of vocab ids.
+func CheckPromptIDs(prompt []int, vocab int) error {
+	for _, id := range prompt {
+		if id < 0 || id >= vocab {
+			return fmt.Errorf("prompt token id %d is outside the vocabulary (0..%d)", id, vocab-1)
+		}
+	}
+	return nil
+}
