@@ -69,15 +69,15 @@ func startExe(t *testing.T, name, exe string, env []string, args ...string) *pro
 	return p
 }
 
-// tail is the end of a process's output, and the start of its first panic when there is one
-// (a Go panic or a libtorch error): the head names the error, which a stack trace pushes out of
-// the tail.
+// tail is the end of a process's output, and the start of its first panic when there is one (a
+// Go panic, a C++ terminate, or the message gotch puts before a libtorch error's stack): the head
+// names the error, which a stack trace pushes out of the tail.
 func tail(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
 	out := "…" + s[len(s)-n:]
-	for _, marker := range []string{"panic: ", "terminate called"} {
+	for _, marker := range []string{"panic: ", "terminate called", "Libtorch API Error:"} {
 		if i := strings.Index(s, marker); i >= 0 && i < len(s)-n {
 			return s[i:min(len(s), i+1500)] + "\n…\n" + out
 		}
