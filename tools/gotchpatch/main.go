@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -32,7 +33,7 @@ const (
 	stampFile     = ".spa-patch"
 	stubDir       = "spa-stubs"
 	// patchRevision changes whenever the patch logic changes, so old copies are rebuilt.
-	patchRevision = "6"
+	patchRevision = "7"
 	maxRounds     = 5
 )
 
@@ -89,6 +90,9 @@ func run(src, dst, include, versionHeader, cxx string) error {
 		return err
 	}
 	if err := patchGoSources(tmp); err != nil {
+		return err
+	}
+	if err := patchKeepAlive(filepath.Join(tmp, "ts")); err != nil {
 		return err
 	}
 	if err := patchInPlaceHandles(filepath.Join(libtch, generatedFile)); err != nil {
@@ -194,6 +198,105 @@ func patchGoSources(root string) error {
 		fmt.Printf("gotchpatch: %s: removed the %s\n", e.file, e.why)
 	}
 	return nil
+}
+
+// A call into libtorch from gotch's Go wrappers, alone on its line, with an optional assignment.
+var (
+	cCallRE    = regexp.MustCompile(`^(\s*)(?:[\w, ]+:?= *)?lib\.At\w*\((.*)\)\s*$`)
+	handleRE   = regexp.MustCompile(`(?:^|[^.\w])([A-Za-z_]\w*)\.c(?:tensor|scalar)\b`)
+	listRE     = regexp.MustCompile(`^\s*for _, t := range (\w+) \{(\w+) = append\(\w+, t\.ctensor\)\}\s*$`)
+	importRE   = regexp.MustCompile(`(?m)^import ?\($`)
+	funcLineRE = regexp.MustCompile(`^func\b`)
+)
+
+// patchKeepAlive keeps every tensor and scalar a wrapper hands to libtorch alive until the call
+// returns. gotch reads the C handle out of the Go value (ts.ctensor, other.cscalar) and passes only
+// that, so the Go value can become unreachable during the call and its finalizer free the C
+// object under libtorch's feet. Temporaries such as x.AddScalar(ts.FloatScalar(eps)) hit it: a
+// spa serve process under load died with "s.isIntegral(false) INTERNAL ASSERT FAILED" in
+// scalar_to_tensor, reading a scalar the garbage collector had just freed. runtime.KeepAlive after
+// each call is what the Go documentation prescribes for exactly this.
+func patchKeepAlive(dir string) error {
+	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+	if err != nil {
+		return err
+	}
+	total := 0
+	for _, path := range files {
+		if strings.HasSuffix(path, "_test.go") {
+			continue
+		}
+		code, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		fixed, n, err := keepAlive(string(code))
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		if n == 0 {
+			continue
+		}
+		total += n
+		if err := os.WriteFile(path, []byte(fixed), 0o644); err != nil {
+			return err
+		}
+	}
+	if total == 0 {
+		return fmt.Errorf("no libtorch call in %s passes a handle the way gotchpatch expects; update cCallRE", dir)
+	}
+	fmt.Printf("gotchpatch: ts: %d calls keep their tensors and scalars alive until they return\n", total)
+	return nil
+}
+
+// keepAlive adds runtime.KeepAlive after every libtorch call in code for each Go value whose
+// handle the call takes, directly or through a handle list built from a []*Tensor. It returns
+// the new code and how many calls it changed.
+func keepAlive(code string) (string, int, error) {
+	lines := strings.Split(code, "\n")
+	out := make([]string, 0, len(lines))
+	lists := map[string]string{} // handle list -> the []*Tensor it was built from, in this function
+	calls := 0
+	for _, line := range lines {
+		out = append(out, line)
+		if funcLineRE.MatchString(line) {
+			clear(lists)
+		}
+		if m := listRE.FindStringSubmatch(line); m != nil {
+			lists[m[2]] = m[1]
+			continue
+		}
+		m := cCallRE.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		var keep []string
+		for _, h := range handleRE.FindAllStringSubmatch(m[2], -1) {
+			keep = append(keep, h[1])
+		}
+		for _, arg := range strings.Split(m[2], ",") {
+			if v, ok := lists[strings.TrimSpace(arg)]; ok {
+				keep = append(keep, v)
+			}
+		}
+		slices.Sort(keep)
+		keep = slices.Compact(keep)
+		for _, v := range keep {
+			out = append(out, m[1]+"runtime.KeepAlive("+v+")")
+		}
+		if len(keep) > 0 {
+			calls++
+		}
+	}
+	code = strings.Join(out, "\n")
+	if calls > 0 && !strings.Contains(code, "\t\"runtime\"\n") && !strings.Contains(code, "  \"runtime\"\n") {
+		loc := importRE.FindStringIndex(code)
+		if loc == nil {
+			return "", 0, errors.New("no import block to add \"runtime\" to")
+		}
+		code = code[:loc[1]] + "\n\t\"runtime\"" + code[loc[1]:]
+	}
+	return code, calls, nil
 }
 
 // inPlaceRE matches a generated in-place wrapper (name ending in "_", on self) up to the line that

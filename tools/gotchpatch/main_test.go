@@ -154,3 +154,42 @@ func TestPatchInPlaceHandles(t *testing.T) {
 		t.Errorf("second patch: %v", err)
 	}
 }
+
+func TestKeepAlive(t *testing.T) {
+	// gotch v0.9.1's shapes: a generated op on a scalar, one on a tensor list, and hand-written
+	// calls with a result, a nested handle and no handle at all.
+	src := "package ts\n\nimport(\n  \"unsafe\"\n)\n\n" +
+		"func(ts *Tensor) AddScalar(other *Scalar, del bool)(retVal *Tensor, err error) { \n" +
+		"    lib.AtgAddScalar(ptr, ts.ctensor, other.cscalar)\n  if err = TorchErr(); err != nil {\n}\n" +
+		"func Cat(tensors []*Tensor, dim int64)(retVal *Tensor, err error) { \n" +
+		"  for _, t := range tensors {ctensors = append(ctensors, t.ctensor)}\n" +
+		"  lib.AtgCat(ptr, ctensors, len(ctensors), dim)\n}\n" +
+		"func Stack(dim int64)(retVal *Tensor, err error) { \n  lib.Atg_Stack(ptr, ctensors, len(ctensors), dim)\n}\n" +
+		"func (ts *Tensor) Dim() uint64 {\n\tdim := lib.AtDim(ts.ctensor)\n\tx := lib.AtiTensor(iv.value.(*Tensor).ctensor)\n\tlib.AtcSetDevice(i)\n}\n"
+	got, n, err := keepAlive(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "package ts\n\nimport(\n\t\"runtime\"\n  \"unsafe\"\n)\n\n" +
+		"func(ts *Tensor) AddScalar(other *Scalar, del bool)(retVal *Tensor, err error) { \n" +
+		"    lib.AtgAddScalar(ptr, ts.ctensor, other.cscalar)\n    runtime.KeepAlive(other)\n    runtime.KeepAlive(ts)\n" +
+		"  if err = TorchErr(); err != nil {\n}\n" +
+		"func Cat(tensors []*Tensor, dim int64)(retVal *Tensor, err error) { \n" +
+		"  for _, t := range tensors {ctensors = append(ctensors, t.ctensor)}\n" +
+		"  lib.AtgCat(ptr, ctensors, len(ctensors), dim)\n  runtime.KeepAlive(tensors)\n}\n" +
+		// A list seen in another function is not this one's.
+		"func Stack(dim int64)(retVal *Tensor, err error) { \n  lib.Atg_Stack(ptr, ctensors, len(ctensors), dim)\n}\n" +
+		"func (ts *Tensor) Dim() uint64 {\n\tdim := lib.AtDim(ts.ctensor)\n\truntime.KeepAlive(ts)\n" +
+		"\tx := lib.AtiTensor(iv.value.(*Tensor).ctensor)\n\tlib.AtcSetDevice(i)\n}\n"
+	if got != want || n != 3 {
+		t.Errorf("keepAlive changed %d calls:\n%s\nwant:\n%s", n, got, want)
+	}
+	// A file that imports runtime already does not import it twice.
+	again, _, err := keepAlive(strings.Replace(src, "import(\n", "import(\n\t\"runtime\"\n", 1))
+	if err != nil || strings.Count(again, "\"runtime\"") != 1 {
+		t.Errorf("runtime imported twice or %v:\n%s", err, again)
+	}
+	if _, _, err := keepAlive("package ts\n\tlib.AtDim(ts.ctensor)\n"); err == nil {
+		t.Error("a call to patch in a file without an import block must be an error")
+	}
+}
