@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 )
 
 // EmbeddedOptions configure an embedded server.
@@ -127,14 +128,19 @@ func (e *Embedded) Shutdown() {
 }
 
 // CheckRoundTrip proves that core NATS and JetStream work on nc: a request/reply round trip, then
-// a message stored in a throwaway file-backed stream and read back.
+// a message stored in a throwaway file-backed stream and read back. Each check uses subjects and
+// a stream of its own: checks on one server (spa doctor beside a run, or two in a row) must not
+// meet, and re-creating a stream right after deleting it can fail while the server still removes
+// the old one's files ("error creating store for stream", seen in CI).
 func CheckRoundTrip(ctx context.Context, nc *nats.Conn) error {
-	sub, err := nc.Subscribe("spa.doctor.echo", func(m *nats.Msg) { _ = m.Respond(m.Data) })
+	id := nuid.Next()
+	echo := "spa.doctor." + id + ".echo"
+	sub, err := nc.Subscribe(echo, func(m *nats.Msg) { _ = m.Respond(m.Data) })
 	if err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
 	defer sub.Unsubscribe()
-	reply, err := nc.RequestWithContext(ctx, "spa.doctor.echo", []byte("ping"))
+	reply, err := nc.RequestWithContext(ctx, echo, []byte("ping"))
 	if err != nil {
 		return fmt.Errorf("request/reply: %w", err)
 	}
@@ -145,15 +151,15 @@ func CheckRoundTrip(ctx context.Context, nc *nats.Conn) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	const stream = "SPA_DOCTOR"
+	stream, subject := "SPA_DOCTOR_"+id, "spa.doctor."+id+".js"
 	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name: stream, Subjects: []string{"spa.doctor.js"}, Storage: jetstream.FileStorage,
+		Name: stream, Subjects: []string{subject}, Storage: jetstream.FileStorage,
 	})
 	if err != nil {
 		return fmt.Errorf("jetstream: create stream: %w", err)
 	}
 	defer js.DeleteStream(context.WithoutCancel(ctx), stream)
-	ack, err := js.Publish(ctx, "spa.doctor.js", []byte("stored"), jetstream.WithMsgID("doctor-1"))
+	ack, err := js.Publish(ctx, subject, []byte("stored"), jetstream.WithMsgID("doctor-1"))
 	if err != nil {
 		return fmt.Errorf("jetstream: publish: %w", err)
 	}

@@ -248,6 +248,7 @@ class Host:
             ("spa.env.hosts", "", lambda m: self.info()),  # every host answers: no queue group
         ]:
             self._subs.append(await nc.subscribe(subject, queue=group, cb=responder(answer)))
+        await _subscribed(nc)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
     async def _sweep_forever(self) -> None:
@@ -262,6 +263,23 @@ class Host:
         for sub in self._subs:
             await sub.unsubscribe()
         self._subs = []
+
+
+async def _subscribed(nc, timeout: float = 10.0) -> None:
+    """Returns once the server has registered every subscription made so far on nc.
+
+    nc.flush() does not promise that: nats-py 2.16 writes its PING straight to the socket while
+    SUBs wait in the pending buffer for the flusher task, so the PONG can come back before the
+    server has seen them, and a request sent right after "serving" got no responders (a CI run
+    of TestGymnasiumEnvOverTheBus). A message to ourselves travels behind the SUBs in that
+    buffer, and the server handles one connection's commands in order."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox, max_msgs=1)
+    await nc.publish(inbox, b"")
+    try:
+        await sub.next_msg(timeout=timeout)
+    except Exception as e:
+        raise ConnectionError(f"the server did not confirm the host's subscriptions within {timeout:g}s: {type(e).__name__}: {e}") from e
 
 
 async def serve_async(name: str, make_env: Callable[[str], Env], variants: List[str], url: str = "nats://127.0.0.1:4222", *,
@@ -286,7 +304,6 @@ async def serve_async(name: str, make_env: Callable[[str], Env], variants: List[
     except Exception as e:
         raise ConnectionError(f"connect to nats {url}: {type(e).__name__}: {e}") from e
     await host.start(nc)
-    await nc.flush()
     print(f"serving {name} (variants {', '.join(variants)}) on {url}: host {host.id}, spa.env.{name}.reset", flush=True)
     if stop is None:
         stop = asyncio.Event()
