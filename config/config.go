@@ -111,9 +111,11 @@ type Learner struct {
 	// AckWait is short because the learner keeps the batch it trains on alive; it is how long a
 	// crashed learner's batch waits before another learner gets it.
 	AckWait time.Duration `yaml:"ack_wait" doc:"how soon trajectories fetched by a learner that died are redelivered" check:">0"`
-	SFT     SFT           `yaml:"sft"`
-	PPO     PPO           `yaml:"ppo"`
-	LoRA    LoRA          `yaml:"lora"`
+	// SyncPatience covers a server restarting mid-run: vLLM takes a minute or more to listen again.
+	SyncPatience time.Duration `yaml:"sync_patience" doc:"how long a weight sync keeps retrying a server that gives no answer (down or restarting) before the step fails; 0 tries 3 times" check:">=0"`
+	SFT          SFT           `yaml:"sft"`
+	PPO          PPO           `yaml:"ppo"`
+	LoRA         LoRA          `yaml:"lora"`
 }
 
 // SFT holds the world-model fine-tuning stage.
@@ -189,7 +191,7 @@ func Default() Config {
 		},
 		Learner: Learner{
 			Device: "cpu", MaxOffPolicySteps: 1, Beta1: 0.9, Beta2: 0.95, WeightDecay: 0.01, GradClip: 1,
-			MicroBatch: 8, SaveDType: "float32", KeepCheckpoints: 2, AckWait: time.Minute,
+			MicroBatch: 8, SaveDType: "float32", KeepCheckpoints: 2, AckWait: time.Minute, SyncPatience: 3 * time.Minute,
 			SFT: SFT{LR: 1e-4, Epochs: 5, BatchSize: 16, WarmupRatio: 0.1, MaxLength: 2048},
 			PPO: PPO{
 				Steps: 1000, ActorLR: 1e-6, CriticLR: 1e-5, ClipLow: 0.2, ClipHigh: 0.28, DualClip: 3,

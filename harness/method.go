@@ -294,7 +294,7 @@ func (p *pipeline) ppo(ctx context.Context, m, start, out, run string) (string, 
 		Run: learner.RunOptions{
 			Steps: steps, BatchSize: p.cfg.Rollout.Groups * p.cfg.Rollout.GroupSize, MaxOffPolicySteps: p.cfg.Learner.MaxOffPolicySteps,
 			Checkpoints: &learner.Checkpointer{Dir: out, TokenizerDir: start, DType: p.cfg.Learner.SaveDType, Keep: p.cfg.Learner.KeepCheckpoints},
-			Fleet:       &weightsync.Fleet{Servers: p.servers, Policies: p.pols, Run: run},
+			Fleet:       &weightsync.Fleet{Servers: p.servers, Policies: p.pols, Run: run, Patience: p.cfg.Learner.SyncPatience, Logf: p.logf},
 			ModelName:   func(v int64) string { return bus.VersionName(prefix, v) },
 			Seed:        uint64(p.cfg.Run.Seed), Resume: true,
 		},

@@ -594,7 +594,7 @@ func (p *pipeline) loadVersion(ctx context.Context, run, prefix string, n int64,
 	v := weightsync.Version{Number: n, Model: bus.VersionName(prefix, n), Dir: abs}
 	// The server takes a version it already has from the same directory as a no-op; the policy
 	// KV is set either way, since the workers wait for it.
-	f := &weightsync.Fleet{Servers: p.servers}
+	f := &weightsync.Fleet{Servers: p.servers, Patience: p.cfg.Learner.SyncPatience, Logf: p.logf}
 	if err := f.Sync(ctx, v); err != nil {
 		return err
 	}

@@ -41,6 +41,11 @@ type Syncer interface {
 // ErrSyncUnauthorized is a server refusing the admin key; Fleet does not retry it.
 var ErrSyncUnauthorized = errors.New("the server refused the key")
 
+// ErrUnreachable marks a sync that got no answer at all (connection refused or reset, a
+// timeout): the server is down or restarting, which Fleet.Patience waits out. A server that
+// answers with an error is not unreachable.
+var ErrUnreachable = errors.New("no answer from the server")
+
 // httpSyncer posts one JSON request and checks the answer.
 type httpSyncer struct {
 	name, url, key string
@@ -81,6 +86,9 @@ func post(ctx context.Context, client *http.Client, url, key string, payload any
 	}
 	resp, err := client.Do(req)
 	if err != nil {
+		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("%w (%w)", err, ErrUnreachable)
+		}
 		return nil, fmt.Errorf("%s: %w", url, err)
 	}
 	defer resp.Body.Close()
@@ -196,6 +204,14 @@ type Fleet struct {
 	Timeout time.Duration
 	// Attempts per server; zero means 3.
 	Attempts int
+	// Patience keeps retrying a server that gives no answer (ErrUnreachable: down, or restarting
+	// mid-run) until this long after the sync began, with the wait between tries growing to 5 s,
+	// after its Attempts are spent. A restarted spa serve takes seconds to listen again, vLLM a
+	// minute or more. Zero: Attempts alone.
+	Patience time.Duration
+	// Logf, when set, hears when a server's Attempts are spent and Patience begins, so that a
+	// step that waits for a server says why.
+	Logf func(format string, args ...any)
 	// Policies, when set with Run, records the new version in the spa_policy KV bucket once every
 	// server has it, which is what tells rollout workers to switch.
 	Policies *bus.Policies
@@ -230,6 +246,7 @@ func (f *Fleet) Sync(ctx context.Context, v Version) error {
 	if attempts <= 0 {
 		attempts = 3
 	}
+	began := time.Now()
 	var mu sync.Mutex
 	failed := map[string]error{}
 	var wg sync.WaitGroup
@@ -239,10 +256,18 @@ func (f *Fleet) Sync(ctx context.Context, v Version) error {
 			defer wg.Done()
 			var err error
 		attempts:
-			for a := range attempts {
+			for a := 0; ; a++ {
 				if a > 0 {
+					wait := min(time.Duration(a)*500*time.Millisecond, 5*time.Second)
+					more := a < attempts || (errors.Is(err, ErrUnreachable) && time.Since(began)+wait < f.Patience)
+					if !more {
+						break attempts
+					}
+					if a == attempts && f.Logf != nil {
+						f.Logf("sync %s: %s gives no answer (%v); waiting up to %s from the sync's start for it to come back", v.Model, s.Name(), err, f.Patience)
+					}
 					select {
-					case <-time.After(time.Duration(a) * 500 * time.Millisecond):
+					case <-time.After(wait):
 					case <-ctx.Done():
 						err = ctx.Err()
 						break attempts

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -175,5 +177,66 @@ func TestModelNamer(t *testing.T) {
 		if got := ModelNamer("spa", tc.servers)(3); got != tc.want {
 			t.Errorf("%d servers: %q, want %q", len(tc.servers), got, tc.want)
 		}
+	}
+}
+
+// TestFleetPatience: a server that gives no answer (down, restarting) is retried for
+// Fleet.Patience and synced once it is back; a server that answers with an error is not waited
+// for beyond Attempts, and without Patience an unreachable server fails after Attempts.
+func TestFleetPatience(t *testing.T) {
+	v := Version{Number: 1, Model: "m-v1", Dir: "/ckpt/1"}
+	free := func() string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		return l.Addr().String()
+	}
+
+	// The server comes up on its port 3 s after the sync began, after the default 3 attempts
+	// (at 0, 0.5 and 1.5 s) have failed.
+	addr := free()
+	var calls atomic.Int64
+	up := make(chan *http.Server, 1)
+	go func() {
+		time.Sleep(3 * time.Second)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Error(err)
+			up <- nil
+			return
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls.Add(1); w.Write([]byte("{}")) })}
+		up <- srv
+		_ = srv.Serve(l)
+	}()
+	var said []string
+	f := &Fleet{Servers: []Syncer{SpaServer("http://"+addr+"/v1", "")}, Patience: time.Minute,
+		Logf: func(format string, args ...any) { said = append(said, fmt.Sprintf(format, args...)) }}
+	err := f.Sync(context.Background(), v)
+	if srv := <-up; srv != nil {
+		defer srv.Close()
+	}
+	if err != nil || calls.Load() != 1 {
+		t.Errorf("a restarting server within Patience: %v, %d calls", err, calls.Load())
+	}
+	if len(said) != 1 || !strings.Contains(said[0], "gives no answer") || !strings.Contains(said[0], "1m0s") {
+		t.Errorf("the wait was announced as %q, want one line naming the server's silence and the patience", said)
+	}
+
+	// Without Patience, the same absence fails after Attempts, as unreachable.
+	dead := SpaServer("http://"+free()+"/v1", "")
+	f = &Fleet{Servers: []Syncer{dead}, Attempts: 2}
+	var se *SyncError
+	if err := f.Sync(context.Background(), v); !errors.As(err, &se) || !errors.Is(se.Failed[dead.Name()], ErrUnreachable) {
+		t.Errorf("an unreachable server without Patience: %v", err)
+	}
+
+	// A server that answers, with an error, gets Attempts tries whatever the Patience.
+	busy, n := recorder(t, "/update_weights", 1000, "", func(map[string]any) error { return nil })
+	f = &Fleet{Servers: []Syncer{SpaServer(busy.URL, "")}, Attempts: 3, Patience: time.Minute}
+	if err := f.Sync(context.Background(), v); !errors.As(err, &se) || errors.Is(se.Failed["spa "+busy.URL], ErrUnreachable) || n.Load() != 3 {
+		t.Errorf("a server that answers 503: %v after %d tries, want a failure after 3", err, n.Load())
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -32,12 +33,17 @@ func TestRunAgainstExternalServers(t *testing.T) {
 	if code, _, errOut := spa(t, "model", "init", "--out", model); code != 0 {
 		t.Fatal(errOut)
 	}
-	var endpoints []string
-	for i := range 2 {
-		addr := freePort(t)
-		p := startProc(t, "serve"+strconv.Itoa(i), "serve", "--model", model, "--listen", addr, "--threads", "1", "--admin-key", "adm",
+	serve := func(name, addr string) *proc {
+		p := startProc(t, name, "serve", "--model", model, "--listen", addr, "--threads", "1", "--admin-key", "adm",
 			"--set", "server.max_model_len=2048", "--set", "server.kv_cache_mb=128", "--set", "server.max_versions=3")
 		p.waitOutput(t, "spa serve: ", testdeadline.Remaining(t))
+		return p
+	}
+	var endpoints []string
+	var servers []*proc
+	for i := range 2 {
+		addr := freePort(t)
+		servers = append(servers, serve("serve"+strconv.Itoa(i), addr))
 		endpoints = append(endpoints, "http://"+addr+"/v1")
 	}
 	runDir := filepath.Join(dir, "runs")
@@ -47,11 +53,25 @@ func TestRunAgainstExternalServers(t *testing.T) {
 		"--run-dir", runDir, "--run-id", "dead"); code == 0 || !strings.Contains(errOut, dead+" does not answer") {
 		t.Errorf("a dead endpoint: %d\n%s", code, tail(errOut, 2000))
 	}
-	code, out, errOut := spa(t, "run", "--preset", "smoke", "--compare", "spa", "--model", model, "--endpoint", strings.Join(endpoints, ","),
+	run := startProc(t, "run", "run", "--preset", "smoke", "--compare", "spa", "--model", model, "--endpoint", strings.Join(endpoints, ","),
 		"--run-dir", runDir, "--run-id", "ext", "--set", "server.admin_key=adm", "--set", "run.explore=mix")
-	if code != 0 {
-		t.Fatalf("spa run against %v: %d\n%s\n%s", endpoints, code, out, tail(errOut, 4000))
+	// When PPO starts (the first server holds ext-spa-v0), that server is killed. The first
+	// step's sync finds it gone and waits (learner.sync_patience); only when the run says so is
+	// the server started again on its port, with its own model only. The sync then gives it
+	// ext-spa-v1; episodes that asked it for ext-spa-v0 meanwhile moved to the other server.
+	for !slices.Contains(modelIDs(t, endpoints[0]), "ext-spa-v0") {
+		if err := run.wait(100 * time.Millisecond); err == nil || !strings.HasPrefix(err.Error(), "still running") {
+			t.Fatalf("spa run ended (%v) before PPO began:\n%s", err, tail(run.out.String(), 4000))
+		}
 	}
+	before := metric(t, strings.TrimSuffix(endpoints[0], "/v1")+"/metrics", "spa_generated_tokens_total")
+	servers[0].kill()
+	run.waitOutput(t, "gives no answer", testdeadline.Remaining(t))
+	servers[0] = serve("serve0-restarted", strings.TrimSuffix(strings.TrimPrefix(endpoints[0], "http://"), "/v1"))
+	if err := run.wait(testdeadline.Remaining(t)); err != nil {
+		t.Fatalf("spa run against %v, one restarted mid-run: %v\n%s", endpoints, err, tail(run.out.String(), 6000))
+	}
+	errOut := run.out.String()
 	if !strings.Contains(errOut, "external: ") || strings.Contains(errOut, "embedded: ") {
 		t.Errorf("the run did not say it used the external servers:\n%s", tail(errOut, 2000))
 	}
@@ -62,18 +82,19 @@ func TestRunAgainstExternalServers(t *testing.T) {
 	if want := "Model: pretrained " + model + " (Qwen2ForCausalLM: 4 layers"; !strings.Contains(string(report), want) || !strings.Contains(string(report), "served by external servers "+endpoints[0]) {
 		t.Errorf("the report does not name the model (%q) and the servers:\n%.1500s", want, report)
 	}
-	// Both servers hold the last PPO version under the run's name and served episodes.
-	for _, url := range endpoints {
-		var models struct{ Data []struct{ ID string } }
-		getJSON(t, url+"/models", &models)
-		var ids []string
-		for _, m := range models.Data {
-			ids = append(ids, m.ID)
+	// Both servers hold the last PPO version and the final evaluation's under the run's names
+	// (the restarted one got them from syncs that waited for it), and both served episodes
+	// (the first one before its restart).
+	for i, url := range endpoints {
+		ids := modelIDs(t, url)
+		if !slices.Contains(ids, "ext-spa-v2") || !slices.Contains(ids, "ext-spa-eval-final-v0") {
+			t.Errorf("%s serves %v, not the run's last version ext-spa-v2 and ext-spa-eval-final-v0", url, ids)
 		}
-		if !strings.Contains(strings.Join(ids, " "), "ext-spa-v2") {
-			t.Errorf("%s serves %v, not the run's last version ext-spa-v2", url, ids)
+		n := before
+		if i > 0 {
+			n = metric(t, strings.TrimSuffix(url, "/v1")+"/metrics", "spa_generated_tokens_total")
 		}
-		if n := metric(t, strings.TrimSuffix(url, "/v1")+"/metrics", "spa_generated_tokens_total"); n == 0 {
+		if n == 0 {
 			t.Errorf("%s generated no tokens: the episodes were not spread over both servers", url)
 		}
 	}
@@ -83,10 +104,22 @@ func TestRunAgainstExternalServers(t *testing.T) {
 	if strings.Contains(string(saved), `"adm"`) || !strings.Contains(string(saved), endpoints[1]) {
 		t.Errorf("config.json holds the admin key or lacks the endpoints:\n%s", saved)
 	}
-	code, _, errOut = spa(t, "run", "--resume", filepath.Join(runDir, "ext"), "--set", "server.admin_key=adm")
+	code, _, errOut := spa(t, "run", "--resume", filepath.Join(runDir, "ext"), "--set", "server.admin_key=adm")
 	if code != 0 || !strings.Contains(errOut, "external: ") {
 		t.Errorf("resume: %d\n%s", code, tail(errOut, 3000))
 	}
+}
+
+// modelIDs lists the models a server's /v1/models names.
+func modelIDs(t *testing.T, url string) []string {
+	t.Helper()
+	var models struct{ Data []struct{ ID string } }
+	getJSON(t, url+"/models", &models)
+	var ids []string
+	for _, m := range models.Data {
+		ids = append(ids, m.ID)
+	}
+	return ids
 }
 
 // fresh is a client without a connection pool: ports come and go between the process tests, and

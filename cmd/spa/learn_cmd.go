@@ -198,7 +198,8 @@ func learnPPO(ctx context.Context, cmd *cobra.Command, cfg config.Config, modelD
 	}
 	var fleet *weightsync.Fleet
 	if len(servers) > 0 {
-		fleet = &weightsync.Fleet{Servers: servers, Policies: pols, Run: run}
+		fleet = &weightsync.Fleet{Servers: servers, Policies: pols, Run: run, Patience: cfg.Learner.SyncPatience,
+			Logf: func(format string, args ...any) { fmt.Fprintf(cmd.ErrOrStderr(), "spa learn: "+format+"\n", args...) }}
 	}
 	metrics, err := metricslog.Open(filepath.Join(out, "metrics.jsonl"))
 	if err != nil {
