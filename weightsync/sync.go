@@ -86,7 +86,7 @@ func post(ctx context.Context, client *http.Client, url, key string, payload any
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		if !errors.Is(ctx.Err(), context.Canceled) { // a cancelled sync is not the server's silence
 			err = fmt.Errorf("%w (%w)", err, ErrUnreachable)
 		}
 		return nil, fmt.Errorf("%s: %w", url, err)
@@ -210,7 +210,7 @@ type Fleet struct {
 	// minute or more. Zero: Attempts alone.
 	Patience time.Duration
 	// Logf, when set, hears when a server's Attempts are spent and Patience begins, so that a
-	// step that waits for a server says why.
+	// step that waits for a server says why. Calls never overlap.
 	Logf func(format string, args ...any)
 	// Policies, when set with Run, records the new version in the spa_policy KV bucket once every
 	// server has it, which is what tells rollout workers to switch.
@@ -264,7 +264,9 @@ func (f *Fleet) Sync(ctx context.Context, v Version) error {
 						break attempts
 					}
 					if a == attempts && f.Logf != nil {
+						mu.Lock() // one server's goroutine at a time: Logf's writer need not be safe
 						f.Logf("sync %s: %s gives no answer (%v); waiting up to %s from the sync's start for it to come back", v.Model, s.Name(), err, f.Patience)
+						mu.Unlock()
 					}
 					select {
 					case <-time.After(wait):

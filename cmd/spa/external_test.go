@@ -60,8 +60,10 @@ func TestRunAgainstExternalServers(t *testing.T) {
 	// the server started again on its port, with its own model only. The sync then gives it
 	// ext-spa-v1; episodes that asked it for ext-spa-v0 meanwhile moved to the other server.
 	for !slices.Contains(modelIDs(t, endpoints[0]), "ext-spa-v0") {
-		if err := run.wait(100 * time.Millisecond); err == nil || !strings.HasPrefix(err.Error(), "still running") {
-			t.Fatalf("spa run ended (%v) before PPO began:\n%s", err, tail(run.out.String(), 4000))
+		select {
+		case <-run.done:
+			t.Fatalf("spa run ended (%v) before PPO began:\n%s", run.err, tail(run.out.String(), 4000))
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 	before := metric(t, strings.TrimSuffix(endpoints[0], "/v1")+"/metrics", "spa_generated_tokens_total")

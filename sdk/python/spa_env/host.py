@@ -279,6 +279,7 @@ async def _subscribed(nc, timeout: float = 10.0) -> None:
     try:
         await sub.next_msg(timeout=timeout)
     except Exception as e:
+        await sub.unsubscribe()
         raise ConnectionError(f"the server did not confirm the host's subscriptions within {timeout:g}s: {type(e).__name__}: {e}") from e
 
 
