@@ -1,17 +1,34 @@
 # spa's build. `make test` and `make run` set up everything on a fresh Debian machine first.
 SHELL := /bin/bash
 
+# LIBTORCH=DIR builds against another libtorch than Debian's: an unpacked official C++ distribution
+# (libtorch-*.zip) or a PyTorch wheel's torch folder, such as libtorch 2.1 with CUDA (docs/build.md).
+LIBTORCH ?=
+ifeq ($(LIBTORCH),)
 TORCH_INCLUDE ?= /usr/include/torch/csrc/api/include
 # cgo: libtorch's C++ API headers, no warnings from gotch's generated code; stub CUDA libraries
 # (made by setup) satisfy gotch's link line and --as-needed keeps them out of the binary.
 export CGO_CXXFLAGS := -I$(TORCH_INCLUDE) -w -O2
 export CGO_LDFLAGS := -L$(CURDIR)/third_party/gotch/spa-stubs -Wl,--as-needed
+else
+override LIBTORCH := $(abspath $(LIBTORCH))
+export LIBTORCH
+# The C++ ABI the library was built with (PyPI's wheels and the zip without "cxx11-abi" in its name
+# use the old one), as its CMake config says; gotch's std::string calls must match it.
+LIBTORCH_ABI := $(or $(shell sed -n 's/.*_GLIBCXX_USE_CXX11_ABI=\([01]\).*/\1/p' $(LIBTORCH)/share/cmake/Torch/TorchConfig.cmake 2>/dev/null | head -1),1)
+export CGO_CXXFLAGS := -I$(LIBTORCH)/include -I$(LIBTORCH)/include/torch/csrc/api/include -D_GLIBCXX_USE_CXX11_ABI=$(LIBTORCH_ABI) -w -O2
+export CGO_LDFLAGS := -L$(LIBTORCH)/lib -Wl,-rpath,$(LIBTORCH)/lib -L$(CURDIR)/third_party/gotch/spa-stubs -Wl,--as-needed
+# A CUDA libtorch: link libtorch_cuda even though nothing names it (torchrt/cuda.go says why).
+ifneq ($(wildcard $(LIBTORCH)/lib/libtorch_cuda.so),)
+export GOFLAGS := $(strip $(GOFLAGS) -tags=spa_cuda)
+endif
+endif
 export OMP_NUM_THREADS ?= $(shell nproc)
 
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GO_LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all setup build test run bench lint env clean interop interop-vllm
+.PHONY: all setup build test run bench lint env clean interop interop-vllm libtorch21 gpu-check
 
 all: build
 
@@ -40,6 +57,16 @@ interop: build
 interop-vllm: build
 	@bash scripts/interop-vllm.sh
 
+# spa built against libtorch 2.1.2 with CUDA (PyTorch's official wheel, 4.7 GB) in build/libtorch21,
+# its libtorch tests and a benchmark beside PyTorch 2.1.2 (scripts/libtorch21.sh; docs/build.md).
+libtorch21:
+	@bash scripts/libtorch21.sh
+
+# On a machine with a GPU: build, doctor, model and learner benchmarks beside PyTorch on the GPU
+# and PPO steps of a Qwen2.5-0.5B-shaped model (scripts/gpu-check.sh; docs/gpu.md).
+gpu-check:
+	@bash scripts/gpu-check.sh
+
 bench: build
 	go test -run '^$$' -bench . -benchtime 2s ./...
 
@@ -52,6 +79,8 @@ env:
 	@echo 'export CGO_CXXFLAGS="$(CGO_CXXFLAGS)"'
 	@echo 'export CGO_LDFLAGS="$(CGO_LDFLAGS)"'
 	@echo 'export OMP_NUM_THREADS=$(OMP_NUM_THREADS)'
+	@$(if $(LIBTORCH),echo 'export LIBTORCH=$(LIBTORCH)',echo 'unset LIBTORCH')
+	@$(if $(GOFLAGS),echo 'export GOFLAGS="$(GOFLAGS)"',echo 'unset GOFLAGS')
 
 clean:
 	rm -rf bin third_party go.work go.work.sum

@@ -581,7 +581,7 @@ func (p *pipeline) sft(ctx context.Context, label, from string, exs []learner.SF
 	if err != nil {
 		return "", res, err
 	}
-	p.logf("%s sft: %d sequences (%d too long), %d steps, val loss %.3f, %.0f trained tokens/s", label, len(seqs), dropped, res.Steps, res.ValLoss, res.TokensPerSec)
+	p.logf("%s sft: %d sequences (%d too long), %d steps, val loss %s, %.0f trained tokens/s", label, len(seqs), dropped, res.Steps, LossText(res.ValLoss), res.TokensPerSec)
 	ckpt, _, err := learner.Latest(out)
 	return ckpt, res, err
 }

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sugarme/gotch"
+
 	"github.com/spa-rl/spa/bus"
 	"github.com/spa-rl/spa/inference"
 	"github.com/spa-rl/spa/inference/gen"
@@ -75,8 +77,8 @@ func BenchCases(steps int) []BenchCase {
 	}
 }
 
-// MeasureCase times c in spa's learner with cfg. It must run on a locked OS thread.
-func MeasureCase(cfg model.Config, c BenchCase) (model.BenchResult, error) {
+// MeasureCase times c in spa's learner with cfg on device. It must run on a locked OS thread.
+func MeasureCase(cfg model.Config, device gotch.Device, c BenchCase) (model.BenchResult, error) {
 	if c.Len < 2 || c.Batch < 1 || len(c.Spans) == 0 {
 		return model.BenchResult{}, fmt.Errorf("bench case %q: %d sequences of %d tokens with %d spans", c.Name, c.Batch, c.Len, len(c.Spans))
 	}
@@ -87,9 +89,9 @@ func MeasureCase(cfg model.Config, c BenchCase) (model.BenchResult, error) {
 	}
 	switch c.What {
 	case "sft":
-		return measureSFT(cfg, c)
+		return measureSFT(cfg, device, c)
 	case "ppo":
-		return measurePPO(cfg, c)
+		return measurePPO(cfg, device, c)
 	}
 	return model.BenchResult{}, fmt.Errorf("bench case %q: unknown kind %q (want sft or ppo)", c.Name, c.What)
 }
@@ -107,8 +109,8 @@ func benchIDs(rng *rand.Rand, c BenchCase, vocab int) [][]int {
 }
 
 // measureSFT times SFT steps on c's sequences, as bench_torch.py's sft does.
-func measureSFT(cfg model.Config, c BenchCase) (model.BenchResult, error) {
-	m, err := model.New(cfg, model.Options{Seed: 1})
+func measureSFT(cfg model.Config, device gotch.Device, c BenchCase) (model.BenchResult, error) {
+	m, err := model.New(cfg, model.Options{Seed: 1, Device: device})
 	if err != nil {
 		return model.BenchResult{}, err
 	}
@@ -124,7 +126,7 @@ func measureSFT(cfg model.Config, c BenchCase) (model.BenchResult, error) {
 			}
 		}
 	}
-	return timeSteps("sft", c.Batch, c.Len, c.Steps, func() error {
+	return timeSteps("sft", c.Batch, c.Len, c.Steps, m.Settle, func() error {
 		_, _, _, _, err := sftStep(m, opt, seqs, c.Micro, 1e-4, 1)
 		return err
 	})
@@ -189,8 +191,8 @@ func benchPPOOptions(micro int) PPOOptions {
 
 // measurePPO times PPO updates (critic scoring, GAE, whitening, one actor and one critic update)
 // on c's trajectories, as bench_torch.py's ppo does.
-func measurePPO(cfg model.Config, c BenchCase) (model.BenchResult, error) {
-	actor, err := model.New(cfg, model.Options{Seed: 1})
+func measurePPO(cfg model.Config, device gotch.Device, c BenchCase) (model.BenchResult, error) {
+	actor, err := model.New(cfg, model.Options{Seed: 1, Device: device})
 	if err != nil {
 		return model.BenchResult{}, err
 	}
@@ -207,7 +209,7 @@ func measurePPO(cfg model.Config, c BenchCase) (model.BenchResult, error) {
 	defer p.Close()
 	trajs := benchTrajectories(rand.New(rand.NewPCG(2, 2)), c, cfg.VocabSize)
 	step := 0
-	return timeSteps("ppo", c.Batch, c.Len, c.Steps, func() error {
+	return timeSteps("ppo", c.Batch, c.Len, c.Steps, actor.Settle, func() error {
 		_, err := p.Update(trajs, step)
 		step++
 		return err
@@ -215,17 +217,19 @@ func measurePPO(cfg model.Config, c BenchCase) (model.BenchResult, error) {
 }
 
 // timeSteps runs step once to warm up, then steps times, and reports tokens per second; tokens
-// count whole sequences (prompt and response).
-func timeSteps(what string, B, T, steps int, step func() error) (model.BenchResult, error) {
+// count whole sequences (prompt and response). settle waits for the device's queued work.
+func timeSteps(what string, B, T, steps int, settle func(), step func() error) (model.BenchResult, error) {
 	if err := step(); err != nil {
 		return model.BenchResult{}, err
 	}
+	settle()
 	start := time.Now()
 	for range steps {
 		if err := step(); err != nil {
 			return model.BenchResult{}, err
 		}
 	}
+	settle()
 	el := time.Since(start).Seconds()
 	n := B * T * steps
 	return model.BenchResult{What: what, Batch: B, Tokens: n, Seconds: el, TokensPerSec: float64(n) / el}, nil
@@ -304,14 +308,15 @@ func (s *engineSource) Next(ctx context.Context, n int, version int64) (Batch, e
 
 // MeasurePPOLoop runs steps PPO steps of the production loop with an in-process engine: generate
 // B responses of R tokens, score, update, save a checkpoint, sync the engine. It returns the mean
-// time per phase. It must run on a locked OS thread.
-func MeasurePPOLoop(ctx context.Context, cfg model.Config, B, P, R, steps int) (StepSplit, error) {
+// time per phase. The learner and the engine both run on device. It must run on a locked OS
+// thread.
+func MeasurePPOLoop(ctx context.Context, cfg model.Config, device gotch.Device, B, P, R, steps int) (StepSplit, error) {
 	dir, err := os.MkdirTemp("", "spa-bench-learner-")
 	if err != nil {
 		return StepSplit{}, err
 	}
 	defer os.RemoveAll(dir)
-	actor, err := model.New(cfg, model.Options{Seed: 1})
+	actor, err := model.New(cfg, model.Options{Seed: 1, Device: device})
 	if err != nil {
 		return StepSplit{}, err
 	}
@@ -325,7 +330,7 @@ func MeasurePPOLoop(ctx context.Context, cfg model.Config, B, P, R, steps int) (
 		return StepSplit{}, err
 	}
 	defer critic.Close()
-	e := inference.New(inference.Options{MaxModelLen: P + R + 8, KVCacheMB: 256, MaxBatch: B, MaxVersions: 2})
+	e := inference.New(inference.Options{MaxModelLen: P + R + 8, KVCacheMB: 256, MaxBatch: B, MaxVersions: 2, Device: device})
 	defer e.Close()
 	if err := e.LoadVersion(ctx, "spa-v0", 0, v0); err != nil {
 		return StepSplit{}, err

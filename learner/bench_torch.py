@@ -1,15 +1,15 @@
 """The learner's SFT and PPO steps in PyTorch eager, for 'spa bench learner'.
 
-Reads a JSON job from argv[1] ({"config": {...}, "threads": N, "cases": [...]}) and prints one JSON
-line of results, one per case in order. A case is {"what": "sft" or "ppo", "batch": B, "len": T,
-"spans": [[start, end], ...], "micro": M, "steps": S}: B sequences of T random tokens whose tokens
-at positions start..end-1 of each span are trained (the assistant's turns), in forward passes of
-at most M sequences whose gradients accumulate. The decoder is model/bench_torch.py's (written
-next to this file). Each step mirrors spa's learner: hidden states are projected to logits only at
-trained positions; AdamW with gradient clipping at 1.0; PPO scores with the critic without
-gradients, takes GAE with gamma = lambda = 1 (return minus value), whitens it, then updates the
-actor (clipped and dual-clipped surrogate, entropy bonus, token mean) and the critic (clipped value
-loss) once each.
+Reads a JSON job from argv[1] ({"config": {...}, "threads": N, "device": D, "cases": [...]}) and
+prints one JSON line of results, one per case in order; D is "cpu" or "cuda[:N]". A case is {"what":
+"sft" or "ppo", "batch": B, "len": T, "spans": [[start, end], ...], "micro": M, "steps": S}: B
+sequences of T random tokens whose tokens at positions start..end-1 of each span are trained (the
+assistant's turns), in forward passes of at most M sequences whose gradients accumulate. The decoder
+is model/bench_torch.py's (written next to this file). Each step mirrors spa's learner: hidden
+states are projected to logits only at trained positions; AdamW with gradient clipping at 1.0; PPO
+scores with the critic without gradients, takes GAE with gamma = lambda = 1 (return minus value),
+whitens it, then updates the actor (clipped and dual-clipped surrogate, entropy bonus, token mean)
+and the critic (clipped value loss) once each.
 """
 import json
 import sys
@@ -17,7 +17,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from bench_torch import Model, causal, timed
+from bench_torch import Model, causal, device_of, timed
 
 
 def hf_init(module):
@@ -32,15 +32,15 @@ def hf_init(module):
     return module
 
 
-def batch(V, B, T, spans, seed):
-    """Inputs for B sequences of T tokens and the flat indices of their trained targets."""
+def batch(V, B, T, spans, seed, dev):
+    """Inputs for B sequences of T tokens on dev and the flat indices of their trained targets."""
     g = torch.Generator().manual_seed(seed)
-    toks = torch.randint(0, V, (B, T), generator=g)
-    train = torch.zeros(B, T - 1, dtype=torch.bool)
+    toks = torch.randint(0, V, (B, T), generator=g).to(dev)
+    train = torch.zeros(B, T - 1, dtype=torch.bool, device=dev)
     for start, end in spans:
         # Token j is predicted from position j - 1.
         train[:, start - 1:end - 1] = True
-    return toks[:, :-1], toks[:, 1:], torch.arange(T - 1).expand(B, T - 1), causal(T - 1), train
+    return toks[:, :-1], toks[:, 1:], torch.arange(T - 1, device=dev).expand(B, T - 1), causal(T - 1, device=dev), train
 
 
 def micro_batches(B, micro):
@@ -62,9 +62,9 @@ def selected_logits(model, ids, pos, mask, sel):
 
 def sft(model, case):
     B, T, micro = case["batch"], case["len"], case["micro"]
-    V = model.c["vocab_size"]
+    V, dev = model.c["vocab_size"], device_of(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.01)
-    ids, tgt, pos, mask, train = batch(V, B, T, case["spans"], 1)
+    ids, tgt, pos, mask, train = batch(V, B, T, case["spans"], 1, dev)
     total = int(train.sum())
     parts = [selected(ids, pos, tgt, train, lo, hi) for lo, hi in micro_batches(B, micro)]
 
@@ -76,7 +76,7 @@ def sft(model, case):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
 
-    return timed("sft", step, B, T, case["steps"])
+    return timed("sft", step, B, T, case["steps"], dev)
 
 
 class Critic(torch.nn.Module):
@@ -93,16 +93,16 @@ class Critic(torch.nn.Module):
 def ppo(actor, case):
     B, T, micro = case["batch"], case["len"], case["micro"]
     c = actor.c
-    V = c["vocab_size"]
-    critic = hf_init(Critic(c))
+    V, dev = c["vocab_size"], device_of(actor)
+    critic = hf_init(Critic(c)).to(dev)
     aopt = torch.optim.AdamW(actor.parameters(), lr=1e-6, betas=(0.9, 0.95), weight_decay=0.01)
     copt = torch.optim.AdamW(critic.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=0.01)
-    ids, tgt, pos, mask, train = batch(V, B, T, case["spans"], 2)
+    ids, tgt, pos, mask, train = batch(V, B, T, case["spans"], 2, dev)
     parts = [selected(ids, pos, tgt, train, lo, hi) for lo, hi in micro_batches(B, micro)]
     total = int(train.sum())
     g = torch.Generator().manual_seed(3)
-    old = -torch.rand(total, generator=g) * 8
-    rewards = torch.rand(B, generator=g)
+    old = (-torch.rand(total, generator=g) * 8).to(dev)
+    rewards = torch.rand(B, generator=g).to(dev)
     ret = rewards.repeat_interleave(train.sum(-1))
     bounds = [0]
     for _, _, sel, _ in parts:
@@ -137,7 +137,7 @@ def ppo(actor, case):
         torch.nn.utils.clip_grad_norm_(critic.parameters(), 1.0)
         copt.step()
 
-    return timed("ppo", step, B, T, case["steps"])
+    return timed("ppo", step, B, T, case["steps"], dev)
 
 
 def main():
@@ -147,7 +147,7 @@ def main():
     out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "results": []}
     for case in job["cases"]:
         run = sft if case["what"] == "sft" else ppo
-        out["results"].append(run(hf_init(Model(job["config"])), case))
+        out["results"].append(run(hf_init(Model(job["config"])).to(job.get("device", "cpu")), case))
     print(json.dumps(out))
 
 

@@ -19,11 +19,11 @@ type BenchResult struct {
 	TokensPerSec float64 `json:"tokens_per_sec"`
 }
 
-// MeasureTraining times training steps on random tokens: forward, cross-entropy over every
-// position, backward and an AdamW step, batch sequences of seqLen tokens. One untimed warm-up
-// step comes first. It must run on a locked OS thread.
-func MeasureTraining(cfg Config, batch, seqLen, steps int) (BenchResult, error) {
-	m, err := New(cfg, Options{Seed: 1})
+// MeasureTraining times training steps on random tokens on device: forward, cross-entropy over
+// every position, backward and an AdamW step, batch sequences of seqLen tokens. One untimed
+// warm-up step comes first. It must run on a locked OS thread.
+func MeasureTraining(cfg Config, device gotch.Device, batch, seqLen, steps int) (BenchResult, error) {
+	m, err := New(cfg, Options{Seed: 1, Device: device})
 	if err != nil {
 		return BenchResult{}, err
 	}
@@ -48,7 +48,7 @@ func MeasureTraining(cfg Config, batch, seqLen, steps int) (BenchResult, error) 
 		return BenchResult{}, err
 	}
 	defer in.Drop()
-	tgt := Int64Tensor(targets, int64(len(targets)))
+	tgt := ToDevice(Int64Tensor(targets, int64(len(targets))), m.device)
 	defer tgt.MustDrop()
 	step := func() error {
 		h, err := m.Forward(in, nil)
@@ -71,15 +71,17 @@ func MeasureTraining(cfg Config, batch, seqLen, steps int) (BenchResult, error) 
 			return BenchResult{}, err
 		}
 	}
+	m.Settle()
 	el := time.Since(start).Seconds()
 	n := steps * batch * seqLen
 	return BenchResult{What: "train", Batch: batch, Tokens: n, Seconds: el, TokensPerSec: float64(n) / el}, nil
 }
 
-// MeasureGeneration times greedy decoding with the KV cache: a prompt of promptLen tokens per
-// sequence (prefill, not timed), then newTokens decoding steps for the whole batch.
-func MeasureGeneration(cfg Config, batch, promptLen, newTokens int) (BenchResult, error) {
-	m, err := New(cfg, Options{Seed: 1})
+// MeasureGeneration times greedy decoding with the KV cache on device: a prompt of promptLen
+// tokens per sequence (prefill, not timed), then newTokens decoding steps for the whole batch.
+// Each step reads its tokens back to the host, as a server's does.
+func MeasureGeneration(cfg Config, device gotch.Device, batch, promptLen, newTokens int) (BenchResult, error) {
+	m, err := New(cfg, Options{Seed: 1, Device: device})
 	if err != nil {
 		return BenchResult{}, err
 	}
@@ -111,6 +113,17 @@ func MeasureGeneration(cfg Config, batch, promptLen, newTokens int) (BenchResult
 		res = BenchResult{What: "generate", Batch: batch, Tokens: n, Seconds: el, TokensPerSec: float64(n) / el}
 	})
 	return res, runErr
+}
+
+// Settle waits until the model's device has finished the work queued on it, so that a clock read
+// afterwards measures that work: CUDA runs kernels asynchronously. Copying one value of a weight to
+// the host waits for the stream; on the CPU, work is already done and Settle returns at once.
+func (m *Model) Settle() {
+	if isCPU(m.device) {
+		return
+	}
+	v := m.norm.MustNarrow(0, 0, 1, false)
+	v.MustTo(gotch.CPU, true).MustDrop()
 }
 
 // greedyStep runs one forward step and returns each sequence's argmax next token.

@@ -1,10 +1,11 @@
 """The same Qwen2 decoder as spa's model package, in PyTorch eager, for 'spa bench model'.
 
-Reads a JSON job from argv[1] ({"config": {...}, "threads": N, "train": [batch, seq, steps],
-"generate": [[batch, prompt, new], ...]}) and prints one JSON line of results. It mirrors the Go
-measurement step for step: random tokens, forward + cross-entropy + backward + AdamW for training;
-greedy decoding with a concatenating KV cache for generation. Debian's python3-torch uses the same
-libtorch as spa.
+Reads a JSON job from argv[1] ({"config": {...}, "threads": N, "device": "cpu" or "cuda[:N]",
+"train": [batch, seq, steps], "generate": [[batch, prompt, new], ...]}) and prints one JSON line of
+results. It mirrors the Go measurement step for step: random tokens, forward + cross-entropy +
+backward + AdamW for training; greedy decoding with a concatenating KV cache for generation, each
+step's tokens read back to the host. On a GPU the clock stops only after torch.cuda.synchronize().
+Debian's python3-torch uses the same libtorch as spa.
 """
 import json
 import math
@@ -70,7 +71,9 @@ class Model(torch.nn.Module):
         inv = 1.0 / (c["rope_theta"] ** (torch.arange(0, hd, 2).float() / hd))
         ang = torch.outer(torch.arange(c["max_position_embeddings"]).float(), inv)
         emb = torch.cat([ang, ang], -1)
-        self.cos_t, self.sin_t = emb.cos(), emb.sin()
+        # Buffers, so that .to(device) moves them with the weights.
+        self.register_buffer("cos_t", emb.cos(), persistent=False)
+        self.register_buffer("sin_t", emb.sin(), persistent=False)
 
     def hidden(self, ids, pos, mask, caches=None):
         cos, sin = self.cos_t[pos].unsqueeze(1), self.sin_t[pos].unsqueeze(1)
@@ -83,19 +86,29 @@ class Model(torch.nn.Module):
         return self.hidden(ids, pos, mask, caches) @ self.embed.weight.t()
 
 
-def causal(T, P=0):
-    m = torch.full((T, P + T), -1e30)
+def device_of(model):
+    return model.embed.weight.device
+
+
+def causal(T, P=0, device="cpu"):
+    m = torch.full((T, P + T), -1e30, device=device)
     return torch.triu(m, diagonal=P + 1)[None, None]
 
 
+def sync(device):
+    """Waits for the device's queued kernels, so that a clock read afterwards measures them."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def train(model, B, T, steps):
-    V = model.c["vocab_size"]
+    V, dev = model.c["vocab_size"], device_of(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(1)
-    toks = torch.randint(0, V, (B, T + 1), generator=g)
+    toks = torch.randint(0, V, (B, T + 1), generator=g).to(dev)
     ids, tgt = toks[:, :T], toks[:, 1:].reshape(-1)
-    pos = torch.arange(T).expand(B, T)
-    mask = causal(T)
+    pos = torch.arange(T, device=dev).expand(B, T)
+    mask = causal(T, device=dev)
 
     def step():
         loss = F.cross_entropy(model(ids, pos, mask).reshape(-1, V), tgt)
@@ -103,32 +116,36 @@ def train(model, B, T, steps):
         loss.backward()
         opt.step()
 
-    return timed("train", step, B, T, steps)
+    return timed("train", step, B, T, steps, dev)
 
 
-def timed(what, step, B, T, steps):
+def timed(what, step, B, T, steps, device="cpu"):
     """Runs step once to warm up, then times steps of it over B sequences of T tokens."""
     step()
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
+    sync(device)
     el = time.perf_counter() - t0
     return {"what": what, "batch": B, "tokens": B * T * steps, "seconds": el, "tokens_per_sec": B * T * steps / el}
 
 
 @torch.no_grad()
 def generate(model, B, P, N):
-    V = model.c["vocab_size"]
+    V, dev = model.c["vocab_size"], device_of(model)
     g = torch.Generator().manual_seed(2)
-    ids = torch.randint(0, V, (B, P), generator=g)
+    ids = torch.randint(0, V, (B, P), generator=g).to(dev)
     caches = [[None, None] for _ in model.blocks]
-    logits = model(ids, torch.arange(P).expand(B, P), causal(P), caches)
+    logits = model(ids, torch.arange(P, device=dev).expand(B, P), causal(P, device=dev), caches)
     nxt = logits[:, -1].argmax(-1, keepdim=True)
+    nxt.tolist()
     t0 = time.perf_counter()
     for i in range(N):
         L = P + i
-        logits = model(nxt, torch.full((B, 1), L), torch.zeros(1, 1, 1, L + 1), caches)
+        logits = model(nxt, torch.full((B, 1), L, device=dev), torch.zeros(1, 1, 1, L + 1, device=dev), caches)
         nxt = logits[:, -1].argmax(-1, keepdim=True)
+        nxt.tolist()  # a server reads each step's tokens, as spa's measurement does
     el = time.perf_counter() - t0
     return {"what": "generate", "batch": B, "tokens": B * N, "seconds": el, "tokens_per_sec": B * N / el}
 
@@ -144,6 +161,7 @@ def main():
             torch.nn.init.normal_(m.weight, 0.0, 0.02)
             if getattr(m, "bias", None) is not None:
                 torch.nn.init.zeros_(m.bias)
+    model.to(job.get("device", "cpu"))
     out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "results": []}
     b, t, s = job["train"]
     out["results"].append(train(model, b, t, s))

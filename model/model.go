@@ -10,6 +10,8 @@ import (
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/nn"
 	"github.com/sugarme/gotch/ts"
+
+	"github.com/spa-rl/spa/torchrt"
 )
 
 // Options configure a new model.
@@ -262,7 +264,13 @@ func ParseDevice(s string) (gotch.Device, error) {
 		return gotch.CPU, nil
 	case s == "cuda" || strings.HasPrefix(s, "cuda:"):
 		if !gotch.CUDA.IsAvailable() {
-			return gotch.Device{}, fmt.Errorf("device %q: this libtorch has no usable CUDA", s)
+			if info, err := torchrt.ReadInfo(); err == nil && info.CUDA {
+				if !info.CUDALinked {
+					return gotch.Device{}, fmt.Errorf("device %q: this libtorch has CUDA %s but its CUDA library is not linked into this binary (make build LIBTORCH=DIR, docs/build.md)", s, info.CUDAVersion)
+				}
+				return gotch.Device{}, fmt.Errorf("device %q: this libtorch has CUDA %s but sees no GPU (no NVIDIA driver, or CUDA_VISIBLE_DEVICES hides them; spa doctor)", s, info.CUDAVersion)
+			}
+			return gotch.Device{}, fmt.Errorf("device %q: this libtorch is CPU-only; build spa against a CUDA libtorch (make build LIBTORCH=DIR, docs/build.md)", s)
 		}
 		n := 0
 		if s != "cuda" {

@@ -576,3 +576,32 @@ func TestInitWithAGivenTokenizer(t *testing.T) {
 		t.Error("a directory without a tokenizer was accepted")
 	}
 }
+
+func TestParseDevice(t *testing.T) {
+	info, err := torchrt.ReadInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Without a GPU, asking for one names the reason: the build, or the machine.
+	noGPU := "this libtorch is CPU-only"
+	if info.CUDA {
+		noGPU = "sees no GPU"
+	}
+	for _, tc := range []struct{ in, err string }{
+		{"", ""}, {"cpu", ""}, {"tpu", "want cpu, cuda or cuda:N"},
+		{"cuda", noGPU}, {"cuda:0", noGPU},
+	} {
+		if info.GPUs > 0 && strings.HasPrefix(tc.in, "cuda") {
+			tc.err = ""
+		}
+		d, err := ParseDevice(tc.in)
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("ParseDevice(%q): %v", tc.in, err)
+		case tc.err == "" && tc.in != "" && !strings.HasPrefix(tc.in, "cuda") && d.Name != gotch.CPU.Name:
+			t.Errorf("ParseDevice(%q) = %+v, want the CPU", tc.in, d)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("ParseDevice(%q) = %v, want an error saying %q", tc.in, err, tc.err)
+		}
+	}
+}

@@ -12,7 +12,16 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 #    tests that run a cluster on a stock NATS server (spa itself embeds one). libtcmalloc-minimal4
 #    is the allocator spa preloads for libtorch (docs/build.md: glibc's malloc either fragments or,
 #    tuned not to, makes training 2-3x slower).
+#    LIBTORCH=DIR builds against another libtorch instead (the official C++ distribution or a
+#    PyTorch wheel's torch folder, docs/build.md), which brings its own BLAS.
 packages=(g++ libtorch-dev libopenblas0-openmp libtcmalloc-minimal4 nats-server)
+torch_root=/usr
+if [ -n "${LIBTORCH:-}" ]; then
+  torch_root=$LIBTORCH
+  [ -f "$torch_root/include/torch/csrc/api/include/torch/version.h" ] && [ -f "$torch_root/lib/libtorch_cpu.so" ] ||
+    die "LIBTORCH=$LIBTORCH has no include/torch/csrc/api/include/torch/version.h and lib/libtorch_cpu.so; point it at an unpacked libtorch zip or a PyTorch wheel's torch folder"
+  packages=(g++ libtcmalloc-minimal4 nats-server)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -36,7 +45,7 @@ command -v go >/dev/null || die "Go is not on PATH; spa needs Go 1.26 (https://g
 gotch_version=$(GOWORK=off go list -m -f '{{.Version}}' github.com/sugarme/gotch)
 gotch_src=$(GOWORK=off go mod download -json "github.com/sugarme/gotch@${gotch_version}" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
 [ -d "$gotch_src" ] || die "could not download github.com/sugarme/gotch@${gotch_version} from the Go module proxy"
-GOWORK=off go run ./tools/gotchpatch -src "$gotch_src" -dst third_party/gotch
+GOWORK=off go run ./tools/gotchpatch -src "$gotch_src" -dst third_party/gotch -torch-root "$torch_root"
 
 # 3. go.work points the build at the patched copy (git-ignored, so go.mod stays clean).
 if [ -d third_party/gotch ]; then
@@ -45,9 +54,6 @@ if [ -d third_party/gotch ]; then
     printf '%s\n' "$want" > go.work
     say "wrote go.work (gotch -> third_party/gotch)"
   fi
-elif [ -f go.work ]; then
-  rm -f go.work go.work.sum
-  say "removed go.work: this libtorch needs no patched gotch"
 fi
 
 # 4. npm packages for the Node.js tests: the example environment (run through spa's remote env)

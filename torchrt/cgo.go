@@ -22,3 +22,5 @@ func blasCorename() string { return goString(C.spa_blas_corename()) }
 func mallocName() string   { return C.GoString(C.spa_malloc_name()) }
 func getThreads() int      { return int(C.spa_torch_get_threads()) }
 func setThreads(n int)     { C.spa_torch_set_threads(C.int(n)) }
+func cudaDevices() int     { return int(C.spa_cuda_device_count()) }
+func cudaRuntime() int     { return int(C.spa_cuda_runtime_version()) }

@@ -24,7 +24,16 @@ type Info struct {
 	Package string
 	// CUDA reports whether the library was built with CUDA.
 	CUDA bool
-	// BLAS names the BLAS implementation in use ("OpenBLAS 0.3.21 ..." or the loaded library's path).
+	// CUDAVersion is the CUDA toolkit the library was built against ("12.1"), when it was.
+	CUDAVersion string
+	// CUDALinked reports whether libtorch's CUDA library is loaded, which is what makes CUDA
+	// available: a binary can load a CUDA build's libtorch_cpu without it (see cuda.go).
+	CUDALinked bool
+	// GPUs is the number of CUDA devices the library sees: 0 for a CPU-only build, and for a CUDA
+	// build on a machine without a driver or with CUDA_VISIBLE_DEVICES empty.
+	GPUs int
+	// BLAS names the BLAS implementation in use ("OpenBLAS 0.3.21 ...", "MKL (built into
+	// libtorch)" or the loaded library's path).
 	BLAS string
 	// BLASLibrary is the resolved path of the loaded BLAS.
 	BLASLibrary string
@@ -32,6 +41,9 @@ type Info struct {
 	BLASCore string
 	// OpenBLAS reports whether the BLAS in use is OpenBLAS.
 	OpenBLAS bool
+	// MKL reports whether libtorch was built with Intel MKL as its BLAS, as PyTorch's official
+	// x86 builds are (the pip wheels and the libtorch zips).
+	MKL bool
 	// Threads is the number of intra-op threads libtorch uses.
 	Threads int
 	// Allocator is the malloc that libtorch's allocations go through: "tcmalloc", "jemalloc" or
@@ -39,20 +51,24 @@ type Info struct {
 	Allocator string
 }
 
-var buildVersionRE = regexp.MustCompile(`TORCH_VERSION=([0-9][^,\s]*)`)
+var (
+	buildVersionRE = regexp.MustCompile(`TORCH_VERSION=([0-9][^,\s]*)`)
+	cudaVersionRE  = regexp.MustCompile(`CUDA_VERSION=([0-9][^,\s]*)`)
+	blasInfoRE     = regexp.MustCompile(`BLAS_INFO=(\w+)`)
+)
 
 // ReadInfo inspects the loaded libraries. It reads /proc/self/maps and asks dpkg which package owns
 // libtorch, so it works without headers or a Python install.
 func ReadInfo() (Info, error) {
-	var info Info
 	config := torchConfig()
 	if config == "" {
-		return info, fmt.Errorf("libtorch did not report its build configuration")
+		return Info{}, fmt.Errorf("libtorch did not report its build configuration")
 	}
-	if m := buildVersionRE.FindStringSubmatch(config); m != nil {
-		info.BuildVersion = m[1]
+	info := fromBuildSettings(config)
+	if info.CUDA {
+		info.CUDALinked = cudaRuntime() > 0
+		info.GPUs = cudaDevices()
 	}
-	info.CUDA = strings.Contains(config, "USE_CUDA=ON") || strings.Contains(config, "USE_CUDA=1")
 	libs, err := loadedLibraries()
 	if err != nil {
 		return info, err
@@ -83,6 +99,8 @@ func ReadInfo() (Info, error) {
 		info.OpenBLAS = true
 		info.BLAS = cfg
 		info.BLASCore = blasCorename()
+	} else if info.MKL {
+		info.BLAS = "MKL (built into libtorch)"
 	} else if info.BLASLibrary != "" {
 		info.BLAS = "non-OpenBLAS library " + info.BLASLibrary
 	} else {
@@ -91,6 +109,23 @@ func ReadInfo() (Info, error) {
 	info.Threads = getThreads()
 	info.Allocator = mallocName()
 	return info, nil
+}
+
+// fromBuildSettings reads what at::show_config() says about the build: its version, CUDA and
+// whether its BLAS is MKL (which is linked into libtorch_cpu, so no loaded library shows it).
+func fromBuildSettings(config string) Info {
+	var info Info
+	if m := buildVersionRE.FindStringSubmatch(config); m != nil {
+		info.BuildVersion = m[1]
+	}
+	info.CUDA = strings.Contains(config, "USE_CUDA=ON") || strings.Contains(config, "USE_CUDA=1")
+	if m := cudaVersionRE.FindStringSubmatch(config); m != nil && info.CUDA {
+		info.CUDAVersion = m[1]
+	}
+	if m := blasInfoRE.FindStringSubmatch(config); m != nil && m[1] == "mkl" {
+		info.MKL = true
+	}
+	return info
 }
 
 // SetThreads sets libtorch's intra-op thread count. Call it before torch work starts; the

@@ -3,6 +3,8 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <torch/cuda.h>
 #include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,4 +40,20 @@ const char *spa_malloc_name(void) {
 
 int spa_torch_get_threads(void) { return at::get_num_threads(); }
 void spa_torch_set_threads(int n) { at::set_num_threads(n); }
+
+int spa_cuda_device_count(void) {
+  try {
+    return (int)torch::cuda::device_count();
+  } catch (...) {
+    return 0;
+  }
+}
+
+long spa_cuda_runtime_version(void) {
+  try {
+    return at::detail::getCUDAHooks().versionCUDART();
+  } catch (...) {
+    return -1;
+  }
+}
 }

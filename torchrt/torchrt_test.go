@@ -155,3 +155,23 @@ func TestUpstreamVersion(t *testing.T) {
 		}
 	}
 }
+
+func TestFromBuildSettings(t *testing.T) {
+	// The build-settings lines that at::show_config() printed for Debian's libtorch and for
+	// PyTorch's official 2.1.2 wheel (CUDA 12.1, MKL).
+	for _, tc := range []struct {
+		file string
+		want Info
+	}{
+		{"show_config-debian-1.13.1.txt", Info{BuildVersion: "1.13.0"}},
+		{"show_config-pypi-2.1.2-cu121.txt", Info{BuildVersion: "2.1.2", CUDA: true, CUDAVersion: "12.1", MKL: true}},
+	} {
+		data, err := os.ReadFile("testdata/" + tc.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fromBuildSettings(string(data)); got != tc.want {
+			t.Errorf("%s: got %+v, want %+v", tc.file, got, tc.want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -15,13 +16,14 @@ import (
 
 func newBenchLearnerCmd() *cobra.Command {
 	var asJSON bool
-	var python, peerEnv string
+	var python, peerEnv, preset, device string
 	var steps, loopSteps int
 	cmd := &cobra.Command{
 		Use:   "learner",
 		Short: "SFT and PPO tokens/s of the tiny model beside PyTorch eager, and where a PPO step's time goes",
-		Long: `Measure spa's learner on the tiny preset (random weights and tokens) and the same computation in
-PyTorch eager (learner/bench_torch.py), in one run, with the same thread count:
+		Long: `Measure spa's learner on a model preset (tiny by default; random weights and tokens) and the same
+computation in PyTorch eager (learner/bench_torch.py), in one run, on the same device (--device cpu,
+cuda or cuda:N), with the same thread count:
 
   - sft batch 8 x 256: loss on the second half of each sequence, AdamW, clipping;
   - ppo update 16 x (192+64): critic scoring, GAE, whitening, one actor update (clipped and
@@ -39,7 +41,7 @@ in-process engine (16 responses of 64 tokens per step) and splits a step's time 
 scoring, update, checkpoint and weight sync. Target: every case at >= 0.9x PyTorch.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := model.Preset("tiny", 1024)
+			cfg, dev, err := benchModel(preset, device)
 			if err != nil {
 				return err
 			}
@@ -56,19 +58,19 @@ scoring, update, checkpoint and weight sync. Target: every case at >= 0.9x PyTor
 			}
 			err = onTorchThread(func() error {
 				for _, c := range cases {
-					r, err := learner.MeasureCase(cfg, c)
+					r, err := learner.MeasureCase(cfg, dev, c)
 					if err != nil {
 						return fmt.Errorf("%s: %w", c.Name, err)
 					}
 					ours = append(ours, r)
 				}
-				split, err = learner.MeasurePPOLoop(cmd.Context(), cfg, 16, 32, 64, loopSteps)
+				split, err = learner.MeasurePPOLoop(cmd.Context(), cfg, dev, 16, 32, 64, loopSteps)
 				return err
 			})
 			if err != nil {
 				return err
 			}
-			job := map[string]any{"config": cfg, "threads": info.Threads, "cases": cases}
+			job := map[string]any{"config": cfg, "threads": info.Threads, "device": device, "cases": cases}
 			var progress io.Writer = cmd.ErrOrStderr()
 			if asJSON {
 				progress = io.Discard
@@ -77,10 +79,9 @@ scoring, update, checkpoint and weight sync. Target: every case at >= 0.9x PyTor
 			out := cmd.OutOrStdout()
 			if asJSON {
 				return json.NewEncoder(out).Encode(map[string]any{"machine": thisMachine(), "libtorch": info.Version, "threads": info.Threads,
-					"allocator": info.Allocator, "cases": cases, "spa": ours, "pytorch": peers, "ppo_step": split})
+					"allocator": info.Allocator, "preset": preset, "device": device, "cases": cases, "spa": ours, "pytorch": peers, "ppo_step": split})
 			}
-			m := thisMachine()
-			fmt.Fprintf(out, "%s, %d cores, libtorch %s, %d threads, %s, %s; tiny preset (hidden 128, 4 layers, vocab 1024)\n", m.CPU, m.Cores, info.Version, info.Threads, info.BLASCore, info.Allocator)
+			fmt.Fprintln(out, benchHeader(info, preset, cfg, device))
 			names := make([]string, len(cases))
 			for i, c := range cases {
 				names[i] = c.Name
@@ -105,5 +106,7 @@ scoring, update, checkpoint and weight sync. Target: every case at >= 0.9x PyTor
 	cmd.Flags().StringVar(&peerEnv, "peer-env", "both", "PyTorch's environment: own (yours), spa (yours plus spa's tuning) or both")
 	cmd.Flags().IntVar(&steps, "steps", 8, "timed steps of the small cases (the preset-shaped cases run half as many)")
 	cmd.Flags().IntVar(&loopSteps, "loop-steps", 3, "PPO loop steps for the time split")
+	cmd.Flags().StringVar(&preset, "preset", "tiny", "model preset: "+strings.Join(model.Presets, ", "))
+	cmd.Flags().StringVar(&device, "device", "cpu", "cpu, cuda or cuda:N (PyTorch runs on the same device)")
 	return cmd
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/sugarme/gotch"
 
 	"github.com/spa-rl/spa/model"
 	"github.com/spa-rl/spa/torchrt"
@@ -20,13 +21,14 @@ import (
 
 func newBenchModelCmd() *cobra.Command {
 	var asJSON bool
-	var python, peerEnv string
+	var python, peerEnv, preset, device string
 	var steps, newTokens int
 	cmd := &cobra.Command{
 		Use:   "model",
 		Short: "Training and generation tokens/s of the tiny model, beside PyTorch eager",
-		Long: `Measure the tiny preset (random weights, random tokens) in spa's gotch model and the same
-architecture in PyTorch eager, in the same run, with the same thread count:
+		Long: `Measure a model preset (tiny by default; random weights, random tokens) in spa's gotch model and
+the same architecture in PyTorch eager, in the same run, on the same device (--device cpu, cuda or
+cuda:N), with the same thread count:
 
   - train: batch 8 x 256 tokens, forward, cross-entropy, backward, AdamW step;
   - generate: greedy decoding with a KV cache after a 32-token prompt, batch 1 and batch 64.
@@ -34,10 +36,11 @@ architecture in PyTorch eager, in the same run, with the same thread count:
 The PyTorch side runs model/bench_torch.py with --python (Debian's python3-torch uses the same
 libtorch 1.13); without PyTorch the table says so and shows spa alone. PyTorch runs in your
 environment (--peer-env own) and with spa's runtime tuning added (--peer-env spa); both by
-default, and the ratio compares spa with the faster. Target: training at >= 0.9x PyTorch.`,
+default, and the ratio compares spa with the faster. On a GPU both sides wait for the device
+before reading the clock. Target: training at >= 0.9x PyTorch.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := model.Preset("tiny", 1024)
+			cfg, dev, err := benchModel(preset, device)
 			if err != nil {
 				return err
 			}
@@ -52,13 +55,13 @@ default, and the ratio compares spa with the faster. Target: training at >= 0.9x
 				fmt.Fprintln(cmd.ErrOrStderr(), "measuring spa (gotch)...")
 			}
 			err = onTorchThread(func() error {
-				r, err := model.MeasureTraining(cfg, 8, 256, steps)
+				r, err := model.MeasureTraining(cfg, dev, 8, 256, steps)
 				if err != nil {
 					return err
 				}
 				ours = append(ours, r)
 				for _, g := range gens {
-					r, err := model.MeasureGeneration(cfg, g[0], g[1], g[2])
+					r, err := model.MeasureGeneration(cfg, dev, g[0], g[1], g[2])
 					if err != nil {
 						return err
 					}
@@ -69,7 +72,7 @@ default, and the ratio compares spa with the faster. Target: training at >= 0.9x
 			if err != nil {
 				return err
 			}
-			job := map[string]any{"config": cfg, "threads": info.Threads, "train": []int{8, 256, steps}, "generate": gens}
+			job := map[string]any{"config": cfg, "threads": info.Threads, "device": device, "train": []int{8, 256, steps}, "generate": gens}
 			var progress io.Writer = cmd.ErrOrStderr()
 			if asJSON {
 				progress = io.Discard
@@ -77,10 +80,10 @@ default, and the ratio compares spa with the faster. Target: training at >= 0.9x
 			peers := runPeers(cmd.Context(), progress, python, envs, map[string]string{"bench_torch.py": model.TorchBenchScript}, "bench_torch.py", job)
 			out := cmd.OutOrStdout()
 			if asJSON {
-				return json.NewEncoder(out).Encode(map[string]any{"machine": thisMachine(), "libtorch": info.Version, "threads": info.Threads, "allocator": info.Allocator, "spa": ours, "pytorch": peers})
+				return json.NewEncoder(out).Encode(map[string]any{"machine": thisMachine(), "libtorch": info.Version, "threads": info.Threads, "allocator": info.Allocator,
+					"preset": preset, "device": device, "spa": ours, "pytorch": peers})
 			}
-			m := thisMachine()
-			fmt.Fprintf(out, "%s, %d cores, libtorch %s, %d threads, %s, %s; tiny preset (%s)\n", m.CPU, m.Cores, info.Version, info.Threads, info.BLASCore, info.Allocator, "hidden 128, 4 layers, vocab 1024")
+			fmt.Fprintln(out, benchHeader(info, preset, cfg, device))
 			names := make([]string, len(ours))
 			for i, r := range ours {
 				names[i] = fmt.Sprintf("train batch %d x 256", r.Batch)
@@ -95,8 +98,36 @@ default, and the ratio compares spa with the faster. Target: training at >= 0.9x
 	cmd.Flags().StringVar(&python, "python", "/usr/bin/python3", "Python with PyTorch for the side-by-side run")
 	cmd.Flags().StringVar(&peerEnv, "peer-env", "both", "PyTorch's environment: own (yours), spa (yours plus spa's tuning) or both")
 	cmd.Flags().IntVar(&steps, "steps", 12, "timed training steps")
+	cmd.Flags().StringVar(&preset, "preset", "tiny", "model preset: "+strings.Join(model.Presets, ", "))
+	cmd.Flags().StringVar(&device, "device", "cpu", "cpu, cuda or cuda:N (PyTorch runs on the same device)")
 	cmd.Flags().IntVar(&newTokens, "new-tokens", 64, "decoding steps per generation measurement")
 	return cmd
+}
+
+// benchModel is the configuration of a model preset (random weights; the tiny ones with a
+// 1,024-token vocabulary) and the device to measure it on.
+func benchModel(preset, device string) (model.Config, gotch.Device, error) {
+	cfg, err := model.Preset(preset, 1024)
+	if err != nil {
+		return model.Config{}, gotch.Device{}, err
+	}
+	dev, err := model.ParseDevice(device)
+	if err != nil {
+		return model.Config{}, gotch.Device{}, fmt.Errorf("--device: %w", err)
+	}
+	return cfg, dev, nil
+}
+
+// benchHeader is the first line of a model or learner benchmark's table: the machine, the
+// runtime and what is measured where.
+func benchHeader(info torchrt.Info, preset string, cfg model.Config, device string) string {
+	m := thisMachine()
+	where := fmt.Sprintf("%d threads, %s, %s", info.Threads, info.BLASCore, info.Allocator)
+	if info.MKL {
+		where = fmt.Sprintf("%d threads, MKL, %s", info.Threads, info.Allocator)
+	}
+	return fmt.Sprintf("%s, %d cores, libtorch %s, %s; %s preset (hidden %d, %d layers, vocab %d, %.1fM parameters) on %s",
+		m.CPU, m.Cores, info.Version, where, preset, cfg.HiddenSize, cfg.NumHiddenLayers, cfg.VocabSize, float64(cfg.NumParams())/1e6, device)
 }
 
 // peerEnv is one environment a PyTorch peer runs in.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/sugarme/gotch"
 
 	"github.com/spa-rl/spa/inference"
 	"github.com/spa-rl/spa/inference/api"
@@ -147,7 +148,7 @@ peer's. The peer must stream token ids with return_token_ids, as vLLM does.`,
 			res.BatchingSpeedup = res.Load[2].TokensPerSec / res.Baseline.TokensPerSec
 			err = onTorchThread(func() error {
 				res.MatmulFLOPS = model.MeasureMatmul(1024, 20)
-				r, err := model.MeasureGeneration(cfg, 64, len(prompt), 64)
+				r, err := model.MeasureGeneration(cfg, gotch.CPU, 64, len(prompt), 64)
 				res.ModelAlone64 = r.TokensPerSec
 				return err
 			})

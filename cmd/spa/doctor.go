@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"runtime"
 	"strings"
 	"time"
@@ -78,7 +79,7 @@ func doctorChecks(store string) []check {
 				detail += ")"
 			}
 			if info.CUDA {
-				detail += ", CUDA build"
+				detail += ", CUDA " + info.CUDAVersion + " build"
 			} else {
 				detail += ", CPU only"
 			}
@@ -87,6 +88,9 @@ func doctorChecks(store string) []check {
 		{"blas", func(context.Context) (status, string) {
 			if infoErr != nil {
 				return fail, "skipped: libtorch did not load"
+			}
+			if info.MKL {
+				return ok, info.BLAS
 			}
 			if !info.OpenBLAS {
 				return fail, info.BLAS + ": install libopenblas0-openmp; other BLAS builds are about 10x slower for spa's matrix sizes"
@@ -102,6 +106,19 @@ func doctorChecks(store string) []check {
 				return warn, detail + "; these kernels are slower than this CPU allows: set OPENBLAS_CORETYPE=" + better
 			}
 			return ok, detail
+		}},
+		{"gpu", func(context.Context) (status, string) {
+			switch {
+			case infoErr != nil:
+				return fail, "skipped: libtorch did not load"
+			case !info.CUDA:
+				return ok, "none: this libtorch is CPU-only (docs/build.md builds against a CUDA libtorch)"
+			case !info.CUDALinked:
+				return fail, "this libtorch has CUDA " + info.CUDAVersion + " but its CUDA library is not linked into spa: build with make build LIBTORCH=DIR (docs/build.md)"
+			case info.GPUs == 0:
+				return warn, "this libtorch has CUDA " + info.CUDAVersion + " but sees no GPU (no NVIDIA driver, or CUDA_VISIBLE_DEVICES hides them): learner.device cuda will fail"
+			}
+			return ok, gpuNames(info.GPUs)
 		}},
 		{"malloc", func(context.Context) (status, string) {
 			if infoErr != nil {
@@ -207,4 +224,23 @@ func tunedValue(key string) string {
 		}
 	}
 	return ""
+}
+
+// gpuNames describes n CUDA devices, with their names and memory from nvidia-smi when it is
+// installed (libtorch's C++ API has no device-properties call outside the CUDA headers).
+func gpuNames(n int) string {
+	detail := fmt.Sprintf("%d CUDA device(s)", n)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "nvidia-smi", "--query-gpu=index,name,memory.total,driver_version", "--format=csv,noheader").Output()
+	if err != nil {
+		return detail
+	}
+	var names []string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if line = strings.TrimSpace(line); line != "" {
+			names = append(names, "cuda:"+line)
+		}
+	}
+	return detail + ": " + strings.Join(names, "; ")
 }

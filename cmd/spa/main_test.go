@@ -108,7 +108,7 @@ func TestDoctorPasses(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("doctor failed (%d):\n%s%s", code, out, errOut)
 	}
-	for _, name := range []string{"go", "libtorch", "blas", "malloc", "threads", "autograd", "nats"} {
+	for _, name := range []string{"go", "libtorch", "blas", "gpu", "malloc", "threads", "autograd", "nats"} {
 		if !strings.Contains(out, "\n"+name) && !strings.HasPrefix(out, name) {
 			t.Errorf("doctor output has no %s line:\n%s", name, out)
 		}
@@ -127,7 +127,7 @@ func TestDoctorFailsWithSpecificMessage(t *testing.T) {
 	if code == 0 {
 		t.Fatalf("doctor passed with an unusable store:\n%s", out)
 	}
-	if !strings.Contains(out, "nats      FAIL") || !strings.Contains(errOut, "1 of 7 checks failed") || !strings.Contains(errOut, "nats: ") {
+	if !strings.Contains(out, "nats      FAIL") || !strings.Contains(errOut, "1 of 8 checks failed") || !strings.Contains(errOut, "nats: ") {
 		t.Errorf("failure not reported specifically:\nstdout:\n%s\nstderr:\n%s", out, errOut)
 	}
 }

@@ -10,7 +10,12 @@
 // names that the linker cannot find, gotchpatch builds an empty stub, and the build links with
 // -Wl,--as-needed so the stubs never become runtime dependencies.
 //
-// On a machine whose libtorch is the 2.1 that gotch targets, nothing is patched.
+// On a libtorch 2.1, the version gotch targets, every wrapper compiles and none is replaced. The
+// fixes to gotch's Go code (goEdits, patchKeepAlive, patchInPlaceHandles) are bugs in gotch, not
+// version differences, so they apply to every libtorch.
+//
+// -torch-root names the libtorch: /usr for Debian's libtorch-dev, or the folder of the official C++
+// distribution (libtorch-*.zip) or of a PyTorch wheel's torch package, each with include/ and lib/.
 package main
 
 import (
@@ -33,45 +38,46 @@ const (
 	stampFile     = ".spa-patch"
 	stubDir       = "spa-stubs"
 	// patchRevision changes whenever the patch logic changes, so old copies are rebuilt.
-	patchRevision = "7"
+	patchRevision = "8"
 	maxRounds     = 5
 )
 
 func main() {
 	src := flag.String("src", "", "pristine gotch module directory (from the module cache)")
 	dst := flag.String("dst", "third_party/gotch", "where to write the patched copy")
-	include := flag.String("torch-include", "/usr/include/torch/csrc/api/include", "libtorch C++ API include directory")
-	versionHeader := flag.String("torch-version-header", "/usr/include/torch/csrc/api/include/torch/version.h", "libtorch version.h")
+	root := flag.String("torch-root", "/usr", "libtorch's root, holding include/ and lib/ (/usr: Debian's libtorch-dev)")
 	cxx := flag.String("cxx", "g++", "C++ compiler")
 	flag.Parse()
-	if err := run(*src, *dst, *include, *versionHeader, *cxx); err != nil {
+	if err := run(*src, *dst, *root, *cxx); err != nil {
 		fmt.Fprintln(os.Stderr, "gotchpatch:", err)
 		os.Exit(1)
 	}
 }
 
-func run(src, dst, include, versionHeader, cxx string) error {
+// includeDirs are the folders under a libtorch root that its C++ API needs on the include path.
+func includeDirs(root string) []string {
+	return []string{filepath.Join(root, "include"), filepath.Join(root, "include", "torch", "csrc", "api", "include")}
+}
+
+func run(src, dst, root, cxx string) error {
 	if src == "" {
 		return errors.New("-src is required")
 	}
+	versionHeader := filepath.Join(includeDirs(root)[1], "torch", "version.h")
 	header, err := os.ReadFile(versionHeader)
 	if err != nil {
-		return fmt.Errorf("read libtorch version (is libtorch-dev installed?): %w", err)
+		return fmt.Errorf("read libtorch's version (is libtorch-dev installed, or LIBTORCH a libtorch folder?): %w", err)
 	}
 	major, minor, err := parseTorchVersion(string(header))
 	if err != nil {
 		return fmt.Errorf("parse %s: %w", versionHeader, err)
 	}
-	if major == 2 && minor == 1 {
-		fmt.Println("gotchpatch: libtorch 2.1 is what gotch targets; no patch needed")
-		return os.RemoveAll(dst)
-	}
 	cxxVersion, err := exec.Command(cxx, "--version").Output()
 	if err != nil {
 		return fmt.Errorf("run %s --version: %w", cxx, err)
 	}
-	stamp := fmt.Sprintf("src=%s\nlibtorch=%d.%d\ncxx=%s\nrevision=%s\n",
-		filepath.Base(src), major, minor, firstLine(string(cxxVersion)), patchRevision)
+	stamp := fmt.Sprintf("src=%s\nlibtorch=%d.%d\nroot=%s\ncxx=%s\nrevision=%s\n",
+		filepath.Base(src), major, minor, root, firstLine(string(cxxVersion)), patchRevision)
 	if old, err := os.ReadFile(filepath.Join(dst, stampFile)); err == nil && string(old) == stamp {
 		fmt.Printf("gotchpatch: %s is up to date\n", dst)
 		return nil
@@ -85,7 +91,7 @@ func run(src, dst, include, versionHeader, cxx string) error {
 		return fmt.Errorf("copy %s: %w", src, err)
 	}
 	libtch := filepath.Join(tmp, "libtch")
-	patched, err := patchUntilItCompiles(libtch, include, cxx)
+	patched, err := patchUntilItCompiles(libtch, includeDirs(root), cxx)
 	if err != nil {
 		return err
 	}
@@ -98,7 +104,7 @@ func run(src, dst, include, versionHeader, cxx string) error {
 	if err := patchInPlaceHandles(filepath.Join(libtch, generatedFile)); err != nil {
 		return err
 	}
-	stubs, err := buildStubs(filepath.Join(libtch, "lib.go"), filepath.Join(tmp, stubDir), cxx)
+	stubs, err := buildStubs(filepath.Join(libtch, "lib.go"), filepath.Join(tmp, stubDir), filepath.Join(root, "lib"), cxx)
 	if err != nil {
 		return err
 	}
@@ -118,12 +124,15 @@ func run(src, dst, include, versionHeader, cxx string) error {
 
 // patchUntilItCompiles compiles the wrappers and stubs out every function the diagnostics name,
 // until the compiler is satisfied. It returns the names of the patched functions.
-func patchUntilItCompiles(libtch, include, cxx string) ([]string, error) {
+func patchUntilItCompiles(libtch string, includes []string, cxx string) ([]string, error) {
 	path := filepath.Join(libtch, generatedFile)
 	var all []string
 	for round := 1; round <= maxRounds; round++ {
-		cmd := exec.Command(cxx, "-std=c++17", "-fsyntax-only", "-w", "-fmax-errors=0",
-			"-I"+libtch, "-I"+include, filepath.Join(libtch, "torch_api.cpp"))
+		args := []string{"-std=c++17", "-fsyntax-only", "-w", "-fmax-errors=0", "-I" + libtch}
+		for _, dir := range includes {
+			args = append(args, "-I"+dir)
+		}
+		cmd := exec.Command(cxx, append(args, filepath.Join(libtch, "torch_api.cpp"))...)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		err := cmd.Run()
@@ -398,8 +407,9 @@ func stubFunctions(code string, lines []int, why string) (string, []string, erro
 var linkLibRE = regexp.MustCompile(`-l([\w+.-]+)`)
 
 // buildStubs writes an empty shared library for every library named in lib.go's LDFLAGS that the
-// linker cannot find on this machine.
-func buildStubs(libGo, dir, cxx string) ([]string, error) {
+// linker cannot find on this machine, in libDir (libtorch's own lib folder) or the compiler's
+// search path.
+func buildStubs(libGo, dir, libDir, cxx string) ([]string, error) {
 	data, err := os.ReadFile(libGo)
 	if err != nil {
 		return nil, err
@@ -423,6 +433,9 @@ func buildStubs(libGo, dir, cxx string) ([]string, error) {
 				continue
 			}
 			seen[lib] = true
+			if _, err := os.Stat(filepath.Join(libDir, "lib"+lib+".so")); err == nil {
+				continue
+			}
 			found, err := exec.Command(cxx, "-print-file-name=lib"+lib+".so").Output()
 			if err == nil && filepath.IsAbs(strings.TrimSpace(string(found))) {
 				continue

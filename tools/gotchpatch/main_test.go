@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -191,5 +192,29 @@ func TestKeepAlive(t *testing.T) {
 	}
 	if _, _, err := keepAlive("package ts\n\tlib.AtDim(ts.ctensor)\n"); err == nil {
 		t.Error("a call to patch in a file without an import block must be an error")
+	}
+}
+
+func TestBuildStubs(t *testing.T) {
+	if _, err := exec.LookPath("g++"); err != nil {
+		t.Skip("no g++: ", err)
+	}
+	// libtorch's own folder holds libspa_present.so; libspa_absent.so is nowhere, and libc is on the
+	// compiler's search path. Only the absent one gets a stub.
+	dir := t.TempDir()
+	libDir := filepath.Join(dir, "lib")
+	os.MkdirAll(libDir, 0o755)
+	os.WriteFile(filepath.Join(libDir, "libspa_present.so"), nil, 0o644)
+	libGo := filepath.Join(dir, "lib.go")
+	os.WriteFile(libGo, []byte("// #cgo LDFLAGS: -lspa_present -lspa_absent -lc -lspa_absent\npackage libtch\n"), 0o644)
+	stubs, err := buildStubs(libGo, filepath.Join(dir, stubDir), libDir, "g++")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"spa_absent"}; !reflect.DeepEqual(stubs, want) {
+		t.Errorf("stubs = %v, want %v", stubs, want)
+	}
+	if _, err := os.Stat(filepath.Join(dir, stubDir, "libspa_absent.so")); err != nil {
+		t.Error(err)
 	}
 }
