@@ -209,3 +209,22 @@ func TestLibtorchUsesEveryCoreUnlessTold(t *testing.T) {
 		}
 	}
 }
+
+func TestBenchRefusesUnknownPresetsAndDevices(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bench", "model", "--preset", "huge"}, `unknown model preset "huge"`},
+		{[]string{"bench", "learner", "--device", "tpu"}, `--device: device "tpu": want cpu, cuda or cuda:N`},
+		{[]string{"bench", "model", "--device", "cuda:0"}, `--device: device "cuda:0": this libtorch`},
+	} {
+		if info, err := torchrt.ReadInfo(); err == nil && info.GPUs > 0 && strings.HasPrefix(tc.args[len(tc.args)-1], "cuda") {
+			continue // this machine has a GPU, so the benchmark would run
+		}
+		code, _, errOut := spa(t, tc.args...)
+		if code == 0 || !strings.Contains(errOut, tc.want) {
+			t.Errorf("spa %s: exit %d, want an error saying %q:\n%s", strings.Join(tc.args, " "), code, tc.want, errOut)
+		}
+	}
+}
