@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -15,10 +16,42 @@ import (
 )
 
 func newBenchCmd() *cobra.Command {
+	var profile string
+	var profileFile *os.File
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure spa's components on this machine",
+		// --cpuprofile answers "where does the time go" for any benchmark. Go's profiler sees
+		// libtorch's time as cgo calls, which is enough to split work in the model from the
+		// server, bus or loop around it.
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			if profile == "" {
+				return nil
+			}
+			f, err := os.Create(profile)
+			if err != nil {
+				return fmt.Errorf("--cpuprofile: %w", err)
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				f.Close()
+				return fmt.Errorf("--cpuprofile: %w", err)
+			}
+			profileFile = f
+			return nil
+		},
+		PersistentPostRunE: func(cmd *cobra.Command, _ []string) error {
+			if profileFile == nil {
+				return nil
+			}
+			pprof.StopCPUProfile()
+			if err := profileFile.Close(); err != nil {
+				return fmt.Errorf("--cpuprofile: %w", err)
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "CPU profile: %s (go tool pprof -top %s)\n", profile, profile)
+			return nil
+		},
 	}
+	cmd.PersistentFlags().StringVar(&profile, "cpuprofile", "", "write a Go CPU profile of the benchmark to FILE (time in libtorch shows as cgo calls)")
 	cmd.AddCommand(newBenchEnvsCmd(), newBenchBusCmd(), newBenchModelCmd(), newBenchServeCmd(), newBenchRolloutCmd(), newBenchLearnerCmd(), newBenchSoakCmd())
 	return cmd
 }

@@ -228,3 +228,14 @@ func TestBenchRefusesUnknownPresetsAndDevices(t *testing.T) {
 		}
 	}
 }
+
+func TestBenchWritesACPUProfile(t *testing.T) {
+	profile := filepath.Join(t.TempDir(), "cpu.pprof")
+	code, _, errOut := spa(t, "bench", "envs", "--duration", "100ms", "--cpuprofile", profile)
+	if code != 0 || !strings.Contains(errOut, "CPU profile: "+profile) {
+		t.Fatalf("bench envs --cpuprofile: exit %d\n%s", code, errOut)
+	}
+	if st, err := os.Stat(profile); err != nil || st.Size() == 0 {
+		t.Errorf("no profile written: %v", err)
+	}
+}
