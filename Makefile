@@ -28,7 +28,7 @@ export OMP_NUM_THREADS ?= $(shell nproc)
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GO_LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all setup build test run bench lint env clean interop interop-vllm libtorch21 gpu-check
+.PHONY: all setup build test run bench lint env clean interop interop-vllm libtorch21 libtorch211 gpu-check
 
 all: build
 
@@ -57,10 +57,11 @@ interop: build
 interop-vllm: build
 	@bash scripts/interop-vllm.sh
 
-# spa built against libtorch 2.1.2 with CUDA (PyTorch's official wheel, 4.7 GB) in build/libtorch21,
-# its libtorch tests and a benchmark beside PyTorch 2.1.2 (scripts/libtorch21.sh; docs/build.md).
-libtorch21:
-	@bash scripts/libtorch21.sh
+# spa built against PyTorch's official CUDA builds (pinned wheels, 4.7 GB each) in build/<name>:
+# libtorch 2.1.2 (what gotch targets) and 2.11.0 (what the lent GPU machines have), with every
+# libtorch package's tests and a benchmark beside that PyTorch (scripts/libtorch-check.sh).
+libtorch21 libtorch211:
+	@bash scripts/libtorch-check.sh scripts/$@
 
 # On a machine with a GPU: build, doctor, model and learner benchmarks beside PyTorch on the GPU
 # and PPO steps of a Qwen2.5-0.5B-shaped model (scripts/gpu-check.sh; docs/gpu.md).

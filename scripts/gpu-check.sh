@@ -11,9 +11,8 @@
 #      update, checkpoint, weight sync);
 #   5. spa learn --stage sft with learner.device cuda from the configuration, as a user sets it.
 #
-# Environment: LIBTORCH, a CUDA libtorch's folder (default: the torch of scripts/libtorch21/.venv,
-# else that of python3); PYTHON, the Python whose torch is the PyTorch side (default: the one
-# LIBTORCH came from); OUT, where the report goes (default build/gpu-check; commit it as
+# Environment: LIBTORCH, a CUDA libtorch's folder (default: python3's torch); PYTHON, the Python
+# whose torch is the PyTorch side (default: the one LIBTORCH came from); OUT, where the report goes (default build/gpu-check; commit it as
 # docs/gpu-check.txt); GPU_CHECK_DEVICE (default cuda) and GPU_CHECK_PRESET (default qwen2.5-0.5b)
 # exist so that the script itself can be run through on a machine without a GPU.
 set -uo pipefail
@@ -52,7 +51,7 @@ step() {
 }
 
 if [ -z "${LIBTORCH:-}" ]; then
-  for py in scripts/libtorch21/.venv/bin/python python3; do
+  for py in python3; do
     if dir=$("$py" -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null) && [ -f "$dir/lib/libtorch_cpu.so" ]; then
       LIBTORCH=$dir PYTHON=${PYTHON:-$(command -v "$py")}
       break

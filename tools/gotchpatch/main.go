@@ -63,14 +63,9 @@ func run(src, dst, root, cxx string) error {
 	if src == "" {
 		return errors.New("-src is required")
 	}
-	versionHeader := filepath.Join(includeDirs(root)[1], "torch", "version.h")
-	header, err := os.ReadFile(versionHeader)
+	major, minor, err := readTorchVersion(root)
 	if err != nil {
-		return fmt.Errorf("read libtorch's version (is libtorch-dev installed, or LIBTORCH a libtorch folder?): %w", err)
-	}
-	major, minor, err := parseTorchVersion(string(header))
-	if err != nil {
-		return fmt.Errorf("parse %s: %w", versionHeader, err)
+		return err
 	}
 	cxxVersion, err := exec.Command(cxx, "--version").Output()
 	if err != nil {
@@ -448,6 +443,23 @@ func buildStubs(libGo, dir, libDir, cxx string) ([]string, error) {
 		}
 	}
 	return stubs, nil
+}
+
+// readTorchVersion reads the libtorch version under root from its headers.
+func readTorchVersion(root string) (major, minor int, err error) {
+	versionHeader := filepath.Join(includeDirs(root)[1], "torch", "version.h")
+	header, err := os.ReadFile(versionHeader)
+	if err != nil {
+		return 0, 0, fmt.Errorf("read libtorch's version (is libtorch-dev installed, or LIBTORCH a libtorch folder?): %w", err)
+	}
+	// libtorch 2.10 and later define the version in a header-only file that version.h includes.
+	if more, err := os.ReadFile(filepath.Join(root, "include", "torch", "headeronly", "version.h")); err == nil {
+		header = append(header, more...)
+	}
+	if major, minor, err = parseTorchVersion(string(header)); err != nil {
+		return 0, 0, fmt.Errorf("parse %s: %w", versionHeader, err)
+	}
+	return major, minor, nil
 }
 
 var versionRE = regexp.MustCompile(`#define\s+TORCH_VERSION_(MAJOR|MINOR)\s+(\d+)`)

@@ -218,3 +218,31 @@ func TestBuildStubs(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+func TestReadTorchVersion(t *testing.T) {
+	// Debian's 1.13 and 2.1 define the version in the C++ API's version.h; 2.10 and later in
+	// torch/headeronly/version.h, which that file includes.
+	api := filepath.Join("include", "torch", "csrc", "api", "include", "torch", "version.h")
+	headeronly := filepath.Join("include", "torch", "headeronly", "version.h")
+	for _, tc := range []struct {
+		name         string
+		files        map[string]string
+		major, minor int
+	}{
+		{"1.13", map[string]string{api: "#define TORCH_VERSION_MAJOR 1\n#define TORCH_VERSION_MINOR 13\n"}, 1, 13},
+		{"2.11", map[string]string{api: "#include <torch/headeronly/version.h>\n", headeronly: "#define TORCH_VERSION_MAJOR 2\n#define TORCH_VERSION_MINOR 11\n"}, 2, 11},
+	} {
+		root := t.TempDir()
+		for name, text := range tc.files {
+			os.MkdirAll(filepath.Dir(filepath.Join(root, name)), 0o755)
+			os.WriteFile(filepath.Join(root, name), []byte(text), 0o644)
+		}
+		major, minor, err := readTorchVersion(root)
+		if err != nil || major != tc.major || minor != tc.minor {
+			t.Errorf("%s: %d.%d, %v", tc.name, major, minor, err)
+		}
+	}
+	if _, _, err := readTorchVersion(t.TempDir()); err == nil || !strings.Contains(err.Error(), "LIBTORCH") {
+		t.Errorf("no headers: %v", err)
+	}
+}
