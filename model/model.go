@@ -264,13 +264,11 @@ func ParseDevice(s string) (gotch.Device, error) {
 		return gotch.CPU, nil
 	case s == "cuda" || strings.HasPrefix(s, "cuda:"):
 		if !gotch.CUDA.IsAvailable() {
-			if info, err := torchrt.ReadInfo(); err == nil && info.CUDA {
-				if !info.CUDALinked {
-					return gotch.Device{}, fmt.Errorf("device %q: this libtorch has CUDA %s but its CUDA library is not linked into this binary (make build LIBTORCH=DIR, docs/build.md)", s, info.CUDAVersion)
-				}
-				return gotch.Device{}, fmt.Errorf("device %q: this libtorch has CUDA %s but sees no GPU (no NVIDIA driver, or CUDA_VISIBLE_DEVICES hides them; spa doctor)", s, info.CUDAVersion)
+			why := "this libtorch has no usable CUDA"
+			if info, err := torchrt.ReadInfo(); err == nil && info.GPUProblem() != "" {
+				why = info.GPUProblem()
 			}
-			return gotch.Device{}, fmt.Errorf("device %q: this libtorch is CPU-only; build spa against a CUDA libtorch (make build LIBTORCH=DIR, docs/build.md)", s)
+			return gotch.Device{}, fmt.Errorf("device %q: %s", s, why)
 		}
 		n := 0
 		if s != "cuda" {

@@ -2,7 +2,7 @@
 # The GPU check, at most 8 minutes on a machine with an NVIDIA GPU (make gpu-check; docs/gpu.md):
 #
 #   1. nvidia-smi, and spa built against a CUDA libtorch (make build LIBTORCH=...), or a binary
-#      built elsewhere against the same libtorch (SPA_BIN) where this machine has no Go;
+#      built elsewhere against the same libtorch (GPU_CHECK_SPA) where this machine has no Go;
 #   2. spa doctor, which must report the GPU;
 #   3. spa bench model on the GPU beside PyTorch eager on the same GPU: the tiny preset and
 #      Qwen2.5-0.5B's shapes (random weights);
@@ -14,7 +14,8 @@
 # Environment: LIBTORCH, a CUDA libtorch's folder (default: python3's torch); PYTHON, the Python
 # whose torch is the PyTorch side (default: the one LIBTORCH came from); OUT, where the report goes (default build/gpu-check; commit it as
 # docs/gpu-check.txt); GPU_CHECK_DEVICE (default cuda) and GPU_CHECK_PRESET (default qwen2.5-0.5b)
-# exist so that the script itself can be run through on a machine without a GPU.
+# exist so that the script itself can be run through on a machine without a GPU. (None of these
+# begins with SPA_: spa reads every SPA_* variable as configuration and refuses unknown ones.)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 say() { printf 'gpu-check: %s\n' "$*"; }
@@ -65,12 +66,12 @@ say "libtorch $LIBTORCH, PyTorch side $PYTHON, device $device, preset $preset; r
 { date -u; uname -a; } >> "$report"
 command -v nvidia-smi >/dev/null && step nvidia-smi 20 nvidia-smi
 
-if [ -n "${SPA_BIN:-}" ]; then
-  spa=$SPA_BIN
+if [ -n "${GPU_CHECK_SPA:-}" ]; then
+  spa=$GPU_CHECK_SPA
   # A binary built elsewhere finds libtorch through its rpath or here.
   export LD_LIBRARY_PATH=$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 else
-  command -v go >/dev/null || die "no Go on this machine: build bin/spa elsewhere against the same libtorch and set SPA_BIN (docs/gpu.md)"
+  command -v go >/dev/null || die "no Go on this machine: build bin/spa elsewhere against the same libtorch and set GPU_CHECK_SPA (docs/gpu.md)"
   step build 240 make build LIBTORCH="$LIBTORCH"
   spa=bin/spa
 fi
@@ -81,18 +82,11 @@ step "bench model, tiny, $device" 60 "$spa" bench model --device "$device" --pyt
 step "bench model, $preset, $device" 150 "$spa" bench model --device "$device" --preset "$preset" --python "$PYTHON" --peer-env own --steps 6 --new-tokens 32
 step "bench learner, $preset, $device" 240 "$spa" bench learner --device "$device" --preset "$preset" --python "$PYTHON" --peer-env own --steps 2 --loop-steps 3
 
-# learner.device from the configuration: two SFT steps of a tiny checkpoint (scripts/tiny-sft.sh's
-# data), so the path a user takes is exercised, not only the benchmark's.
+# learner.device from the configuration: two SFT steps of a tiny checkpoint (scripts/tiny-sft.sh),
+# so the path a user takes is exercised, not only the benchmark's.
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-if "$spa" model init --preset tiny --corpus-seeds 20 --out "$work/init" >/dev/null 2>&1; then
-  for _ in 1 2 3 4 5 6 7 8; do
-    printf '%s\n' '{"messages":[{"role":"system","content":"You are solving a Sokoban puzzle."},{"role":"user","content":"Turn 1:\nState:\n######\n#_P__#\n#_X_O#\n######"},{"role":"assistant","content":"<think><observation>P at (1,2)</observation><prediction>P at (2,2)</prediction></think><answer>Down</answer>"}]}'
-  done > "$work/data.jsonl"
-  step "spa learn with learner.device $device" 90 "$spa" learn --stage sft --model "$work/init" --data "$work/data.jsonl" --max-steps 2 --out "$work/sft" --set learner.device="$device"
-else
-  failed+=("model init")
-fi
+step "spa learn with learner.device $device" 90 env SPA="$spa" bash scripts/tiny-sft.sh "$work" --set learner.device="$device"
 
 total=$(( $(date +%s) - started ))
 if ((${#failed[@]})); then

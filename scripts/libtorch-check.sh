@@ -17,7 +17,7 @@
 #   6. on a machine without a GPU, that --device cuda fails with an error that says why.
 #
 # The binary it leaves, build/<name>/tree/bin/spa, is what a GPU machine without Go runs
-# (scripts/gpu-check.sh with SPA_BIN; docs/gpu.md). It needs PyPI, the Go module proxy and what
+# (scripts/gpu-check.sh with GPU_CHECK_SPA; docs/gpu.md). It needs PyPI, the Go module proxy and what
 # scripts/setup.sh installs. The log is build/<name>/check.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -111,6 +111,21 @@ func ReadInfo() (Info, error) {
 	return info, nil
 }
 
+// GPUProblem says why this process cannot use a GPU, or returns "" when it can: the library is
+// CPU-only, its CUDA library is not linked into the binary, or it sees no device. spa doctor and
+// every --device cuda refusal give the same reason.
+func (i Info) GPUProblem() string {
+	switch {
+	case !i.CUDA:
+		return "this libtorch is CPU-only; build spa against a CUDA libtorch (make build LIBTORCH=DIR, docs/build.md)"
+	case !i.CUDALinked:
+		return "this libtorch has CUDA " + i.CUDAVersion + " but its CUDA library is not linked into this binary (make build LIBTORCH=DIR, docs/build.md)"
+	case i.GPUs == 0:
+		return "this libtorch has CUDA " + i.CUDAVersion + " but sees no GPU (no NVIDIA driver, or CUDA_VISIBLE_DEVICES hides them)"
+	}
+	return ""
+}
+
 // fromBuildSettings reads what at::show_config() says about the build: its version, CUDA and
 // whether its BLAS is MKL (which is linked into libtorch_cpu, so no loaded library shows it).
 func fromBuildSettings(config string) Info {

@@ -175,3 +175,20 @@ func TestFromBuildSettings(t *testing.T) {
 		}
 	}
 }
+
+func TestGPUProblem(t *testing.T) {
+	for _, tc := range []struct {
+		info Info
+		want string
+	}{
+		{Info{}, "CPU-only"},
+		{Info{CUDA: true, CUDAVersion: "12.1"}, "CUDA 12.1 but its CUDA library is not linked"},
+		{Info{CUDA: true, CUDAVersion: "12.1", CUDALinked: true}, "CUDA 12.1 but sees no GPU"},
+		{Info{CUDA: true, CUDAVersion: "12.1", CUDALinked: true, GPUs: 1}, ""},
+	} {
+		got := tc.info.GPUProblem()
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("%+v: %q, want %q", tc.info, got, tc.want)
+		}
+	}
+}

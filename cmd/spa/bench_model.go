@@ -122,12 +122,12 @@ func benchModel(preset, device string) (model.Config, gotch.Device, error) {
 // runtime and what is measured where.
 func benchHeader(info torchrt.Info, preset string, cfg model.Config, device string) string {
 	m := thisMachine()
-	where := fmt.Sprintf("%d threads, %s, %s", info.Threads, info.BLASCore, info.Allocator)
+	blas := info.BLASCore // OpenBLAS's kernel set; MKL has none to name
 	if info.MKL {
-		where = fmt.Sprintf("%d threads, MKL, %s", info.Threads, info.Allocator)
+		blas = "MKL"
 	}
-	return fmt.Sprintf("%s, %d cores, libtorch %s, %s; %s preset (hidden %d, %d layers, vocab %d, %.1fM parameters) on %s",
-		m.CPU, m.Cores, info.Version, where, preset, cfg.HiddenSize, cfg.NumHiddenLayers, cfg.VocabSize, float64(cfg.NumParams())/1e6, device)
+	return fmt.Sprintf("%s, %d cores, libtorch %s, %d threads, %s, %s; %s preset (hidden %d, %d layers, vocab %d, %.1fM parameters) on %s",
+		m.CPU, m.Cores, info.Version, info.Threads, blas, info.Allocator, preset, cfg.HiddenSize, cfg.NumHiddenLayers, cfg.VocabSize, float64(cfg.NumParams())/1e6, device)
 }
 
 // peerEnv is one environment a PyTorch peer runs in.

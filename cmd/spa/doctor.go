@@ -112,11 +112,12 @@ func doctorChecks(store string) []check {
 			case infoErr != nil:
 				return fail, "skipped: libtorch did not load"
 			case !info.CUDA:
-				return ok, "none: this libtorch is CPU-only (docs/build.md builds against a CUDA libtorch)"
+				// A CPU-only build is the default, not a fault.
+				return ok, "none: " + info.GPUProblem()
 			case !info.CUDALinked:
-				return fail, "this libtorch has CUDA " + info.CUDAVersion + " but its CUDA library is not linked into spa: build with make build LIBTORCH=DIR (docs/build.md)"
+				return fail, info.GPUProblem()
 			case info.GPUs == 0:
-				return warn, "this libtorch has CUDA " + info.CUDAVersion + " but sees no GPU (no NVIDIA driver, or CUDA_VISIBLE_DEVICES hides them): learner.device cuda will fail"
+				return warn, info.GPUProblem() + ": learner.device cuda will fail"
 			}
 			return ok, gpuNames(info.GPUs)
 		}},
