@@ -20,7 +20,7 @@ func newBenchLearnerCmd() *cobra.Command {
 	var steps, loopSteps int
 	cmd := &cobra.Command{
 		Use:   "learner",
-		Short: "SFT and PPO tokens/s of the tiny model beside PyTorch eager, and where a PPO step's time goes",
+		Short: "SFT and PPO tokens/s of a model preset (tiny by default) beside PyTorch eager, and where a PPO step's time goes",
 		Long: `Measure spa's learner on a model preset (tiny by default; random weights and tokens) and the same
 computation in PyTorch eager (learner/bench_torch.py), in one run, on the same device (--device cpu,
 cuda or cuda:N), with the same thread count:

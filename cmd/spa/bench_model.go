@@ -25,7 +25,7 @@ func newBenchModelCmd() *cobra.Command {
 	var steps, newTokens int
 	cmd := &cobra.Command{
 		Use:   "model",
-		Short: "Training and generation tokens/s of the tiny model, beside PyTorch eager",
+		Short: "Training and generation tokens/s of a model preset (tiny by default), beside PyTorch eager",
 		Long: `Measure a model preset (tiny by default; random weights, random tokens) in spa's gotch model and
 the same architecture in PyTorch eager, in the same run, on the same device (--device cpu, cuda or
 cuda:N), with the same thread count:
