@@ -274,12 +274,14 @@ func (p *pipeline) ppo(ctx context.Context, m, start, out, run string) (string, 
 	if err != nil {
 		return "", err
 	}
-	watch, err := p.pols.Watch(ctx, run)
+	// The watch lives in the rollouts' context: a learner that stops early (an error, a bad
+	// option) stops them, instead of leaving them waiting for a version that never comes.
+	genCtx, stopGen := context.WithCancel(ctx)
+	defer stopGen()
+	watch, err := p.pols.Watch(genCtx, run)
 	if err != nil {
 		return "", err
 	}
-	genCtx, stopGen := context.WithCancel(ctx)
-	defer stopGen()
 	genErr := make(chan error, 1)
 	go func() { genErr <- p.generate(genCtx, m, run, watch, steps) }()
 

@@ -79,3 +79,4 @@ if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/d
 fi
 bash scripts/pyenv.sh sdk/python
 bash scripts/pyenv.sh inference/testdata/python
+say "done in ${SECONDS}s"

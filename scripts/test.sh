@@ -19,12 +19,18 @@ torch=$(awk 'NF == 2 {print $1}' <<<"$pkgs")
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 start=$SECONDS
 status=0
+# phase prints how long the phase before it took, so a slow run shows where its time went.
+last=$SECONDS
+phase() { printf 'tests: %s in %ds\n' "$1" $((SECONDS - last)); last=$SECONDS; }
 # Both groups run even when the first fails, so one run reports every failure.
 go test -count=1 -timeout "$timeout" $light || status=1
+phase "packages without libtorch"
 # The same packages under the race detector. -short skips the single-threaded sweeps (thousands of
 # generated puzzles), which the line above ran and which the detector slows fivefold for nothing.
 go test -count=1 -race -short -timeout "$timeout" $light || status=1
+phase "the same under the race detector"
 go test -count=1 -timeout "$timeout" -p 1 $torch || status=1
+phase "libtorch packages"
 # The fuzz targets of what reads untrusted input, a few seconds each (go test fuzzes one target
 # per run). Their seed corpora already ran above; this looks a little further.
 # A count, not a duration: go1.26's fuzz coordinator can report its own -fuzztime deadline as a
@@ -39,5 +45,6 @@ for target in model/weights:FuzzParseHeader model/weights:FuzzReadShard model/we
   fi
 done
 rm -f "$fuzzlog"
+phase "fuzzing"
 printf 'tests: %d packages in %ds\n' "$(wc -w <<<"$light $torch")" $((SECONDS - start))
 exit $status
