@@ -80,10 +80,10 @@ func (e *cueEnv) Render(envs.RenderMode) string {
 // cueReader stands in for the prior of a pretrained model: it restates what it observed in its
 // thinking, then answers with a random letter ("<think>The cue is C.</think>
 // <answer>H</answer>"), or, copy of the time, with the cue. A tiny model warmed up on its play
-// reads the cue into its context and answers mostly at random (15-20% success with copy 0.1);
+// reads the cue into its context and answers mostly at random (6-16% success with copy 0.1);
 // PPO has to learn to use what it read. The weak copying prior is what a pretrained model brings
 // (it repeats what it has just read more often than chance); without it, the first steps must
-// grow the copy from nothing and the runs took 16-24 steps instead of 12-13. (A from-scratch
+// grow the copy from nothing and the runs took 16-24 steps instead of 11-15. (A from-scratch
 // model warmed up on answers that ignore the state never grows the circuit that reads it within
 // the test's steps, which tests the model, not PPO.)
 type cueReader struct {
@@ -141,9 +141,9 @@ func reached(success []float64) int {
 
 // TestPPOLearnsTheCueTask is the learning-signal test: through the real stack (the embedded
 // server over HTTP, environments on the bus, trajectories in JetStream, weight sync after every
-// step), PPO must take a policy that reads the cue but answers mostly at random (15-20%
-// success) to 80% within a fixed number of steps, with GRPO and with GAE and a critic, while the same run
-// with rewards shuffled within groups must not. Since there are two cues, a policy that ignores
+// step), PPO must take a policy that reads the cue but answers mostly at random (6-16% success)
+// to 80% within a fixed number of steps, with GRPO and with GAE and a critic, while the same
+// run with rewards shuffled within groups must not. Since there are two cues, a policy that ignores
 // them can reach at most 50%: 80% means the policy uses what it observed. It guards the RL maths
 // end to end.
 func TestPPOLearnsTheCueTask(t *testing.T) {

@@ -29,9 +29,9 @@ phase "packages without libtorch"
 # goroutines, or shares memory through sync, atomics or channels. The detector sees races only
 # where goroutines run; the other packages' code (puzzle generators, parsers) runs concurrently
 # only inside the tests of the packages that run it so (rollout's workers, the env hosts), where
-# the detector watches it, and running their own single-threaded tests under it cost about 70 of
-# this pass's 160 s beside a CPU-bound process. -short skips the single-threaded sweeps
-# (thousands of generated puzzles), which the line above ran.
+# the detector watches it. In a fresh clone beside a CPU-bound process the pass took 162 s over
+# every light package and 124-139 s over these (docs/build.md). -short skips the single-threaded
+# sweeps (thousands of generated puzzles), which the line above ran.
 racy=$(go list -f '{{.ImportPath}} {{.Dir}} {{join .GoFiles " "}}' $light | while read -r pkg dir files; do
   if [ -n "$files" ] && (cd "$dir" && grep -qE '(^|[^[:alnum:]_])go (func|[[:alnum:]_.]+\()|"sync"|"sync/atomic"|(^|[^[:alnum:]_])chan[^[:alnum:]_]' $files); then
     echo "$pkg"
