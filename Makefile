@@ -40,9 +40,11 @@ setup:
 build: setup
 	go build -ldflags '$(GO_LDFLAGS)' -o bin/spa ./cmd/spa
 
-# The suite: light packages side by side, libtorch packages one at a time (scripts/test.sh).
-test: build
-	@bash scripts/test.sh
+# The suite: light packages side by side, libtorch packages one at a time (scripts/test.sh). It
+# builds bin/spa itself, beside the packages that need no libtorch: a fresh build is mostly one
+# g++ process on one core.
+test: setup
+	@bash scripts/test.sh go build -ldflags '$(GO_LDFLAGS)' -o bin/spa ./cmd/spa
 	bin/spa doctor
 
 # The main job: the SPA pipeline on the embedded default with the quick preset (Sokoban, tiny

@@ -22,6 +22,19 @@ status=0
 # phase prints how long the phase before it took, so a slow run shows where its time went.
 last=$SECONDS
 phase() { printf 'tests: %s in %ds\n' "$1" $((SECONDS - last)); last=$SECONDS; }
+# A fresh build spends most of its time in one g++ process compiling gotch's wrappers, on one core;
+# the packages that do not link libtorch need none of it, so they run on the other core meanwhile.
+# Go's build cache does not share work in progress between processes, so the standard library and
+# the light packages are built first, once, and the two go commands after it do not both compile
+# them. Only the libtorch packages wait for the build.
+build=
+if (($#)); then
+  go build $light
+  buildlog=$(mktemp)
+  "$@" >"$buildlog" 2>&1 &
+  build=$!
+  trap '[ -z "$build" ] || kill "$build" 2>/dev/null; rm -f "$buildlog"' EXIT
+fi
 # Both groups run even when the first fails, so one run reports every failure.
 go test -count=1 -timeout "$timeout" $light || status=1
 phase "packages without libtorch"
@@ -39,6 +52,12 @@ racy=$(go list -f '{{.ImportPath}} {{.Dir}} {{join .GoFiles " "}}' $light | whil
 done)
 go test -count=1 -race -short -timeout "$timeout" $racy || status=1
 phase "$(wc -w <<<"$racy") of them under the race detector"
+if [ -n "$build" ]; then
+  wait "$build" || { echo "build failed:"; cat "$buildlog"; build=; exit 1; }
+  build=
+  cat "$buildlog"
+  phase "the rest of the build"
+fi
 harness=$(grep '/harness$' <<<"$torch" || true)
 go test -count=1 -timeout "$timeout" -p 1 $(grep -v '/harness$' <<<"$torch") || status=1
 # harness on its own and verbose: the learning-signal test logs each case's success per step, its

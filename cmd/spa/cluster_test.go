@@ -10,8 +10,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -53,7 +55,9 @@ func startExe(t *testing.T, name, exe string, env []string, args ...string) *pro
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	// Children die with the test binary even when it crashes before its cleanups run.
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
+	var err error
+	onSpawner(func() { err = p.cmd.Start() })
+	if err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
 	go func() {
@@ -67,6 +71,30 @@ func startExe(t *testing.T, name, exe string, env []string, args ...string) *pro
 		}
 	})
 	return p
+}
+
+// spawner is a goroutine locked to one OS thread for the life of the test binary, which starts
+// every child process. The kernel sends Pdeathsig when the thread that forked a child exits, not
+// the process (go.dev/issue/27505), and Go ends a thread whose goroutine locked it and returned:
+// every in-process command that runs torch work (spa model init, here) does that on torchrt's
+// executor. A bus forked from a thread that such a command later took was killed in the middle
+// of a test; forked from this thread, children die only with the test binary.
+var spawner = sync.OnceValue(func() chan<- func() {
+	c := make(chan func())
+	go func() {
+		runtime.LockOSThread()
+		for f := range c {
+			f()
+		}
+	}()
+	return c
+})
+
+// onSpawner runs f on the spawner's thread and returns when it has.
+func onSpawner(f func()) {
+	done := make(chan struct{})
+	spawner() <- func() { f(); close(done) }
+	<-done
 }
 
 // tail is the end of a process's output, and the start of its first panic when there is one (a
@@ -167,8 +195,11 @@ type cluster struct {
 	learner       *proc
 }
 
+// clusterSteps is how many PPO steps a cluster's learner runs.
+const clusterSteps = 5
+
 func newCluster(t *testing.T, natsBin string) *cluster {
-	c := &cluster{t: t, dir: t.TempDir(), run: "c1", natsBin: natsBin, steps: 5, batch: 4}
+	c := &cluster{t: t, dir: t.TempDir(), run: "c1", natsBin: natsBin, steps: clusterSteps, batch: 4}
 	c.model = filepath.Join(c.dir, "tiny")
 	if code, _, errOut := spa(t, "model", "init", "--out", c.model, "--vocab", "400", "--corpus-seeds", "5"); code != 0 {
 		t.Fatal(errOut)
@@ -405,6 +436,7 @@ func TestClusterOfProcesses(t *testing.T) {
 	servers := []struct{ name, bin string }{{"spa bus", ""}, {"nats-server", natsServerBinary()}}
 	for _, s := range servers {
 		t.Run(s.name, func(t *testing.T) {
+			t.Parallel() // as TestClusterFaults' clusters
 			if s.name == "nats-server" && s.bin == "" {
 				t.Skip("nats-server is not installed (apt-get install nats-server; make setup installs it)")
 			}
@@ -422,6 +454,7 @@ func TestClusterFaults(t *testing.T) {
 		t.Skip("starts processes")
 	}
 	r := faultRand(t)
+	var busDown time.Duration
 	cases := []struct {
 		name  string
 		fault func(c *cluster) faults
@@ -444,17 +477,31 @@ func TestClusterFaults(t *testing.T) {
 		}},
 		{"nats server", func(c *cluster) faults {
 			c.bus.kill()
-			time.Sleep(time.Duration(r.IntN(1500)) * time.Millisecond)
+			time.Sleep(busDown)
 			c.startBus()
 			return faults{bus: true}
 		}},
 	}
-	for _, tc := range cases {
+	// The clusters run side by side (71 s one after another, 47 s together on an idle 2-core
+	// machine; the same either way beside a CPU-bound process): much of a cluster's time is its
+	// processes waiting on one another (acknowledgement timeouts, reconnects), which the other
+	// clusters fill. The fault points
+	// are drawn up front, in order, so a seed still names the same points.
+	type point struct {
+		at    int
+		delay time.Duration
+	}
+	points := make([]point, len(cases))
+	for i := range points {
+		points[i] = point{1 + r.IntN(clusterSteps-2), time.Duration(r.IntN(1500)) * time.Millisecond}
+	}
+	busDown = time.Duration(r.IntN(1500)) * time.Millisecond
+	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			c := newCluster(t, "")
 			c.startLearner(false)
-			at := 1 + r.IntN(c.steps-2)
-			delay := time.Duration(r.IntN(1500)) * time.Millisecond
+			at, delay := points[i].at, points[i].delay
 			c.waitStep(at, testdeadline.Remaining(t))
 			time.Sleep(delay)
 			t.Logf("killing the %s %s after step %d", tc.name, delay, at)
