@@ -7,6 +7,7 @@ import (
 	"image/png"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -133,6 +134,10 @@ func TestSmokePipelineEndToEndWithResume(t *testing.T) {
 	}
 	if strings.Contains(string(report), "| vanilla | untrained") {
 		t.Error("the untrained model was evaluated twice")
+	}
+	// The untrained model is played once per puzzle, so its row has no Pass@k.
+	if !regexp.MustCompile(`\| spa \| untrained \(as initialised\) \| [^|]+ \| – \|`).Match(report) {
+		t.Errorf("the untrained row should show Pass@1 and no Pass@k:\n%s", report)
 	}
 	for _, want := range []string{"| spa | untrained (as initialised) |", "| spa | base (format warm-up only) |", "| spa | after world-model SFT |", "| spa | after PPO |", "| vanilla | after PPO |", "![success](success.png)",
 		"![behaviour](behaviour.png)", "| spa − vanilla after PPO | ", "| spa after PPO − its PPO start | ",

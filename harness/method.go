@@ -111,8 +111,7 @@ func (p *pipeline) method(ctx context.Context, m, base string) error {
 	}
 	run := p.o.ID + "-" + m
 	// A model trained from scratch is also measured as initialised, the untrained policy: once,
-	// with the first method's states (it never answers in the format, and its answers run to
-	// max_tokens, so each evaluation is slow).
+	// with the first method's states, and one sample per puzzle (evaluate says why).
 	if p.cfg.Run.Model == "" && base != p.initDir && m == p.cfg.Run.Methods[0] {
 		if err := p.evaluate(ctx, m, "init", p.initDir); err != nil {
 			return err
@@ -145,7 +144,14 @@ func (p *pipeline) evaluate(ctx context.Context, m, label, ckpt string) error {
 	if err := p.loadVersion(ctx, p.o.ID+"-"+name, prefix, 0, ckpt); err != nil {
 		return err
 	}
-	e, err := p.evalModel(ctx, m, bus.VersionName(prefix, 0), label)
+	// The untrained policy never answers in the format, so every turn runs to max_tokens: with
+	// run.val_k samples its evaluation was 2m41s of the quick preset's 16 minutes, for a Pass@k
+	// of 0. One sample per puzzle (and the greedy one) says the same.
+	k := p.cfg.Run.ValK
+	if label == "init" {
+		k = 1
+	}
+	e, err := p.evalModel(ctx, m, bus.VersionName(prefix, 0), label, k)
 	if err != nil {
 		return err
 	}
@@ -158,10 +164,10 @@ func (p *pipeline) evaluate(ctx context.Context, m, label, ckpt string) error {
 	return p.st.complete(key, &stageResult{Eval: &e})
 }
 
-// evalModel plays the validation puzzles with a served model in the base prompt, K samples each
+// evalModel plays the validation puzzles with a served model in the base prompt, k samples each
 // at the rollout temperature and once greedily; an empty label draws no progress line
 // (validation inside PPO, whose line is already on screen).
-func (p *pipeline) evalModel(ctx context.Context, m, modelName, label string) (Eval, error) {
+func (p *pipeline) evalModel(ctx context.Context, m, modelName, label string, k int) (Eval, error) {
 	llms, err := p.clients(false)
 	if err != nil {
 		return Eval{}, err
@@ -175,7 +181,7 @@ func (p *pipeline) evalModel(ctx context.Context, m, modelName, label string) (E
 	if label != "" {
 		label = m + " eval " + label
 	}
-	puzzles, k := p.cfg.Run.ValPuzzles, p.cfg.Run.ValK
+	puzzles := p.cfg.Run.ValPuzzles
 	bar := progress.New(p.o.Log, label, puzzles*(k+1))
 	play := func(eo rollout.EpisodeOptions, k, done int) (rollout.EvalResult, error) {
 		res, err := rollout.Evaluate(ctx, func() (envs.Env, error) { return p.newEnv(ctx) }, rt.Episode, p.tokens,
@@ -306,7 +312,7 @@ func (p *pipeline) ppo(ctx context.Context, m, start, out, run string) (string, 
 			if every <= 0 || r.Step%every != 0 || r.Step >= steps {
 				return "", nil
 			}
-			e, err := p.evalModel(ctx, m, bus.VersionName(prefix, r.Version), "")
+			e, err := p.evalModel(ctx, m, bus.VersionName(prefix, r.Version), "", p.cfg.Run.ValK)
 			if err != nil {
 				return "", err
 			}

@@ -276,8 +276,13 @@ func (r *Report) Table() string {
 			if e == nil {
 				continue
 			}
+			// The untrained policy is played once per puzzle: it has no Pass@k for this k.
+			passK := "–"
+			if e.K == k {
+				passK = ci(e.PassK, e.PassKCI)
+			}
 			fmt.Fprintf(&b, "| %s | %s | %s | %s | %.1f | %.3f | %.2f | %.1f | %.2f |\n", m.Method, row.label,
-				ci(e.Pass1, e.Pass1CI), ci(e.PassK, e.PassKCI), 100*e.Greedy, e.MeanReward, e.MeanActions, 100*e.FormatErrors, e.StatePPL)
+				ci(e.Pass1, e.Pass1CI), passK, 100*e.Greedy, e.MeanReward, e.MeanActions, 100*e.FormatErrors, e.StatePPL)
 		}
 	}
 	return b.String()
