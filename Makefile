@@ -37,14 +37,17 @@ all: build
 setup:
 	@bash scripts/setup.sh
 
+# The one build of bin/spa, for build and for test (which runs it beside the light packages).
+BUILD_SPA = go build -ldflags '$(GO_LDFLAGS)' -o bin/spa ./cmd/spa
+
 build: setup
-	go build -ldflags '$(GO_LDFLAGS)' -o bin/spa ./cmd/spa
+	$(BUILD_SPA)
 
 # The suite: light packages side by side, libtorch packages one at a time (scripts/test.sh). It
 # builds bin/spa itself, beside the packages that need no libtorch: a fresh build is mostly one
 # g++ process on one core.
 test: setup
-	@bash scripts/test.sh go build -ldflags '$(GO_LDFLAGS)' -o bin/spa ./cmd/spa
+	@bash scripts/test.sh $(BUILD_SPA)
 	bin/spa doctor
 
 # The main job: the SPA pipeline on the embedded default with the quick preset (Sokoban, tiny

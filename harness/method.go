@@ -111,17 +111,19 @@ func (p *pipeline) method(ctx context.Context, m, base string) error {
 	}
 	run := p.o.ID + "-" + m
 	// A model trained from scratch is also measured as initialised, the untrained policy: once,
-	// with the first method's states, and one sample per puzzle (evaluate says why).
+	// with the first method's states, and one sample per puzzle. It never answers in the format,
+	// so every turn runs to max_tokens: with run.val_k samples its evaluation was 2m41s of the
+	// quick preset's 16 minutes, for a Pass@k of 0. One sample (and the greedy one) says the same.
 	if p.cfg.Run.Model == "" && base != p.initDir && m == p.cfg.Run.Methods[0] {
-		if err := p.evaluate(ctx, m, "init", p.initDir); err != nil {
+		if err := p.evaluate(ctx, m, "init", p.initDir, 1); err != nil {
 			return err
 		}
 	}
-	if err := p.evaluate(ctx, m, "base", base); err != nil {
+	if err := p.evaluate(ctx, m, "base", base, p.cfg.Run.ValK); err != nil {
 		return err
 	}
 	if start != base {
-		if err := p.evaluate(ctx, m, "start", start); err != nil {
+		if err := p.evaluate(ctx, m, "start", start, p.cfg.Run.ValK); err != nil {
 			return err
 		}
 	}
@@ -129,12 +131,12 @@ func (p *pipeline) method(ctx context.Context, m, base string) error {
 	if err != nil {
 		return err
 	}
-	return p.evaluate(ctx, m, "final", final)
+	return p.evaluate(ctx, m, "final", final, p.cfg.Run.ValK)
 }
 
-// evaluate measures Pass@1, Pass@k, reward and state perplexity of a checkpoint, served as
-// <method>-eval-<label>-v0 (once; a resumed run reuses the stored result).
-func (p *pipeline) evaluate(ctx context.Context, m, label, ckpt string) error {
+// evaluate measures Pass@1, Pass@k (k samples a puzzle), reward and state perplexity of a
+// checkpoint, served as <method>-eval-<label>-v0 (once; a resumed run reuses the stored result).
+func (p *pipeline) evaluate(ctx context.Context, m, label, ckpt string, k int) error {
 	key := m + ":eval-" + label
 	if p.st.done(key) {
 		return nil
@@ -143,13 +145,6 @@ func (p *pipeline) evaluate(ctx context.Context, m, label, ckpt string) error {
 	prefix := p.versionPrefix(name)
 	if err := p.loadVersion(ctx, p.o.ID+"-"+name, prefix, 0, ckpt); err != nil {
 		return err
-	}
-	// The untrained policy never answers in the format, so every turn runs to max_tokens: with
-	// run.val_k samples its evaluation was 2m41s of the quick preset's 16 minutes, for a Pass@k
-	// of 0. One sample per puzzle (and the greedy one) says the same.
-	k := p.cfg.Run.ValK
-	if label == "init" {
-		k = 1
 	}
 	e, err := p.evalModel(ctx, m, bus.VersionName(prefix, 0), label, k)
 	if err != nil {

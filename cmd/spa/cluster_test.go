@@ -485,8 +485,8 @@ func TestClusterFaults(t *testing.T) {
 	// The clusters run side by side (71 s one after another, 47 s together on an idle 2-core
 	// machine; the same either way beside a CPU-bound process): much of a cluster's time is its
 	// processes waiting on one another (acknowledgement timeouts, reconnects), which the other
-	// clusters fill. The fault points
-	// are drawn up front, in order, so a seed still names the same points.
+	// clusters fill. The fault points are drawn up front, in order, so a seed still names the
+	// same points.
 	type point struct {
 		at    int
 		delay time.Duration
