@@ -96,13 +96,13 @@ type state struct {
 	boxes  []envs.Pos
 }
 
-func (s state) key() string {
-	b := make([]byte, 0, 2+2*len(s.boxes))
+// appendKey appends the state's identity (player, then each box in order) to b.
+func (s state) appendKey(b []byte) []byte {
 	b = append(b, byte(s.player.R), byte(s.player.C))
 	for _, p := range s.boxes {
 		b = append(b, byte(p.R), byte(p.C))
 	}
-	return string(b)
+	return b
 }
 
 // reversePlay explores pulls depth-first from start and returns the state with the highest score:
@@ -110,14 +110,21 @@ func (s state) key() string {
 // targets), among states where some box is off the targets.
 func reversePlay(walls [][]bool, targets []envs.Pos, start state, rng *rand.Rand) (state, int) {
 	seen := map[string]bool{}
+	// The key is built in one buffer: most visits reach a state already seen, and a lookup by
+	// string(key) allocates nothing, so only a new state's key is copied (into the map).
+	var key []byte
 	best, bestScore := start, 0
 	dirs := envs.Directions()
 	var visit func(s state, depth, swaps, lastPulled int)
 	visit = func(s state, depth, swaps, lastPulled int) {
-		if depth >= searchDepth || seen[s.key()] {
+		if depth >= searchDepth {
 			return
 		}
-		seen[s.key()] = true
+		key = s.appendKey(key[:0])
+		if seen[string(key)] {
+			return
+		}
+		seen[string(key)] = true
 		dist, placed := 0, 0
 		for i, b := range s.boxes {
 			dist += abs(b.R-targets[i].R) + abs(b.C-targets[i].C)
@@ -130,7 +137,10 @@ func reversePlay(walls [][]bool, targets []envs.Pos, start state, rng *rand.Rand
 			best, bestScore = state{s.player, append([]envs.Pos(nil), s.boxes...)}, score
 		}
 		// Eight reverse moves: each direction with and without pulling the box behind the player.
-		for _, k := range rng.Perm(8) {
+		// rng.Perm(8)'s draws, without its allocation on every visit.
+		order := [8]int{0, 1, 2, 3, 4, 5, 6, 7}
+		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		for _, k := range order {
 			d, pull := dirs[k%4], k >= 4
 			next := s.player.Add(d)
 			if walls[next.R][next.C] || indexOf(s.boxes, next) >= 0 {
