@@ -19,9 +19,22 @@ torch=$(awk 'NF == 2 {print $1}' <<<"$pkgs")
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 start=$SECONDS
 status=0
-# phase prints how long the phase before it took, so a slow run shows where its time went.
+# phase prints how long the phase before it took, in wall time and in the CPU time of the
+# processes that ended in it (bash's times), so a slow run shows where its time went and whether
+# it waited for the CPU or for something else. The background build's CPU time counts in the
+# phase that waits for it.
 last=$SECONDS
-phase() { printf 'tests: %s in %ds\n' "$1" $((SECONDS - last)); last=$SECONDS; }
+lastcpu=0
+timesfile=$(mktemp)
+trap 'rm -f "$timesfile"' EXIT
+phase() {
+  # times must run in this shell, not in a $(...) subshell, to count this shell's children.
+  times >"$timesfile"
+  local now
+  now=$(awk 'NR == 2 {for (i = 1; i <= 2; i++) {split($i, t, /[ms]/); s += 60 * t[1] + t[2]}; printf "%d", s}' "$timesfile")
+  printf 'tests: %s in %ds (CPU %ds)\n' "$1" $((SECONDS - last)) $((now - lastcpu))
+  last=$SECONDS lastcpu=$now
+}
 # A fresh build spends most of its time in one g++ process compiling gotch's wrappers, on one core;
 # the packages that do not link libtorch need none of it, so they run on the other core meanwhile.
 # Go's build cache does not share work in progress between processes, so the standard library and
@@ -33,7 +46,7 @@ if (($#)); then
   buildlog=$(mktemp)
   "$@" >"$buildlog" 2>&1 &
   build=$!
-  trap '[ -z "$build" ] || kill "$build" 2>/dev/null; rm -f "$buildlog"' EXIT
+  trap '[ -z "$build" ] || kill "$build" 2>/dev/null; rm -f "$buildlog" "$timesfile"' EXIT
 fi
 # Both groups run even when the first fails, so one run reports every failure.
 go test -count=1 -timeout "$timeout" $light || status=1
@@ -80,5 +93,7 @@ for target in model/weights:FuzzParseHeader model/weights:FuzzReadShard model/we
 done
 rm -f "$fuzzlog"
 phase "fuzzing"
-printf 'tests: %d packages in %ds\n' "$(wc -w <<<"$light $torch")" $((SECONDS - start))
+lastcpu=0
+last=$start
+phase "$(wc -w <<<"$light $torch") packages"
 exit $status
