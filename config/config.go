@@ -151,6 +151,7 @@ type PPO struct {
 	GroupFilter    string  `yaml:"group_filter" doc:"groups a step trains on: std (keep_group_ratio of them, highest reward std first; the paper's), success (groups with a solve) or none" check:"oneof=std success none"`
 	RewardScale    float64 `yaml:"reward_scale" doc:"multiply rewards by this before advantages and returns; value_clip is in scaled units" check:">0"`
 	CriticWarmup   int     `yaml:"critic_warmup" doc:"steps that train the critic alone before the actor starts (gae, turn-gae)" check:">=0"`
+	CriticEpochs   int     `yaml:"critic_epochs" doc:"passes of the critic over each step's batch (gae, turn-gae); 0 uses epochs" check:">=0"`
 	CompleteGroups bool    `yaml:"complete_groups" doc:"train only groups with all rollout.group_size episodes in the batch; drop and count the rest"`
 	ShuffleRewards bool    `yaml:"shuffle_rewards" doc:"negative control: permute rewards within each group before training; a run that still improves has a bug"`
 }

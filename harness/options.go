@@ -40,7 +40,7 @@ func PPOOptions(l config.Learner, r config.Rollout, seed uint64) learner.PPOOpti
 		Advantage: learner.Advantage(p.Advantage), LossAgg: learner.LossAgg(p.LossAgg), Temperature: r.Temperature,
 		MicroBatch: l.MicroBatch, Seed: seed,
 		GroupNorm: learner.GroupNorm(p.GroupNorm), GroupFilter: learner.GroupFilter(p.GroupFilter), RewardScale: p.RewardScale,
-		CriticWarmup: p.CriticWarmup, ShuffleRewards: p.ShuffleRewards,
+		CriticWarmup: p.CriticWarmup, CriticEpochs: p.CriticEpochs, ShuffleRewards: p.ShuffleRewards,
 	}
 	if p.CompleteGroups {
 		o.GroupSize = r.GroupSize

@@ -41,6 +41,9 @@ type Options struct {
 	Resume bool
 	// Log receives progress lines.
 	Log io.Writer
+	// adjustModel changes the from-scratch model's config before it is made (a test's smaller
+	// model); nil keeps the tiny preset.
+	adjustModel func(*model.Config)
 }
 
 // trainSeedBase numbers training puzzles; validation uses seeds 0..val_puzzles-1, far below.
@@ -181,7 +184,7 @@ func (p *pipeline) initModel(ctx context.Context) (string, error) {
 		return "", err
 	}
 	err := p.ex.Do(ctx, func() error {
-		_, _, err := model.Init(dir, model.InitOptions{Seed: uint64(p.cfg.Run.Seed)})
+		_, _, err := model.Init(dir, model.InitOptions{Seed: uint64(p.cfg.Run.Seed), Adjust: p.o.adjustModel})
 		return err
 	})
 	if err != nil {

@@ -38,6 +38,10 @@ type PPOOptions struct {
 	// CriticWarmup is how many steps train the critic alone, before the actor starts (verl's
 	// trainer.critic_warmup): advantages from an untrained critic are noise.
 	CriticWarmup int
+	// CriticEpochs is how many passes the critic makes over each step's batch; zero means Epochs
+	// (verl's critic.ppo_epochs). The critic is a whole second model, so its passes cost as much
+	// as the actor's.
+	CriticEpochs int
 	// GroupSize, when positive, trains complete groups only: a group with fewer episodes in the
 	// batch (free-running workers can split one across batches) is dropped and counted.
 	GroupSize int
@@ -86,6 +90,9 @@ func NewPPO(actor, critic, ref *model.Model, o PPOOptions) (*PPO, error) {
 	}
 	if o.Epochs <= 0 {
 		o.Epochs = 1
+	}
+	if o.CriticEpochs <= 0 {
+		o.CriticEpochs = o.Epochs
 	}
 	if o.Temperature <= 0 {
 		o.Temperature = 1
@@ -191,7 +198,8 @@ func (met *PPOMetrics) describe(trajs []*bus.Trajectory) {
 }
 
 // Update runs one PPO step on trajs: filter groups, score (critic values, reference logprobs),
-// compute advantages, then Epochs passes of MiniBatches updates of actor and critic. step (the
+// compute advantages, then Epochs passes of MiniBatches actor updates and CriticEpochs passes of
+// critic updates over the same mini-batches. step (the
 // number of steps before this one) seeds the mini-batch order and ends the critic warm-up.
 func (p *PPO) Update(trajs []*bus.Trajectory, step int) (PPOMetrics, error) {
 	var met PPOMetrics
@@ -246,16 +254,16 @@ func (p *PPO) Update(trajs []*bus.Trajectory, step int) (PPOMetrics, error) {
 
 	t0 = time.Now()
 	var sums stepSums
-	for epoch := range p.o.Epochs {
+	for epoch := range max(p.o.Epochs, p.o.CriticEpochs) {
 		order := permutation(len(seqs), p.o.Seed, uint64(step)<<8|uint64(epoch))
 		for _, mb := range chunks(len(order), (len(order)+p.o.MiniBatches-1)/p.o.MiniBatches) {
 			idx := order[mb[0]:mb[1]]
-			if !met.ActorFrozen {
+			if !met.ActorFrozen && epoch < p.o.Epochs {
 				if err := p.updateActor(seqs, idx, adv, refLogp, &sums); err != nil {
 					return met, err
 				}
 			}
-			if p.Critic != nil {
+			if p.Critic != nil && epoch < p.o.CriticEpochs {
 				if err := p.updateCritic(seqs, idx, ret, oldV, &sums); err != nil {
 					return met, err
 				}

@@ -405,6 +405,30 @@ func TestGRPOAndTurnGAEUpdate(t *testing.T) {
 				return fmt.Errorf("critic warm-up step %d: frozen %v, actor steps %d → %d, critic steps %d → %d", step, m.ActorFrozen, actorSteps, p.ActorOpt.Step, criticSteps, p.CriticOpt.Step)
 			}
 		}
+		// Critic epochs: two mini-batches a pass, so each pass is two optimiser steps; the actor
+		// makes its own passes over the same mini-batches.
+		for _, c := range []struct {
+			epochs, criticEpochs    int
+			actorSteps, criticSteps int64
+		}{
+			{2, 1, 4, 2}, {1, 3, 2, 6}, {2, 0, 4, 4},
+		} {
+			o := with(base, "gae")
+			o.MiniBatches, o.Epochs, o.CriticEpochs = 2, c.epochs, c.criticEpochs
+			p, err := NewPPO(actor, critic, actor, o)
+			if err != nil {
+				return err
+			}
+			if _, err := p.Update(batch, 0); err != nil {
+				p.Close()
+				return err
+			}
+			actorSteps, criticSteps := p.ActorOpt.Step, p.CriticOpt.Step
+			p.Close()
+			if actorSteps != c.actorSteps || criticSteps != c.criticSteps {
+				return fmt.Errorf("epochs %d, critic epochs %d: %d actor and %d critic steps, want %d and %d", c.epochs, c.criticEpochs, actorSteps, criticSteps, c.actorSteps, c.criticSteps)
+			}
+		}
 		if _, err := NewPPO(actor, nil, actor, PPOOptions{Advantage: "grpo", CriticWarmup: 1, KLCoef: 0.1}); err == nil {
 			return fmt.Errorf("a critic warm-up without a critic was accepted")
 		}
