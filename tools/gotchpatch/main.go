@@ -38,7 +38,7 @@ const (
 	stampFile     = ".spa-patch"
 	stubDir       = "spa-stubs"
 	// patchRevision changes whenever the patch logic changes, so old copies are rebuilt.
-	patchRevision = "8"
+	patchRevision = "9"
 	maxRounds     = 5
 )
 
@@ -47,8 +47,9 @@ func main() {
 	dst := flag.String("dst", "third_party/gotch", "where to write the patched copy")
 	root := flag.String("torch-root", "/usr", "libtorch's root, holding include/ and lib/ (/usr: Debian's libtorch-dev)")
 	cxx := flag.String("cxx", "g++", "C++ compiler")
+	consumer := flag.String("consumer", "", "the module that uses gotch (spa's root): only the generated wrappers its code reaches are kept; empty keeps all")
 	flag.Parse()
-	if err := run(*src, *dst, *root, *cxx); err != nil {
+	if err := run(*src, *dst, *root, *cxx, *consumer); err != nil {
 		fmt.Fprintln(os.Stderr, "gotchpatch:", err)
 		os.Exit(1)
 	}
@@ -59,7 +60,7 @@ func includeDirs(root string) []string {
 	return []string{filepath.Join(root, "include"), filepath.Join(root, "include", "torch", "csrc", "api", "include")}
 }
 
-func run(src, dst, root, cxx string) error {
+func run(src, dst, root, cxx, consumer string) error {
 	if src == "" {
 		return errors.New("-src is required")
 	}
@@ -73,6 +74,16 @@ func run(src, dst, root, cxx string) error {
 	}
 	stamp := fmt.Sprintf("src=%s\nlibtorch=%d.%d\nroot=%s\ncxx=%s\nrevision=%s\n",
 		filepath.Base(src), major, minor, root, firstLine(string(cxxVersion)), patchRevision)
+	var use usage
+	if consumer != "" {
+		if use, err = readUsage(consumer); err != nil {
+			return fmt.Errorf("read what %s uses of gotch: %w", consumer, err)
+		}
+		if len(use.packages) == 0 {
+			return fmt.Errorf("no Go file under %s imports %s; -consumer names the module that uses it", consumer, gotchModule)
+		}
+		stamp += "uses=" + use.digest() + "\n"
+	}
 	if old, err := os.ReadFile(filepath.Join(dst, stampFile)); err == nil && string(old) == stamp {
 		fmt.Printf("gotchpatch: %s is up to date\n", dst)
 		return nil
@@ -86,10 +97,6 @@ func run(src, dst, root, cxx string) error {
 		return fmt.Errorf("copy %s: %w", src, err)
 	}
 	libtch := filepath.Join(tmp, "libtch")
-	patched, err := patchUntilItCompiles(libtch, includeDirs(root), cxx)
-	if err != nil {
-		return err
-	}
 	if err := patchGoSources(tmp); err != nil {
 		return err
 	}
@@ -97,6 +104,19 @@ func run(src, dst, root, cxx string) error {
 		return err
 	}
 	if err := patchInPlaceHandles(filepath.Join(libtch, generatedFile)); err != nil {
+		return err
+	}
+	// Pruned before the compile rounds, which then check only the wrappers that are kept.
+	if consumer != "" {
+		st, err := prune(tmp, use)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("gotchpatch: kept the %d of %d generated Go functions and %d of %d C++ wrappers that the code in %s reaches\n",
+			st.goKept, st.goTotal, st.cKept, st.cTotal, mustAbs(consumer))
+	}
+	patched, err := patchUntilItCompiles(libtch, includeDirs(root), cxx)
+	if err != nil {
 		return err
 	}
 	stubs, err := buildStubs(filepath.Join(libtch, "lib.go"), filepath.Join(tmp, stubDir), filepath.Join(root, "lib"), cxx)
@@ -347,14 +367,15 @@ func diagnosticLines(output string) []int {
 
 var signatureRE = regexp.MustCompile(`^(\w[\w\s\*]*?)\s*\*?\s*\b(atg_\w+)\(.*\)\s*\{$`)
 
-// stubFunctions replaces the body of every generated function that contains one of lines (1-based)
-// with a body that raises a runtime error through PROTECT, which gotch reports as a Go error.
-func stubFunctions(code string, lines []int, why string) (string, []string, error) {
-	src := strings.Split(code, "\n")
-	type span struct {
-		start, end int // 0-based, inclusive: the signature line and the closing brace
-		name, ret  string
-	}
+// span is one generated C++ function: its lines (0-based, inclusive: the signature line and the
+// closing brace), name and return type.
+type span struct {
+	start, end int
+	name, ret  string
+}
+
+// generatedSpans finds the generated functions in src's lines.
+func generatedSpans(src []string) ([]span, error) {
 	var spans []span
 	for i := 0; i < len(src); i++ {
 		m := signatureRE.FindStringSubmatch(src[i])
@@ -366,10 +387,21 @@ func stubFunctions(code string, lines []int, why string) (string, []string, erro
 			j++
 		}
 		if j == len(src) {
-			return "", nil, fmt.Errorf("function %s at line %d has no closing brace", m[2], i+1)
+			return nil, fmt.Errorf("function %s at line %d has no closing brace", m[2], i+1)
 		}
 		spans = append(spans, span{i, j, m[2], strings.TrimSpace(m[1])})
 		i = j
+	}
+	return spans, nil
+}
+
+// stubFunctions replaces the body of every generated function that contains one of lines (1-based)
+// with a body that raises a runtime error through PROTECT, which gotch reports as a Go error.
+func stubFunctions(code string, lines []int, why string) (string, []string, error) {
+	src := strings.Split(code, "\n")
+	spans, err := generatedSpans(src)
+	if err != nil {
+		return "", nil, err
 	}
 	hit := map[int]bool{}
 	for _, l := range lines {
@@ -501,6 +533,13 @@ func copyTree(src, dst string) error {
 		}
 		return os.WriteFile(target, data, 0o644)
 	})
+}
+
+func mustAbs(p string) string {
+	if abs, err := filepath.Abs(p); err == nil {
+		return abs
+	}
+	return p
 }
 
 func firstLine(s string) string {
