@@ -22,7 +22,7 @@ status=0
 # phase prints how long the phase before it took, in wall time and in the CPU time of the
 # processes that ended in it (bash's times), so a slow run shows where its time went and whether
 # it waited for the CPU or for something else. The background build's CPU time counts in the
-# phase that waits for it.
+# phase in which it ends.
 last=$SECONDS
 lastcpu=0
 timesfile=$(mktemp)
