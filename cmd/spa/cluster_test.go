@@ -201,7 +201,9 @@ const clusterSteps = 5
 func newCluster(t *testing.T, natsBin string) *cluster {
 	c := &cluster{t: t, dir: t.TempDir(), run: "c1", natsBin: natsBin, steps: clusterSteps, batch: 4}
 	c.model = filepath.Join(c.dir, "tiny")
-	if code, _, errOut := spa(t, "model", "init", "--out", c.model, "--vocab", "400", "--corpus-seeds", "5"); code != 0 {
+	// Two layers: the clusters test the plumbing, and the server generating for free-running
+	// workers was most of each cluster's CPU.
+	if code, _, errOut := spa(t, "model", "init", "--out", c.model, "--layers", "2", "--vocab", "400", "--corpus-seeds", "5"); code != 0 {
 		t.Fatal(errOut)
 	}
 	c.busAddr = freePort(t)
@@ -519,7 +521,7 @@ func TestClusterAuth(t *testing.T) {
 	}
 	dir := t.TempDir()
 	model := filepath.Join(dir, "tiny")
-	if code, _, errOut := spa(t, "model", "init", "--out", model, "--vocab", "400", "--corpus-seeds", "5"); code != 0 {
+	if code, _, errOut := spa(t, "model", "init", "--out", model, "--layers", "2", "--vocab", "400", "--corpus-seeds", "5"); code != 0 {
 		t.Fatal(errOut)
 	}
 	busAddr := freePort(t)

@@ -30,7 +30,8 @@ func TestRunAgainstExternalServers(t *testing.T) {
 	model := filepath.Join(dir, "served")
 	// spa model init makes the same domain tokenizer as a from-scratch run, so the run's
 	// checkpoints pass the servers' tokenizer check.
-	if code, _, errOut := spa(t, "model", "init", "--out", model); code != 0 {
+	// Two layers, as in the clusters: the run's size is what is under test, not the model's.
+	if code, _, errOut := spa(t, "model", "init", "--out", model, "--layers", "2"); code != 0 {
 		t.Fatal(errOut)
 	}
 	serve := func(name, addr string) *proc {
@@ -81,7 +82,7 @@ func TestRunAgainstExternalServers(t *testing.T) {
 	if err != nil {
 		t.Errorf("no report: %v", err)
 	}
-	if want := "Model: pretrained " + model + " (Qwen2ForCausalLM: 4 layers"; !strings.Contains(string(report), want) || !strings.Contains(string(report), "served by external servers "+endpoints[0]) {
+	if want := "Model: pretrained " + model + " (Qwen2ForCausalLM: 2 layers"; !strings.Contains(string(report), want) || !strings.Contains(string(report), "served by external servers "+endpoints[0]) {
 		t.Errorf("the report does not name the model (%q) and the servers:\n%.1500s", want, report)
 	}
 	// Both servers hold the last PPO version and the final evaluation's under the run's names

@@ -30,10 +30,10 @@ func newModelCmd() *cobra.Command {
 
 func newModelInitCmd() *cobra.Command {
 	var preset, out, dtype, tokDir string
-	var vocab, corpusSeeds int
+	var vocab, corpusSeeds, layers int
 	var seed uint64
 	cmd := &cobra.Command{
-		Use:   "init --preset tiny|small|qwen2.5-0.5b --out DIR [--tokenizer DIR]",
+		Use:   "init --preset tiny|small|qwen2.5-0.5b --out DIR [--tokenizer DIR] [--layers N]",
 		Short: "Write a randomly initialised checkpoint with the domain tokenizer or a given one",
 		Long: `Write a Hugging Face checkpoint of a Qwen2 model, randomly initialised: config.json,
 generation_config.json, model.safetensors, tokenizer.json and tokenizer_config.json. transformers
@@ -47,7 +47,8 @@ Presets: tiny (hidden 128, 4 layers, 4 heads with 2 KV heads; trains at useful s
 cores), small (hidden 384, 8 layers) and qwen2.5-0.5b (Qwen2.5-0.5B's exact shapes: hidden 896,
 24 layers, 14 heads with 2 KV heads, 151,936 vocabulary rows, 494M parameters; it needs
 --tokenizer with a Qwen2.5 tokenizer, and stands in for the real weights where they cannot be
-downloaded, to check a pipeline at full size).`,
+downloaded, to check a pipeline at full size). --layers changes the preset's number of layers,
+for a model that costs less where its size does not matter (tests of the plumbing).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
@@ -62,6 +63,16 @@ downloaded, to check a pipeline at full size).`,
 			if _, err := model.Preset(preset, vocab); err != nil {
 				return err
 			}
+			if layers < 0 {
+				return fmt.Errorf("--layers %d: want a positive number of layers, or 0 for the preset's", layers)
+			}
+			var adjust func(*model.Config)
+			if layers > 0 {
+				adjust = func(c *model.Config) {
+					c.NumHiddenLayers = layers
+					c.MaxWindowLayers = min(c.MaxWindowLayers, layers)
+				}
+			}
 			if tokDir != "" {
 				fmt.Fprintf(cmd.ErrOrStderr(), "initialising the %s preset with the tokenizer of %s...\n", preset, tokDir)
 			} else {
@@ -71,13 +82,13 @@ downloaded, to check a pipeline at full size).`,
 			var params int64
 			err := onTorchThread(func() (err error) {
 				cfg, params, err = model.Init(out, model.InitOptions{Preset: preset, Tokenizer: domain.Options{VocabSize: vocab, Seeds: corpusSeeds},
-					TokenizerDir: tokDir, Seed: seed, DType: dtype})
+					TokenizerDir: tokDir, Seed: seed, DType: dtype, Adjust: adjust})
 				return err
 			})
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: Qwen2 %s preset, %s parameters, vocabulary %d, %s\n", out, preset, humanCount(params), cfg.VocabSize, dtype)
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: Qwen2 %s preset, %d layers, %s parameters, vocabulary %d, %s\n", out, preset, cfg.NumHiddenLayers, humanCount(params), cfg.VocabSize, dtype)
 			return nil
 		},
 	}
@@ -87,6 +98,7 @@ downloaded, to check a pipeline at full size).`,
 	cmd.Flags().IntVar(&vocab, "vocab", 1024, "domain tokenizer size, added tokens included")
 	cmd.Flags().IntVar(&corpusSeeds, "corpus-seeds", 200, "episodes per environment variant in the tokenizer's training text")
 	cmd.Flags().Uint64Var(&seed, "seed", 1, "initialisation seed")
+	cmd.Flags().IntVar(&layers, "layers", 0, "hidden layers; 0 keeps the preset's")
 	cmd.Flags().StringVar(&dtype, "dtype", "float32", "float32 or bfloat16")
 	return cmd
 }

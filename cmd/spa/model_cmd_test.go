@@ -36,6 +36,17 @@ func TestModelInitAndInfo(t *testing.T) {
 	if code, _, errOut := spa(t, "model", "init", "--preset", "qwen2.5-0.5b", "--out", t.TempDir()); code == 0 || !strings.Contains(errOut, "needs --tokenizer DIR") {
 		t.Errorf("qwen2.5-0.5b without a tokenizer: %d %s", code, errOut)
 	}
+	// --layers makes the preset shallower, for tests of the plumbing.
+	two := filepath.Join(t.TempDir(), "two")
+	if code, out, errOut := spa(t, "model", "init", "--out", two, "--layers", "2", "--vocab", "400", "--corpus-seeds", "5"); code != 0 || !strings.Contains(out, "2 layers") {
+		t.Fatalf("init --layers 2: %d %s %s", code, out, errOut)
+	}
+	if _, out, _ := spa(t, "model", "info", two); !strings.Contains(out, "layers         2, hidden 128") {
+		t.Errorf("info of a 2-layer model:\n%s", out)
+	}
+	if code, _, errOut := spa(t, "model", "init", "--out", t.TempDir(), "--layers", "-1"); code == 0 || !strings.Contains(errOut, "--layers -1") {
+		t.Errorf("--layers -1: %d %s", code, errOut)
+	}
 	// The checkpoint's tokenizer works with spa tokenize.
 	if code, _, errOut := spa(t, "model", "info", t.TempDir()); code == 0 || !strings.Contains(errOut, "config.json") {
 		t.Errorf("info of an empty dir: %d %s", code, errOut)
