@@ -45,7 +45,7 @@ command -v go >/dev/null || die "Go is not on PATH; spa needs Go 1.26 (https://g
 gotch_version=$(GOWORK=off go list -m -f '{{.Version}}' github.com/sugarme/gotch)
 gotch_src=$(GOWORK=off go mod download -json "github.com/sugarme/gotch@${gotch_version}" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
 [ -d "$gotch_src" ] || die "could not download github.com/sugarme/gotch@${gotch_version} from the Go module proxy"
-#    -consumer .: only the generated wrappers spa's code reaches are kept (about 120 of 2,500), which
+#    -consumer .: only the generated wrappers spa's code reaches are kept (about 130 of 2,500), which
 #    takes most of a fresh build's one-core C++ compile away; a change to what spa calls of gotch
 #    changes the stamp, and this derives the copy again.
 GOWORK=off go run ./tools/gotchpatch -src "$gotch_src" -dst third_party/gotch -torch-root "$torch_root" -consumer .

@@ -11,9 +11,10 @@
 // -Wl,--as-needed so the stubs never become runtime dependencies.
 //
 // With -consumer (setup passes spa's root), gotchpatch also deletes the generated wrappers that the
-// consumer's code cannot reach (prune.go): spa calls about 120 of gotch's 2,525 operators, and the
+// consumer's code cannot reach (prune.go): spa reaches about 130 of gotch's 2,525 operators, and the
 // rest were most of a fresh build's one-core C++ compile. What the consumer uses is part of the
-// stamp, so code that starts calling another operator gets a new copy at the next setup.
+// stamp, so code that starts calling another operator gets a new copy at the next setup, and
+// other edits do not.
 //
 // On a libtorch 2.1, the version gotch targets, every wrapper compiles and none is replaced. The
 // fixes to gotch's Go code (goEdits, patchKeepAlive, patchInPlaceHandles) are bugs in gotch, not
@@ -81,7 +82,7 @@ func run(src, dst, root, cxx, consumer string) error {
 		filepath.Base(src), major, minor, root, firstLine(string(cxxVersion)), patchRevision)
 	var use usage
 	if consumer != "" {
-		if use, err = readUsage(consumer); err != nil {
+		if use, err = readUsage(consumer, src); err != nil {
 			return fmt.Errorf("read what %s uses of gotch: %w", consumer, err)
 		}
 		if len(use.packages) == 0 {

@@ -22,8 +22,10 @@ const gotchModule = "github.com/sugarme/gotch"
 var generatedGo = []string{"ts/tensor-generated.go", "ts/must-tensor-generated.go", "libtch/c-generated.go"}
 
 // usage is what a consumer of gotch (spa) uses of it: the gotch packages its Go files import,
-// and every name they select (x.Name) or call, over-approximating the methods and functions
-// they reach.
+// and the names of gotch's generated functions that its Go files name anywhere (x.MustFoo(),
+// ts.Foo, a method value), over-approximating what they reach. Every file counts, not only those
+// that import gotch: a method of a tensor that another package returned needs no import. Other
+// names are dropped, so that the stamp changes only when the code names another operator.
 type usage struct {
 	packages []string // import paths under gotchModule
 	names    map[string]bool
@@ -41,12 +43,18 @@ func (u usage) digest() string {
 }
 
 // readUsage walks the consumer's module at root, skipping folders that hold no code of its own
-// (third_party, where the patched copy lives; testdata; node_modules; hidden folders).
-func readUsage(root string) (usage, error) {
+// (third_party, where the patched copy lives; testdata; node_modules; hidden folders). gotch is
+// the pristine module, whose generated function names are the ones that count.
+func readUsage(root, gotch string) (usage, error) {
+	generated, err := generatedNames(gotch)
+	if err != nil {
+		return usage{}, err
+	}
 	u := usage{names: map[string]bool{}}
 	pkgs := map[string]bool{}
 	fset := token.NewFileSet()
-	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+	all := map[string]bool{}
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -64,26 +72,50 @@ func readUsage(root string) (usage, error) {
 		if err != nil {
 			return fmt.Errorf("parse %s: %w", path, err)
 		}
-		imports := false
 		for _, imp := range f.Imports {
 			p, _ := strconv.Unquote(imp.Path.Value)
 			if p == gotchModule || strings.HasPrefix(p, gotchModule+"/") {
-				pkgs[p], imports = true, true
+				pkgs[p] = true
 			}
 		}
-		if imports {
-			addNames(f, u.names)
-		}
+		addNames(f, all)
 		return nil
 	})
 	if err != nil {
 		return usage{}, err
+	}
+	for n := range all {
+		if generated[n] {
+			u.names[n] = true
+		}
 	}
 	for p := range pkgs {
 		u.packages = append(u.packages, p)
 	}
 	slices.Sort(u.packages)
 	return u, nil
+}
+
+// generatedNames lists the functions and methods of gotch's generated Go files under dir.
+func generatedNames(dir string) (map[string]bool, error) {
+	names := map[string]bool{}
+	fset := token.NewFileSet()
+	for _, g := range generatedGo {
+		path := filepath.Join(dir, g)
+		f, err := parser.ParseFile(fset, path, nil, parser.SkipObjectResolution)
+		if err != nil {
+			return nil, fmt.Errorf("parse %s: %w", path, err)
+		}
+		for _, d := range f.Decls {
+			if fd, ok := d.(*ast.FuncDecl); ok {
+				names[fd.Name.Name] = true
+			}
+		}
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("no functions in gotch's generated Go files under %s; update generatedGo", dir)
+	}
+	return names, nil
 }
 
 // addNames adds every identifier of f to names. Selectors and calls are what matter; taking
