@@ -118,7 +118,7 @@ func generatedNames(dir string) (map[string]bool, error) {
 	return names, nil
 }
 
-// addNames adds every identifier of f to names. Selectors and calls are what matter; taking
+// addNames adds every identifier under n to names. Selectors and calls are what matter; taking
 // every identifier keeps a little more than needed and misses nothing.
 func addNames(n ast.Node, names map[string]bool) {
 	ast.Inspect(n, func(n ast.Node) bool {
@@ -135,7 +135,7 @@ type pruneStats struct{ goKept, goTotal, cKept, cTotal int }
 // prune deletes the generated wrappers that u cannot reach from the copy of gotch at dir: the
 // Go functions of generatedGo that no kept code names, and the C++ wrappers (atg_*) that no
 // kept Go calls. Every wrapper is one function in a 760 kB C++ file and a 1.8 MB Go file that a
-// fresh build compiles on one core; spa calls about a hundred of them. The hand-written Go
+// fresh build compiles on one core; spa reaches about 130 of them. The hand-written Go
 // files of every gotch package the consumer imports, directly or through gotch, are kept whole,
 // and what they name is reachable. A consumer that starts calling another operator changes its
 // usage, and with it the stamp, so setup derives the copy again.
