@@ -322,16 +322,12 @@ func deleteRanges(src []byte, cut [][2]int) []byte {
 // imports); import "C" always stays.
 func dropUnusedImports(code []byte) ([]byte, error) {
 	fset := token.NewFileSet()
-	f, err := parser.ParseFile(fset, "", code, parser.ImportsOnly|parser.ParseComments)
-	if err != nil {
-		return nil, err
-	}
-	full, err := parser.ParseFile(fset, "", code, parser.SkipObjectResolution)
+	f, err := parser.ParseFile(fset, "", code, parser.SkipObjectResolution)
 	if err != nil {
 		return nil, err
 	}
 	used := map[string]bool{}
-	ast.Inspect(full, func(n ast.Node) bool {
+	ast.Inspect(f, func(n ast.Node) bool {
 		if sel, ok := n.(*ast.SelectorExpr); ok {
 			if id, ok := sel.X.(*ast.Ident); ok {
 				used[id.Name] = true
