@@ -24,9 +24,9 @@ type Config struct {
 type Run struct {
 	ID      string   `yaml:"id" doc:"run id; empty picks one from the start time"`
 	Dir     string   `yaml:"dir" doc:"directory that holds run directories (<dir>/<id>)" check:"nonempty"`
-	Preset  string   `yaml:"preset" doc:"pipeline size: smoke, quick or paper" check:"oneof=smoke quick paper"`
+	Preset  string   `yaml:"preset" doc:"pipeline size: smoke, quick, long or paper" check:"oneof=smoke quick long paper"`
 	Methods []string `yaml:"methods" doc:"methods to train and compare: spa, vanilla, state-estimation" check:"each=spa vanilla state-estimation"`
-	Seed    int      `yaml:"seed" doc:"seed for puzzles, sampling and initialisation" check:">=0"`
+	Seed    int      `yaml:"seed" doc:"seed for the training puzzles (each seed has its own range), sampling and initialisation" check:"[0,1000000000]"`
 	Threads int      `yaml:"threads" doc:"libtorch intra-op threads; 0 uses every core" check:">=0"`
 	// Model is a pretrained starting checkpoint; empty trains the tiny preset from scratch.
 	Model          string  `yaml:"model" doc:"starting checkpoint (Hugging Face directory); empty trains a tiny model from scratch"`
@@ -40,8 +40,10 @@ type Run struct {
 	SFTReplay   float64 `yaml:"sft_replay" doc:"share of the warm-up conversations replayed, mixed in, during spa's world-model SFT (from scratch only)" check:"[0,1]"`
 	Filter      bool    `yaml:"filter" doc:"keep only turns with an observation before a prediction inside <think>, de-duplicated"`
 	GroundTruth bool    `yaml:"ground_truth" doc:"replace observation/prediction bodies with the true states (off: the self-belief ablation)"`
-	ValPuzzles  int     `yaml:"val_puzzles" doc:"validation puzzles (seeds 0..N-1)" check:">=1"`
-	ValK        int     `yaml:"val_k" doc:"samples per validation puzzle (Pass@k)" check:">=1"`
+	ValPuzzles  int     `yaml:"val_puzzles" doc:"validation puzzles (seeds val_seed..val_seed+N-1)" check:">=1"`
+	// ValSeed exists so presets can be tuned on one range of puzzles and reported on another.
+	ValSeed int `yaml:"val_seed" doc:"first validation puzzle seed; tune on another range than the one you report (training puzzles start at 1000000)" check:">=0"`
+	ValK    int `yaml:"val_k" doc:"samples per validation puzzle (Pass@k)" check:">=1"`
 }
 
 // Bus holds how to reach NATS.

@@ -91,6 +91,8 @@ func TestProblemsNameTheKey(t *testing.T) {
 		{"bad duration", "bus:\n  timeout: 5\n", nil, nil, []string{"bus.timeout: must be a duration such as 30s or 5m, got 5"}},
 		{"mapping for a value", "rollout:\n  workers:\n    a: 1\n", nil, nil, []string{"rollout.workers.a: unknown key"}},
 		{"zero learning rate", "learner:\n  sft:\n    lr: 0\n", nil, nil, []string{"learner.sft.lr: must be > 0, got 0"}},
+		{"seed past its bound", "run:\n  seed: 2000000000\n", nil, nil, []string{"run.seed: must be in [0,1000000000], got 2000000000"}},
+		{"negative validation seed", "", nil, map[string]string{"run.val_seed": "-5"}, []string{"run.val_seed: must be >= 0, got -5"}},
 		{"negative workers from env", "", []string{"SPA_ROLLOUT_WORKERS=-1"}, nil,
 			[]string{"rollout.workers: must be >= 1, got -1 (from SPA_ROLLOUT_WORKERS)"}},
 		{"bad env value", "", []string{"SPA_ROLLOUT_WORKERS=lots"}, nil,

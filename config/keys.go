@@ -33,6 +33,9 @@ func Lookup(path string) (Key, bool) {
 	return Key{}, false
 }
 
+// Value is the key's value in c.
+func (k Key) Value(c Config) any { return reflect.ValueOf(c).FieldByIndex(k.index).Interface() }
+
 func collectKeys(t reflect.Type, prefix string, index []int) []Key {
 	var out []Key
 	for i := 0; i < t.NumField(); i++ {

@@ -59,6 +59,15 @@ func TestSmokePipelineEndToEndWithResume(t *testing.T) {
 	cfg := smokeConfig(t)
 	dir := filepath.Join(t.TempDir(), "smoke")
 	const id = "smoke"
+	// Validation on another range than the default, as tuning runs use.
+	cfg.Run.ValSeed = 500
+
+	// A validation range that reaches the training puzzles is refused before anything starts.
+	bad := cfg
+	bad.Run.ValSeed = trainSeedBase - 2
+	if _, err := Run(context.Background(), Options{Config: bad, Dir: filepath.Join(t.TempDir(), "bad"), ID: "bad"}); err == nil || !strings.Contains(err.Error(), "reach the training puzzles") {
+		t.Errorf("validation seeds into the training range: %v", err)
+	}
 
 	// interrupt runs (or resumes) the pipeline and cancels it once file holds marker.
 	interrupt := func(resume bool, file, marker string) {
@@ -140,7 +149,7 @@ func TestSmokePipelineEndToEndWithResume(t *testing.T) {
 		t.Errorf("the untrained row should show Pass@1 and no Pass@k:\n%s", report)
 	}
 	for _, want := range []string{"| spa | untrained (as initialised) |", "| spa | base (format warm-up only) |", "| spa | after world-model SFT |", "| spa | after PPO |", "| vanilla | after PPO |", "![success](success.png)",
-		"![behaviour](behaviour.png)", "| spa − vanilla after PPO | ", "| spa after PPO − its PPO start | ",
+		"![behaviour](behaviour.png)", "| spa − vanilla after PPO | ", "| spa after PPO − its PPO start | ", "Validation: 4 fixed puzzles (seeds 500..503)",
 		"Model: a tiny Qwen2 trained from scratch (domain tokenizer, format warm-up) (Qwen2ForCausalLM: 4 layers, hidden 128", "served by the embedded inference server; self-play explored by random."} {
 		if !strings.Contains(string(report), want) {
 			t.Errorf("report lacks %q:\n%s", want, report)
@@ -203,13 +212,21 @@ func TestSmokePipelineEndToEndWithResume(t *testing.T) {
 		}
 		want := uint64(cfg.Learner.PPO.Steps * cfg.Rollout.Groups * cfg.Rollout.GroupSize)
 		ids := map[string]bool{}
+		// The run's seed picks its range of training puzzles: 1,100,000 on for seed 1.
+		first := int64(1_000_000 + 100_000*cfg.Run.Seed)
 		for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
-			var tr struct{ ID string }
+			var tr struct {
+				ID   string
+				Seed int64
+			}
 			_ = json.Unmarshal([]byte(line), &tr)
 			if ids[tr.ID] {
 				t.Errorf("%s: trajectory %s twice", m, tr.ID)
 			}
 			ids[tr.ID] = true
+			if tr.Seed < first || tr.Seed >= first+100_000 {
+				t.Errorf("%s: trajectory %s on puzzle %d, outside seed %d's training range from %d", m, tr.ID, tr.Seed, cfg.Run.Seed, first)
+			}
 		}
 		if n != want {
 			t.Errorf("%s: %d trajectories in the stream, want %d", m, n, want)

@@ -180,7 +180,7 @@ func (p *pipeline) evalModel(ctx context.Context, m, modelName, label string, k 
 	bar := progress.New(p.o.Log, label, puzzles*(k+1))
 	play := func(eo rollout.EpisodeOptions, k, done int) (rollout.EvalResult, error) {
 		res, err := rollout.Evaluate(ctx, func() (envs.Env, error) { return p.newEnv(ctx) }, rt.Episode, p.tokens,
-			rollout.EvalOptions{Episode: eo, Puzzles: puzzles, K: k, Concurrency: p.cfg.Rollout.Workers,
+			rollout.EvalOptions{Episode: eo, Puzzles: puzzles, FirstSeed: p.cfg.Run.ValSeed, K: k, Concurrency: p.cfg.Rollout.Workers,
 				Progress: func(n, _ int) { bar.Set(done+n, "") }})
 		if err == nil && res.Failed > 0 {
 			err = fmt.Errorf("evaluation of %s: %d episodes failed", modelName, res.Failed)
@@ -218,11 +218,12 @@ func (p *pipeline) statePPL(ctx context.Context, m, ckpt string) (float64, error
 	if !ok {
 		ex := NewExplorer(p.spec, rollout.WorldModel, p.cfg.Rollout.MaxActionsPerTurn, 99)
 		eo := p.episodeOptions(rollout.WorldModel, r)
-		for seed := range min(p.cfg.Run.ValPuzzles, 32) {
+		for i := range min(p.cfg.Run.ValPuzzles, 32) {
 			env, err := p.newEnv(ctx)
 			if err != nil {
 				return 0, err
 			}
+			seed := p.cfg.Run.ValSeed + i
 			eo.Seed = int64(seed)
 			eo.ID, eo.Run = fmt.Sprintf("ppl-%d", seed), "ppl"
 			tr, err := rollout.Play(ctx, env, ex, nil, eo)

@@ -46,8 +46,17 @@ type Options struct {
 	adjustModel func(*model.Config)
 }
 
-// trainSeedBase numbers training puzzles; validation uses seeds 0..val_puzzles-1, far below.
-const trainSeedBase = 1_000_000
+// Training puzzles start at trainSeedBase. Each run.seed has its own range of trainSeedRange
+// seeds (warm-up, self-play and PPO count groups from its start), so runs with other seeds train
+// on other puzzles, not only from another initialisation and other samples. Validation uses
+// val_seed..val_seed+val_puzzles-1, below every range (open refuses a range that reaches it).
+const (
+	trainSeedBase  = 1_000_000
+	trainSeedRange = 100_000
+)
+
+// trainSeeds is the first training puzzle of a run.seed.
+func trainSeeds(seed int) int64 { return trainSeedBase + trainSeedRange*int64(seed) }
 
 // pipeline is one run's live parts.
 type pipeline struct {
@@ -110,6 +119,9 @@ func open(ctx context.Context, o Options) (*pipeline, error) {
 		o.Log = io.Discard
 	}
 	p := &pipeline{o: o, cfg: o.Config}
+	if r := o.Config.Run; r.ValSeed+r.ValPuzzles > trainSeedBase {
+		return nil, fmt.Errorf("run.val_seed %d + run.val_puzzles %d reach the training puzzles, which start at seed %d", r.ValSeed, r.ValPuzzles, trainSeedBase)
+	}
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -389,7 +401,7 @@ func (p *pipeline) play(ctx context.Context, run, label string, llms []rollout.L
 	var firstFailure error
 	stats, err := rollout.RunWorkers(ctx, rollout.WorkerOptions{
 		Run: run, Worker: "w", Episode: eo, Workers: p.cfg.Rollout.Workers, Groups: groups, GroupSize: p.cfg.Rollout.GroupSize,
-		FirstGroup: firstGroup, SeedBase: trainSeedBase, NewEnv: func() (envs.Env, error) { return p.newEnv(ctx) },
+		FirstGroup: firstGroup, SeedBase: trainSeeds(p.cfg.Run.Seed), NewEnv: func() (envs.Env, error) { return p.newEnv(ctx) },
 		Router: rt, Tokens: tokens,
 		Publish: func(ctx context.Context, tr *bus.Trajectory) error {
 			if err := p.pub.Publish(ctx, tr); err != nil {

@@ -30,6 +30,16 @@ var Presets = map[string]map[string]string{
 		"learner.ppo.epochs": "2", "learner.ppo.mini_batches": "2",
 		"server.max_model_len": "2048", "server.kv_cache_mb": "256",
 	},
+	"long": {
+		"run.methods": "spa,vanilla", "run.selfplay_episodes": "768", "run.warmup_episodes": "512", "run.warmup_epochs": "4",
+		"run.val_puzzles": "128", "run.val_k": "8",
+		"rollout.groups": "8", "rollout.group_size": "8", "rollout.workers": "16", "rollout.max_turns": "5", "rollout.max_tokens": "160",
+		"run.warmup_lr": "1e-3", "run.sft_replay": "1", "learner.sft.epochs": "2", "learner.sft.batch_size": "16", "learner.sft.lr": "1e-3",
+		"learner.ppo.steps": "80", "learner.ppo.validate_every": "40", "learner.ppo.group_filter": "success",
+		"learner.ppo.advantage": "grpo", "learner.ppo.loss_agg": "seq-mean-token-mean", "learner.ppo.actor_lr": "5e-5",
+		"learner.ppo.epochs": "2", "learner.ppo.mini_batches": "2",
+		"server.max_model_len": "3072", "server.kv_cache_mb": "512",
+	},
 	"paper": {
 		"run.methods": "spa,vanilla,state-estimation",
 	},

@@ -107,23 +107,7 @@ func (p *pipeline) readSeries() (map[string]*series, error) {
 
 // report writes report.md and the plots.
 func (p *pipeline) report() (*Report, error) {
-	r := &Report{Path: filepath.Join(p.o.Dir, "report.md"), Env: p.spec.Name + " " + p.spec.Variant}
-	for _, m := range p.cfg.Run.Methods {
-		mr := MethodResult{Method: m}
-		if s := p.st.Stages[m+":eval-init"]; s != nil {
-			mr.Init = s.Eval
-		}
-		if s := p.st.Stages[m+":eval-base"]; s != nil {
-			mr.Base = s.Eval
-		}
-		if s := p.st.Stages[m+":eval-start"]; s != nil {
-			mr.Start = s.Eval
-		}
-		if s := p.st.Stages[m+":eval-final"]; s != nil {
-			mr.Final = s.Eval
-		}
-		r.Methods = append(r.Methods, mr)
-	}
+	r := &Report{Path: filepath.Join(p.o.Dir, "report.md"), Env: p.spec.Name + " " + p.spec.Variant, Methods: p.st.methodResults(p.cfg.Run.Methods)}
 	ser, err := p.readSeries()
 	if err != nil {
 		return nil, err
@@ -293,10 +277,47 @@ func (r *Report) Table() string {
 // differences in Pass@1 and Pass@k with their intervals. It is empty without two evaluations of
 // the same puzzles.
 func (r *Report) PairedTable(seed uint64) string {
-	type pair struct {
-		label string
-		a, b  *Eval
+	var b strings.Builder
+	for _, p := range r.pairs() {
+		d1, dK, ok := p.diffs(seed)
+		if !ok {
+			continue
+		}
+		if b.Len() == 0 {
+			fmt.Fprintf(&b, "| comparison (same puzzles) | Pass@1 points [95%% CI] | Pass@%d points [95%% CI] |\n|---|---|---|\n", p.a.K)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", p.label, points(d1), points(dK))
 	}
+	return b.String()
+}
+
+// points formats a paired difference in percentage points with its interval.
+func points(d Paired) string {
+	return fmt.Sprintf("%+.1f [%+.1f, %+.1f]", 100*d.Diff, 100*d.CI.Low, 100*d.CI.High)
+}
+
+// pair is a comparison of two evaluations of the same puzzles, a − b.
+type pair struct {
+	label string
+	a, b  *Eval
+}
+
+// diffs are the pair's per-puzzle differences in Pass@1 and Pass@k, or false when the two
+// evaluations are missing or not of the same puzzles and k.
+func (p pair) diffs(seed uint64) (pass1, passK Paired, ok bool) {
+	if p.a == nil || p.b == nil || p.a.K != p.b.K || len(p.a.Successes) == 0 {
+		return Paired{}, Paired{}, false
+	}
+	a1, aK := perPuzzle(p.a.Successes, p.a.K)
+	b1, bK := perPuzzle(p.b.Successes, p.b.K)
+	d1, ok1 := pairedDiff(a1, b1, seed)
+	dK, okK := pairedDiff(aK, bK, seed)
+	return d1, dK, ok1 && okK
+}
+
+// pairs are the report's comparisons: each method after PPO against its PPO start, against every
+// later method after PPO, and (for a method with a separate start) against the others' base.
+func (r *Report) pairs() []pair {
 	var pairs []pair
 	for i, m := range r.Methods {
 		start := m.Start
@@ -315,25 +336,7 @@ func (r *Report) PairedTable(seed uint64) string {
 			}
 		}
 	}
-	var b strings.Builder
-	for _, p := range pairs {
-		if p.a == nil || p.b == nil || p.a.K != p.b.K || len(p.a.Successes) == 0 {
-			continue
-		}
-		a1, aK := perPuzzle(p.a.Successes, p.a.K)
-		b1, bK := perPuzzle(p.b.Successes, p.b.K)
-		d1, ok1 := pairedDiff(a1, b1, seed)
-		dK, okK := pairedDiff(aK, bK, seed)
-		if !ok1 || !okK {
-			continue
-		}
-		if b.Len() == 0 {
-			fmt.Fprintf(&b, "| comparison (same puzzles) | Pass@1 points [95%% CI] | Pass@%d points [95%% CI] |\n|---|---|---|\n", p.a.K)
-		}
-		fmt.Fprintf(&b, "| %s | %+.1f [%+.1f, %+.1f] | %+.1f [%+.1f, %+.1f] |\n", p.label,
-			100*d1.Diff, 100*d1.CI.Low, 100*d1.CI.High, 100*dK.Diff, 100*dK.CI.Low, 100*dK.CI.High)
-	}
-	return b.String()
+	return pairs
 }
 
 // TimingTable is the report's table of stage wall times in Markdown, with the total.
@@ -356,8 +359,8 @@ func (p *pipeline) markdown(r *Report) string {
 	fmt.Fprintf(&b, "%s, preset %s, methods %s, seed %d; finished %s.\n\n", r.Env, c.Run.Preset, strings.Join(c.Run.Methods, ", "), c.Run.Seed, time.Now().UTC().Format(time.RFC3339))
 	fmt.Fprintf(&b, "%s\n\n", p.modelLine())
 	puzzles, k := c.Run.ValPuzzles, c.Run.ValK
-	fmt.Fprintf(&b, "Validation: %d fixed puzzles (seeds 0..%d) x %d samples at temperature %g, base prompt; Pass@1 is the mean success, Pass@%d the share of puzzles solved at least once. State perplexity is that of the true states inside world-model turns on validation puzzles. PPO: %d steps of %d groups x %d episodes on training seeds from %d.\n\n",
-		puzzles, puzzles-1, k, c.Rollout.Temperature, k, c.Learner.PPO.Steps, c.Rollout.Groups, c.Rollout.GroupSize, trainSeedBase)
+	fmt.Fprintf(&b, "Validation: %d fixed puzzles (seeds %d..%d) x %d samples at temperature %g, base prompt; Pass@1 is the mean success, Pass@%d the share of puzzles solved at least once. State perplexity is that of the true states inside world-model turns on validation puzzles. PPO: %d steps of %d groups x %d episodes on training seeds from %d.\n\n",
+		puzzles, c.Run.ValSeed, c.Run.ValSeed+puzzles-1, k, c.Rollout.Temperature, k, c.Learner.PPO.Steps, c.Rollout.Groups, c.Rollout.GroupSize, trainSeeds(c.Run.Seed))
 	b.WriteString(r.Table())
 	b.WriteString("\nIntervals are 95% percentile-bootstrap intervals over puzzles; greedy Pass@1 is one sample per puzzle at temperature 0.\n\n")
 	if t := r.PairedTable(uint64(c.Run.Seed)); t != "" {

@@ -96,3 +96,19 @@ type StageTime struct {
 	Stage   string  `json:"stage"`
 	Seconds float64 `json:"seconds"`
 }
+
+// methodResults gathers each method's evaluations from the completed stages.
+func (s *state) methodResults(methods []string) []MethodResult {
+	out := make([]MethodResult, 0, len(methods))
+	eval := func(stage string) *Eval {
+		if r := s.Stages[stage]; r != nil {
+			return r.Eval
+		}
+		return nil
+	}
+	for _, m := range methods {
+		out = append(out, MethodResult{Method: m, Init: eval(m + ":eval-init"), Base: eval(m + ":eval-base"),
+			Start: eval(m + ":eval-start"), Final: eval(m + ":eval-final")})
+	}
+	return out
+}

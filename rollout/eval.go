@@ -28,8 +28,11 @@ func PassAtK(n, c, k int) float64 {
 // EvalOptions configure Evaluate.
 type EvalOptions struct {
 	Episode EpisodeOptions
-	// Puzzles are seeds 0..Puzzles-1 (fixed, so evaluations compare); K samples each.
+	// Puzzles are seeds FirstSeed..FirstSeed+Puzzles-1 (fixed, so evaluations compare); K
+	// samples each. A second range (another FirstSeed) lets hyperparameters be tuned on puzzles
+	// that the reported numbers never see.
 	Puzzles, K int
+	FirstSeed  int
 	// Concurrency is how many episodes run at once.
 	Concurrency int
 	// Progress, if set, is called after each episode with (done, total).
@@ -38,13 +41,15 @@ type EvalOptions struct {
 
 // EvalResult summarises an evaluation (docs/method.md "Metrics").
 type EvalResult struct {
-	Env      string  `json:"env"`
-	Variant  string  `json:"variant"`
-	Model    string  `json:"model"`
-	Puzzles  int     `json:"puzzles"`
-	K        int     `json:"k"`
-	Episodes int     `json:"episodes"`
-	Pass1    float64 `json:"pass_at_1"`
+	Env     string `json:"env"`
+	Variant string `json:"variant"`
+	Model   string `json:"model"`
+	Puzzles int    `json:"puzzles"`
+	// FirstSeed is the first puzzle's seed; Successes[p] is puzzle FirstSeed+p.
+	FirstSeed int     `json:"first_seed"`
+	K         int     `json:"k"`
+	Episodes  int     `json:"episodes"`
+	Pass1     float64 `json:"pass_at_1"`
 	// PassK is the share of puzzles with at least one success among their K samples;
 	// PassKUnbiased the estimator averaged over puzzles (equal to PassK when n = k).
 	PassK         float64 `json:"pass_at_k"`
@@ -68,6 +73,9 @@ type EvalResult struct {
 func Evaluate(ctx context.Context, newEnv func() (envs.Env, error), pick func() (LLM, error), tokens *Tokens, o EvalOptions) (EvalResult, error) {
 	if o.Puzzles <= 0 || o.K <= 0 {
 		return EvalResult{}, fmt.Errorf("evaluate: puzzles and k must be positive, got %d and %d", o.Puzzles, o.K)
+	}
+	if o.FirstSeed < 0 {
+		return EvalResult{}, fmt.Errorf("evaluate: first seed must be >= 0, got %d", o.FirstSeed)
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = 16
@@ -97,10 +105,11 @@ func Evaluate(ctx context.Context, newEnv func() (envs.Env, error), pick func() 
 				}
 				if err == nil {
 					eo := o.Episode
-					eo.Seed = int64(j.puzzle)
-					eo.ID = fmt.Sprintf("eval-%d-%d", j.puzzle, j.sample)
+					puzzle := int64(o.FirstSeed + j.puzzle)
+					eo.Seed = puzzle
+					eo.ID = fmt.Sprintf("eval-%d-%d", puzzle, j.sample)
 					eo.Run = "eval"
-					seed := int64(j.puzzle*1000 + j.sample)
+					seed := puzzle*1000 + int64(j.sample)
 					eo.SampleSeed = &seed
 					t, perr := Play(ctx, env, llm, tokens, eo)
 					err = perr
@@ -138,7 +147,7 @@ func Evaluate(ctx context.Context, newEnv func() (envs.Env, error), pick func() 
 		wg.Wait()
 		close(results)
 	}()
-	res := EvalResult{Puzzles: o.Puzzles, K: o.K}
+	res := EvalResult{Puzzles: o.Puzzles, FirstSeed: o.FirstSeed, K: o.K}
 	success := make([]int, o.Puzzles)
 	var turns, formatErrors int
 	total := o.Puzzles * o.K

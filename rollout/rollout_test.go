@@ -373,6 +373,19 @@ func TestEvaluateCountsPassAtK(t *testing.T) {
 	if fmt.Sprint(res.Successes, res.PassAt) != "[3 0 3 0] [0.5 0.5 0.5]" {
 		t.Errorf("successes per puzzle %v, pass@1..3 %v", res.Successes, res.PassAt)
 	}
+
+	// Another range of puzzles (seeds 1..3, for tuning apart from the reported ones) shifts
+	// which puzzles are solved; a negative first seed is refused.
+	shifted, err := Evaluate(context.Background(), func() (envs.Env, error) { return envs.New("sokoban", "6x6-1box") }, func() (LLM, error) { return llm, nil }, tk, EvalOptions{
+		Episode: EpisodeOptions{PromptOptions: PromptOptions{Mode: Base, MaxActionsPerTurn: 5}, MaxTurns: 5},
+		Puzzles: 3, FirstSeed: 1, K: 2, Concurrency: 3,
+	})
+	if err != nil || fmt.Sprint(shifted.FirstSeed, shifted.Successes) != "1 [0 2 0]" {
+		t.Errorf("first seed 1: %+v, %v", shifted, err)
+	}
+	if _, err := Evaluate(context.Background(), nil, nil, tk, EvalOptions{Puzzles: 1, K: 1, FirstSeed: -1}); err == nil || !strings.Contains(err.Error(), "first seed") {
+		t.Errorf("negative first seed: %v", err)
+	}
 }
 
 // seedAware solves even seeds and answers nonsense on odd ones; it reads the seed from the

@@ -65,12 +65,12 @@ func clients(c config.Config, chatMode bool) ([]string, []rollout.LLM, error) {
 
 func newEvalCmd() *cobra.Command {
 	var tokDir string
-	var puzzles, k, concurrency int
+	var puzzles, firstSeed, k, concurrency int
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "eval --endpoint URL --env ENV [--puzzles 128] [--k 8]",
 		Short: "Pass@1 and Pass@k of a served model on an environment",
-		Long: `Play --puzzles fixed puzzles (seeds 0..N-1) --k times each against an OpenAI-compatible endpoint
+		Long: `Play --puzzles fixed puzzles (seeds --first-seed..--first-seed+N-1, from 0 by default) --k times each against an OpenAI-compatible endpoint
 and print Pass@1 (mean success), Pass@k (puzzles with at least one success), the unbiased pass@k
 estimator, mean reward, mean actions and the share of turns with a format error.
 
@@ -82,7 +82,8 @@ as the paper validates).`,
 	}
 	cf := addConfigFlags(cmd)
 	cmd.Flags().StringVar(&tokDir, "tokenizer", "", "checkpoint directory with tokenizer.json (token mode)")
-	cmd.Flags().IntVar(&puzzles, "puzzles", 128, "puzzles (seeds 0..N-1)")
+	cmd.Flags().IntVar(&puzzles, "puzzles", 128, "puzzles (seeds --first-seed..--first-seed+N-1)")
+	cmd.Flags().IntVar(&firstSeed, "first-seed", 0, "seed of the first puzzle (tune on one range, report on another)")
 	cmd.Flags().IntVar(&k, "k", 8, "samples per puzzle")
 	cmd.Flags().IntVar(&concurrency, "concurrency", 0, "episodes at once (default rollout.workers)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -128,7 +129,7 @@ as the paper validates).`,
 		defer stop()
 		bar := newCounter(cmd.ErrOrStderr(), "eval "+cfg.Env.Name)
 		res, err := rollout.Evaluate(ctx, func() (envs.Env, error) { return envs.New(cfg.Env.Name, cfg.Env.Variant) }, router.Episode, tokens, rollout.EvalOptions{
-			Episode: eo, Puzzles: puzzles, K: k, Concurrency: concurrency,
+			Episode: eo, Puzzles: puzzles, FirstSeed: firstSeed, K: k, Concurrency: concurrency,
 			Progress: func(done, total int) { bar.update(uint64(done), uint64(total)) },
 		})
 		bar.done()
@@ -141,7 +142,7 @@ as the paper validates).`,
 		tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 		fmt.Fprintf(tw, "env\t%s %s (%s prompt, %s states)\n", res.Env, res.Variant, eo.Mode, eo.Render)
 		fmt.Fprintf(tw, "model\t%s via %s\n", res.Model, strings.Join(names, ", "))
-		fmt.Fprintf(tw, "episodes\t%d (%d puzzles x %d), %d failed\n", res.Episodes, res.Puzzles, res.K, res.Failed)
+		fmt.Fprintf(tw, "episodes\t%d (%d puzzles x %d, seeds %d..%d), %d failed\n", res.Episodes, res.Puzzles, res.K, res.FirstSeed, res.FirstSeed+res.Puzzles-1, res.Failed)
 		fmt.Fprintf(tw, "Pass@1\t%.1f%%\n", 100*res.Pass1)
 		fmt.Fprintf(tw, "Pass@%d\t%.1f%% (unbiased estimator %.1f%%)\n", res.K, 100*res.PassK, 100*res.PassKUnbiased)
 		curve := make([]string, len(res.PassAt))

@@ -62,7 +62,7 @@ Configuration is layered: defaults < --config YAML < SPA_* environment variables
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(newVersionCmd(), newConfigCmd(), newDoctorCmd(), newEnvCmd(), newBenchCmd(),
-		newBusCmd(), newTrajCmd(), newPolicyCmd(), newTokenizeCmd(), newModelCmd(), newServeCmd(), newEvalCmd(), newRolloutCmd(), newLearnCmd(), newRunCmd())
+		newBusCmd(), newTrajCmd(), newPolicyCmd(), newTokenizeCmd(), newModelCmd(), newServeCmd(), newEvalCmd(), newRolloutCmd(), newLearnCmd(), newRunCmd(), newCompareCmd())
 	return root
 }
 
@@ -86,7 +86,7 @@ func (cf *configFlags) keyFlag(flag, key, usage string) {
 var commonFlags = []struct{ flag, key, usage string }{
 	{"run-dir", "run.dir", "directory that holds run directories"},
 	{"run-id", "run.id", "run id"},
-	{"seed", "run.seed", "seed for puzzles, sampling and initialisation"},
+	{"seed", "run.seed", "seed for the training puzzles, sampling and initialisation"},
 	{"threads", "run.threads", "libtorch intra-op threads (0: every core)"},
 	{"bus", "bus.url", "NATS URL (empty: embedded server)"},
 	{"endpoint", "rollout.endpoints", "OpenAI-compatible base URL(s), comma-separated"},

@@ -18,7 +18,7 @@ import (
 func newRunCmd() *cobra.Command {
 	var preset, resume, compare, modelDir string
 	cmd := &cobra.Command{
-		Use:   "run [--preset smoke|quick|paper] [--compare spa,vanilla,state-estimation] [--resume runs/ID]",
+		Use:   "run [--preset smoke|quick|long|paper] [--compare spa,vanilla,state-estimation] [--resume runs/ID]",
 		Short: "The SPA pipeline end to end: self-play, ground truth, SFT, PPO, evaluation, report",
 		Long: `Run the SPA recipe and its baselines on one environment (env.name, Sokoban by default):
 
@@ -52,7 +52,7 @@ hyperparameters, for GPUs).`,
 		Args: cobra.NoArgs,
 	}
 	cf := addConfigFlags(cmd)
-	cmd.Flags().StringVar(&preset, "preset", "", "smoke, quick or paper (run.preset)")
+	cmd.Flags().StringVar(&preset, "preset", "", "smoke, quick, long or paper (run.preset)")
 	cmd.Flags().StringVar(&resume, "resume", "", "continue the run in this directory")
 	cmd.Flags().StringVar(&compare, "compare", "", "methods to run side by side, comma-separated (run.methods)")
 	cmd.Flags().StringVar(&modelDir, "model", "", "pretrained starting checkpoint (run.model)")
