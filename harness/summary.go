@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/spa-rl/spa/config"
@@ -52,7 +53,7 @@ func Summarize(dirs []string) (string, error) {
 		fmt.Fprintf(&b, "The runs differ in: %s.\n\n", strings.Join(diff, ", "))
 	}
 	k := first.Run.ValK
-	fmt.Fprintf(&b, "| method | policy | Pass@1 %% | Pass@%d %% | greedy Pass@1 %% | actions per episode | format errors %% |\n|---|---|---|---|---|---|---|\n", k)
+	fmt.Fprintf(&b, "| method | policy | Pass@1 %% | Pass@%d %% | greedy Pass@1 %% | actions per episode | format errors %% | first move from the state, bits above chance |\n|---|---|---|---|---|---|---|---|\n", k)
 	for i, m := range runs[0].report.Methods {
 		for _, row := range []struct {
 			label string
@@ -78,10 +79,18 @@ func Summarize(dirs []string) (string, error) {
 				}
 				return meanSD(x)
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", m.Method, row.label,
+			info := "–"
+			if !slices.ContainsFunc(evals, func(e *Eval) bool { return e.ActionInfo == 0 && e.ActionInfoChance == 0 }) {
+				x := make([]float64, len(evals))
+				for j, e := range evals {
+					x[j] = e.ActionInfo - e.ActionInfoChance
+				}
+				info = meanSDf(x, "%+.3f")
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", m.Method, row.label,
 				col(func(e *Eval) float64 { return 100 * e.Pass1 }), col(func(e *Eval) float64 { return 100 * e.PassK }),
 				col(func(e *Eval) float64 { return 100 * e.Greedy }), col(func(e *Eval) float64 { return e.MeanActions }),
-				col(func(e *Eval) float64 { return 100 * e.FormatErrors }))
+				col(func(e *Eval) float64 { return 100 * e.FormatErrors }), info)
 		}
 	}
 	fmt.Fprintf(&b, "\nPaired differences on the same puzzles, Pass@1 / Pass@%d in points, each run's with its 95%% interval; \"above 0\" counts the runs whose interval lies above 0.\n\n", k)
@@ -199,7 +208,7 @@ func differingKeys(runs []summaryRun) []string {
 // meanSD formats the mean ± sample sd of x to one decimal; one value is printed alone.
 func meanSD(x []float64) string { return meanSDf(x, "%.1f") }
 
-// meanSDf is meanSD with the mean's format ("%+.1f" for differences).
+// meanSDf is meanSD in another format ("%+.1f" for differences); the sd takes it without its sign.
 func meanSDf(x []float64, format string) string {
 	if len(x) == 1 {
 		return fmt.Sprintf(format, x[0])
@@ -213,5 +222,5 @@ func meanSDf(x []float64, format string) string {
 	for _, v := range x {
 		ss += (v - mean) * (v - mean)
 	}
-	return fmt.Sprintf(format+" ± %.1f", mean, math.Sqrt(ss/float64(len(x)-1)))
+	return fmt.Sprintf(format+" ± "+strings.Replace(format, "+", "", 1), mean, math.Sqrt(ss/float64(len(x)-1)))
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"math/rand/v2"
+	"strings"
 	"sync"
 
 	"github.com/spa-rl/spa/envs"
@@ -59,11 +61,16 @@ type EvalResult struct {
 	PassAt []float64 `json:"pass_at"`
 	// Successes[p] counts puzzle p's successful samples, for confidence intervals over puzzles
 	// and paired comparisons of two policies on the same puzzles.
-	Successes    []int   `json:"successes"`
-	MeanReward   float64 `json:"mean_reward"`
-	MeanActions  float64 `json:"mean_actions"`
-	FormatErrors float64 `json:"format_error_rate"`
-	Failed       int     `json:"failed_episodes"`
+	Successes []int `json:"successes"`
+	// ActionInfo is the mutual information in bits between the puzzle and its samples' first
+	// action, ActionInfoChance what the same estimate gives with the actions dealt to puzzles at
+	// random (StateDependence); the excess is how much the policy's choice depends on the state.
+	ActionInfo       float64 `json:"first_action_info_bits"`
+	ActionInfoChance float64 `json:"first_action_info_chance_bits"`
+	MeanReward       float64 `json:"mean_reward"`
+	MeanActions      float64 `json:"mean_actions"`
+	FormatErrors     float64 `json:"format_error_rate"`
+	Failed           int     `json:"failed_episodes"`
 }
 
 // Evaluate plays K samples of each puzzle and computes Pass@1, Pass@k and the rest. newEnv makes
@@ -89,6 +96,8 @@ func Evaluate(ctx context.Context, newEnv func() (envs.Env, error), pick func() 
 		actions, turns      int
 		formatErrors        int
 		model, env, variant string
+		// firstAction is the first valid action of the first turn ("" without one).
+		firstAction string
 	}
 	results := make(chan outcome)
 	var wg sync.WaitGroup
@@ -116,6 +125,9 @@ func Evaluate(ctx context.Context, newEnv func() (envs.Env, error), pick func() 
 					if t != nil {
 						out.success, out.reward, out.model, out.env, out.variant = t.Success, t.Reward, t.Model, t.Env, t.Variant
 						out.turns = len(t.Turns)
+						if len(t.Turns) > 0 && len(t.Turns[0].Valid) > 0 && t.Turns[0].Valid[0] {
+							out.firstAction = strings.ToLower(t.Turns[0].Actions[0])
+						}
 						for _, turn := range t.Turns {
 							for _, v := range turn.Valid {
 								if v {
@@ -149,12 +161,16 @@ func Evaluate(ctx context.Context, newEnv func() (envs.Env, error), pick func() 
 	}()
 	res := EvalResult{Puzzles: o.Puzzles, FirstSeed: o.FirstSeed, K: o.K}
 	success := make([]int, o.Puzzles)
+	firstActions := make([][]string, o.Puzzles)
 	var turns, formatErrors int
 	total := o.Puzzles * o.K
 	for out := range results {
 		res.Episodes++
 		if out.failed {
 			res.Failed++
+		}
+		if out.firstAction != "" {
+			firstActions[out.puzzle] = append(firstActions[out.puzzle], out.firstAction)
 		}
 		if out.success {
 			success[out.puzzle]++
@@ -193,5 +209,62 @@ func Evaluate(ctx context.Context, newEnv func() (envs.Env, error), pick func() 
 	}
 	res.PassK /= float64(o.Puzzles)
 	res.PassKUnbiased = res.PassAt[o.K-1]
+	res.ActionInfo, res.ActionInfoChance = StateDependence(firstActions, 200, 1)
 	return res, nil
+}
+
+// StateDependence measures whether a policy's choice depends on what it is shown: the mutual
+// information, in bits, between the puzzle and the first action of its samples (first[p] holds
+// puzzle p's), and the mean of the same estimate over shuffles that deal the actions to puzzles
+// at random, keeping each puzzle's count. The plug-in estimate is biased upwards at a few samples
+// a puzzle, so only the difference means something: a policy that ignores the state scores about
+// its chance value, and one that picks its first move from the state scores more (up to log2 of
+// the number of actions). Pass@1 can rise without it, from a better state-blind habit.
+func StateDependence(first [][]string, shuffles int, seed uint64) (bits, chance float64) {
+	var all []string
+	for _, acts := range first {
+		all = append(all, acts...)
+	}
+	if len(all) == 0 {
+		return 0, 0
+	}
+	bits = mutualInformation(first)
+	rng := rand.New(rand.NewPCG(seed, 0x73746174))
+	dealt := make([][]string, len(first))
+	for range shuffles {
+		rng.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
+		rest := all
+		for p, acts := range first {
+			dealt[p], rest = rest[:len(acts)], rest[len(acts):]
+		}
+		chance += mutualInformation(dealt)
+	}
+	if shuffles > 0 {
+		chance /= float64(shuffles)
+	}
+	return bits, chance
+}
+
+// mutualInformation is the plug-in I(puzzle; action) in bits of the counts in first.
+func mutualInformation(first [][]string) float64 {
+	total := 0
+	marginal := map[string]int{}
+	for _, acts := range first {
+		total += len(acts)
+		for _, a := range acts {
+			marginal[a]++
+		}
+	}
+	mi := 0.0
+	joint := map[string]int{}
+	for _, acts := range first {
+		clear(joint)
+		for _, a := range acts {
+			joint[a]++
+		}
+		for a, n := range joint {
+			mi += float64(n) / float64(total) * math.Log2(float64(n)*float64(total)/(float64(len(acts))*float64(marginal[a])))
+		}
+	}
+	return mi
 }

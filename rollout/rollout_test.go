@@ -430,3 +430,29 @@ func TestRenderModeFallsBackToWhatTheEnvironmentOffers(t *testing.T) {
 		}
 	}
 }
+
+// TestStateDependence checks the mutual information between puzzle and first action on counts
+// worked by hand, and its chance level under shuffles.
+func TestStateDependence(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		first        [][]string
+		bits, chance float64
+		chanceWithin float64
+	}{
+		// Each puzzle has its own move: 1 bit. Dealing {up, up, down, down} to two puzzles of
+		// two gives two pure puzzles (1 bit) in 2 of the 6 orders, mixed ones (0 bits) otherwise.
+		{"state decides", [][]string{{"up", "up"}, {"down", "down"}}, 1, 1.0 / 3, 0.05},
+		// The same mix on every puzzle: nothing to learn from the puzzle, and no shuffle finds any.
+		{"state ignored", [][]string{{"up", "down"}, {"up", "down"}}, 0, 1.0 / 3, 0.05},
+		{"one move only", [][]string{{"left", "left"}, {"left"}}, 0, 0, 0},
+		// Four puzzles, four moves, each its own: log2(4) = 2 bits.
+		{"four moves", [][]string{{"up"}, {"down"}, {"left"}, {"right"}}, 2, 2, 0},
+		{"no actions", [][]string{nil, nil}, 0, 0, 0},
+	} {
+		bits, chance := StateDependence(tc.first, 2000, 7)
+		if math.Abs(bits-tc.bits) > 1e-12 || math.Abs(chance-tc.chance) > tc.chanceWithin+1e-12 {
+			t.Errorf("%s: %.4f bits (want %.4f), chance %.4f (want %.4f ± %.2f)", tc.name, bits, tc.bits, chance, tc.chance, tc.chanceWithin)
+		}
+	}
+}

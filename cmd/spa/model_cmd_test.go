@@ -114,7 +114,7 @@ func TestEvalAndRolloutAgainstSpaServe(t *testing.T) {
 
 	// Chat mode needs no tokenizer: the server renders the template.
 	code, chatOut, errOut := spa(t, "eval", "--endpoint", endpoint, "--env", "frozenlake", "--mode", "chat", "--puzzles", "2", "--first-seed", "5", "--k", "1", "--set", "rollout.max_tokens=16", "--set", "rollout.max_turns=2")
-	if code != 0 || !strings.Contains(chatOut, "Pass@1") || !strings.Contains(chatOut, "2 (2 puzzles x 1, seeds 5..6), 0 failed") {
+	if code != 0 || !strings.Contains(chatOut, "Pass@1") || !strings.Contains(chatOut, "2 (2 puzzles x 1, seeds 5..6), 0 failed") || !strings.Contains(chatOut, "first move from the state") {
 		t.Fatalf("chat eval: %d %s %s", code, chatOut, errOut)
 	}
 

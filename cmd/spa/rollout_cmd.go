@@ -72,7 +72,8 @@ func newEvalCmd() *cobra.Command {
 		Short: "Pass@1 and Pass@k of a served model on an environment",
 		Long: `Play --puzzles fixed puzzles (seeds --first-seed..--first-seed+N-1, from 0 by default) --k times each against an OpenAI-compatible endpoint
 and print Pass@1 (mean success), Pass@k (puzzles with at least one success), the unbiased pass@k
-estimator, mean reward, mean actions and the share of turns with a format error.
+estimator, mean reward, mean actions, the share of turns with a format error, and how much the
+first move depends on the puzzle (mutual information in bits, beside its chance level).
 
 rollout.mode token (default) sends token ids to /v1/completions and needs --tokenizer (the
 checkpoint directory); rollout.mode chat uses /v1/chat/completions, for API models that only offer
@@ -153,6 +154,7 @@ as the paper validates).`,
 		fmt.Fprintf(tw, "mean reward\t%.3f\n", res.MeanReward)
 		fmt.Fprintf(tw, "mean actions\t%.2f\n", res.MeanActions)
 		fmt.Fprintf(tw, "format errors\t%.1f%% of turns\n", 100*res.FormatErrors)
+		fmt.Fprintf(tw, "first move from the state\t%.3f bits (%.3f by chance)\n", res.ActionInfo, res.ActionInfoChance)
 		return tw.Flush()
 	}
 	return cmd
