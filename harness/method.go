@@ -81,6 +81,7 @@ type Eval struct {
 	// bits of information the puzzle gives about the first move, and their chance level.
 	ActionInfo       float64 `json:"first_action_info_bits"`
 	ActionInfoChance float64 `json:"first_action_info_chance_bits"`
+	ActionInfoP      float64 `json:"first_action_info_p"`
 	StatePPL         float64 `json:"state_perplexity"`
 	K                int     `json:"k"`
 	Puzzles          int     `json:"puzzles"`
@@ -211,7 +212,7 @@ func newEval(res rollout.EvalResult, greedy float64, seed uint64) Eval {
 	pass1, passK := perPuzzle(res.Successes, res.K)
 	return Eval{Pass1: res.Pass1, PassK: res.PassK, Pass1CI: bootstrapMean(pass1, seed), PassKCI: bootstrapMean(passK, seed),
 		PassKUnbiased: res.PassKUnbiased, PassAt: res.PassAt, Greedy: greedy, MeanReward: res.MeanReward, MeanActions: res.MeanActions,
-		FormatErrors: res.FormatErrors, ActionInfo: res.ActionInfo, ActionInfoChance: res.ActionInfoChance, K: res.K, Puzzles: res.Puzzles, Successes: res.Successes}
+		FormatErrors: res.FormatErrors, ActionInfo: res.ActionInfo, ActionInfoChance: res.ActionInfoChance, ActionInfoP: res.ActionInfoP, K: res.K, Puzzles: res.Puzzles, Successes: res.Successes}
 }
 
 // statePPL is the perplexity of true states in world-model conversations on the validation

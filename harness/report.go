@@ -246,7 +246,10 @@ func actionInfo(e *Eval) string {
 	if e.ActionInfo == 0 && e.ActionInfoChance == 0 {
 		return "–"
 	}
-	return fmt.Sprintf("%.3f (%.3f)", e.ActionInfo, e.ActionInfoChance)
+	if e.ActionInfoP == 0 {
+		return fmt.Sprintf("%.3f (%.3f)", e.ActionInfo, e.ActionInfoChance)
+	}
+	return fmt.Sprintf("%.3f (%.3f, p %.2f)", e.ActionInfo, e.ActionInfoChance, e.ActionInfoP)
 }
 
 // Table is the report's results table in Markdown.
@@ -258,7 +261,7 @@ func (r *Report) Table() string {
 			k = m.Final.K
 		}
 	}
-	fmt.Fprintf(&b, "| method | policy | Pass@1 %% [95%% CI] | Pass@%d %% [95%% CI] | greedy Pass@1 %% | mean reward | actions per episode | format errors %% | first move from the state, bits (chance) | state perplexity |\n|---|---|---|---|---|---|---|---|---|---|\n", k)
+	fmt.Fprintf(&b, "| method | policy | Pass@1 %% [95%% CI] | Pass@%d %% [95%% CI] | greedy Pass@1 %% | mean reward | actions per episode | format errors %% | first move from the state, bits (chance, p) | state perplexity |\n|---|---|---|---|---|---|---|---|---|---|\n", k)
 	for _, m := range r.Methods {
 		rows := []struct {
 			label string
@@ -371,7 +374,7 @@ func (p *pipeline) markdown(r *Report) string {
 	fmt.Fprintf(&b, "Validation: %d fixed puzzles (seeds %d..%d) x %d samples at temperature %g, base prompt; Pass@1 is the mean success, Pass@%d the share of puzzles solved at least once. State perplexity is that of the true states inside world-model turns on validation puzzles. PPO: %d steps of %d groups x %d episodes on training seeds from %d.\n\n",
 		puzzles, c.Run.ValSeed, c.Run.ValSeed+puzzles-1, k, c.Rollout.Temperature, k, c.Learner.PPO.Steps, c.Rollout.Groups, c.Rollout.GroupSize, trainSeeds(c.Run.Seed))
 	b.WriteString(r.Table())
-	b.WriteString("\nIntervals are 95% percentile-bootstrap intervals over puzzles; greedy Pass@1 is one sample per puzzle at temperature 0. \"First move from the state\" is the mutual information between the puzzle and the first action of its samples, beside what the same estimate gives with the actions dealt to puzzles at random: a policy that ignores the state scores about its chance value.\n\n")
+	b.WriteString("\nIntervals are 95% percentile-bootstrap intervals over puzzles; greedy Pass@1 is one sample per puzzle at temperature 0. \"First move from the state\" is the mutual information between the puzzle and the first action of its samples, beside what the same estimate gives with the actions dealt to puzzles at random: a policy that ignores the state scores about its chance value; p is the share of those deals that score at least as much.\n\n")
 	if t := r.PairedTable(uint64(c.Run.Seed)); t != "" {
 		b.WriteString("Paired differences on the same validation puzzles (a difference whose interval excludes 0 is more than noise):\n\n")
 		b.WriteString(t)

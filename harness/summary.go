@@ -85,7 +85,13 @@ func Summarize(dirs []string) (string, error) {
 				for j, e := range evals {
 					x[j] = e.ActionInfo - e.ActionInfoChance
 				}
-				info = meanSDf(x, "%+.3f")
+				below := 0
+				for _, e := range evals {
+					if e.ActionInfoP > 0 && e.ActionInfoP < 0.05 {
+						below++
+					}
+				}
+				info = fmt.Sprintf("%s (p < 0.05 in %d of %d)", meanSDf(x, "%+.3f"), below, len(evals))
 			}
 			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", m.Method, row.label,
 				col(func(e *Eval) float64 { return 100 * e.Pass1 }), col(func(e *Eval) float64 { return 100 * e.PassK }),

@@ -67,6 +67,7 @@ type EvalResult struct {
 	// random (StateDependence); the excess is how much the policy's choice depends on the state.
 	ActionInfo       float64 `json:"first_action_info_bits"`
 	ActionInfoChance float64 `json:"first_action_info_chance_bits"`
+	ActionInfoP      float64 `json:"first_action_info_p"`
 	MeanReward       float64 `json:"mean_reward"`
 	MeanActions      float64 `json:"mean_actions"`
 	FormatErrors     float64 `json:"format_error_rate"`
@@ -209,7 +210,7 @@ func Evaluate(ctx context.Context, newEnv func() (envs.Env, error), pick func() 
 	}
 	res.PassK /= float64(o.Puzzles)
 	res.PassKUnbiased = res.PassAt[o.K-1]
-	res.ActionInfo, res.ActionInfoChance = StateDependence(firstActions, 200, 1)
+	res.ActionInfo, res.ActionInfoChance, res.ActionInfoP = StateDependence(firstActions, 200, 1)
 	return res, nil
 }
 
@@ -220,15 +221,19 @@ func Evaluate(ctx context.Context, newEnv func() (envs.Env, error), pick func() 
 // a puzzle, so only the difference means something: a policy that ignores the state scores about
 // its chance value, and one that picks its first move from the state scores more (up to log2 of
 // the number of actions). Pass@1 can rise without it, from a better state-blind habit.
-func StateDependence(first [][]string, shuffles int, seed uint64) (bits, chance float64) {
+//
+// p is the permutation test's one-sided p-value, (1 + shuffles scoring at least bits) / (1 +
+// shuffles): small when the puzzle tells more about the first move than chance would.
+func StateDependence(first [][]string, shuffles int, seed uint64) (bits, chance, p float64) {
 	var all []string
 	for _, acts := range first {
 		all = append(all, acts...)
 	}
 	if len(all) == 0 {
-		return 0, 0
+		return 0, 0, 1
 	}
 	bits = mutualInformation(first)
+	atLeast := 0
 	rng := rand.New(rand.NewPCG(seed, 0x73746174))
 	dealt := make([][]string, len(first))
 	for range shuffles {
@@ -237,12 +242,17 @@ func StateDependence(first [][]string, shuffles int, seed uint64) (bits, chance 
 		for p, acts := range first {
 			dealt[p], rest = rest[:len(acts)], rest[len(acts):]
 		}
-		chance += mutualInformation(dealt)
+		mi := mutualInformation(dealt)
+		chance += mi
+		// The tolerance keeps a shuffle that repeats the observed counts from losing to rounding.
+		if mi >= bits-1e-12 {
+			atLeast++
+		}
 	}
 	if shuffles > 0 {
 		chance /= float64(shuffles)
 	}
-	return bits, chance
+	return bits, chance, float64(1+atLeast) / float64(1+shuffles)
 }
 
 // mutualInformation is the plug-in I(puzzle; action) in bits of the counts in first.

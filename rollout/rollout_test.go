@@ -439,20 +439,22 @@ func TestStateDependence(t *testing.T) {
 		first        [][]string
 		bits, chance float64
 		chanceWithin float64
+		// p is the permutation p-value: the share of deals scoring at least bits.
+		p float64
 	}{
 		// Each puzzle has its own move: 1 bit. Dealing {up, up, down, down} to two puzzles of
 		// two gives two pure puzzles (1 bit) in 2 of the 6 orders, mixed ones (0 bits) otherwise.
-		{"state decides", [][]string{{"up", "up"}, {"down", "down"}}, 1, 1.0 / 3, 0.05},
+		{"state decides", [][]string{{"up", "up"}, {"down", "down"}}, 1, 1.0 / 3, 0.05, 1.0 / 3},
 		// The same mix on every puzzle: nothing to learn from the puzzle, and no shuffle finds any.
-		{"state ignored", [][]string{{"up", "down"}, {"up", "down"}}, 0, 1.0 / 3, 0.05},
-		{"one move only", [][]string{{"left", "left"}, {"left"}}, 0, 0, 0},
+		{"state ignored", [][]string{{"up", "down"}, {"up", "down"}}, 0, 1.0 / 3, 0.05, 1},
+		{"one move only", [][]string{{"left", "left"}, {"left"}}, 0, 0, 0, 1},
 		// Four puzzles, four moves, each its own: log2(4) = 2 bits.
-		{"four moves", [][]string{{"up"}, {"down"}, {"left"}, {"right"}}, 2, 2, 0},
-		{"no actions", [][]string{nil, nil}, 0, 0, 0},
+		{"four moves", [][]string{{"up"}, {"down"}, {"left"}, {"right"}}, 2, 2, 0, 1},
+		{"no actions", [][]string{nil, nil}, 0, 0, 0, 1},
 	} {
-		bits, chance := StateDependence(tc.first, 2000, 7)
-		if math.Abs(bits-tc.bits) > 1e-12 || math.Abs(chance-tc.chance) > tc.chanceWithin+1e-12 {
-			t.Errorf("%s: %.4f bits (want %.4f), chance %.4f (want %.4f ± %.2f)", tc.name, bits, tc.bits, chance, tc.chance, tc.chanceWithin)
+		bits, chance, p := StateDependence(tc.first, 2000, 7)
+		if math.Abs(bits-tc.bits) > 1e-12 || math.Abs(chance-tc.chance) > tc.chanceWithin+1e-12 || math.Abs(p-tc.p) > tc.chanceWithin+1e-12 {
+			t.Errorf("%s: %.4f bits (want %.4f), chance %.4f (want %.4f ± %.2f), p %.3f (want %.3f)", tc.name, bits, tc.bits, chance, tc.chance, tc.chanceWithin, p, tc.p)
 		}
 	}
 }

@@ -154,7 +154,7 @@ as the paper validates).`,
 		fmt.Fprintf(tw, "mean reward\t%.3f\n", res.MeanReward)
 		fmt.Fprintf(tw, "mean actions\t%.2f\n", res.MeanActions)
 		fmt.Fprintf(tw, "format errors\t%.1f%% of turns\n", 100*res.FormatErrors)
-		fmt.Fprintf(tw, "first move from the state\t%.3f bits (%.3f by chance)\n", res.ActionInfo, res.ActionInfoChance)
+		fmt.Fprintf(tw, "first move from the state\t%.3f bits (%.3f by chance, p %.2f)\n", res.ActionInfo, res.ActionInfoChance, res.ActionInfoP)
 		return tw.Flush()
 	}
 	return cmd

@@ -47,7 +47,8 @@ server.admin_key, named <run id>-<stage>-v<N>). Outputs go to
 <run.dir>/<run id>/: trajectories, sft.jsonl, checkpoints, metrics.jsonl, state.json, report.md and
 PNG plots; the log and the report give each stage's wall time. --resume <dir> continues from the last completed stage or PPO step, with the run's saved
 configuration; that file holds no secrets, so pass keys again (SPA_SERVER_ADMIN_KEY, --set). Presets: smoke
-(minutes, for tests), quick (the default; about 16 minutes on 2 cores), paper (the paper's
+(minutes, for tests), quick (the default; about 14 minutes on 2 cores), long (quick with the paper's 5
+turns and 80 PPO steps; about an hour), paper (the paper's
 hyperparameters, for GPUs).`,
 		Args: cobra.NoArgs,
 	}
