@@ -240,10 +240,13 @@ func ci(x float64, iv Interval) string {
 	return fmt.Sprintf("%.1f [%.1f, %.1f]", 100*x, 100*iv.Low, 100*iv.High)
 }
 
-// actionInfo formats how much the first move depends on the puzzle, with its chance level; runs
-// recorded before it was measured show a dash.
+// hasActionInfo is false for evaluations without a first move to measure (the untrained model)
+// and for runs recorded before the measure existed.
+func (e *Eval) hasActionInfo() bool { return e.ActionInfo != 0 || e.ActionInfoChance != 0 }
+
+// actionInfo formats how much the first move depends on the puzzle, with its chance level.
 func actionInfo(e *Eval) string {
-	if e.ActionInfo == 0 && e.ActionInfoChance == 0 {
+	if !e.hasActionInfo() {
 		return "–"
 	}
 	if e.ActionInfoP == 0 {

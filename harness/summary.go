@@ -80,7 +80,7 @@ func Summarize(dirs []string) (string, error) {
 				return meanSD(x)
 			}
 			info := "–"
-			if !slices.ContainsFunc(evals, func(e *Eval) bool { return e.ActionInfo == 0 && e.ActionInfoChance == 0 }) {
+			if !slices.ContainsFunc(evals, func(e *Eval) bool { return !e.hasActionInfo() }) {
 				x := make([]float64, len(evals))
 				for j, e := range evals {
 					x[j] = e.ActionInfo - e.ActionInfoChance
@@ -106,12 +106,17 @@ func Summarize(dirs []string) (string, error) {
 	}
 	b.WriteString(" mean ± sd | above 0 |\n|---|")
 	b.WriteString(strings.Repeat("---|", len(labels)+2) + "\n")
-	for i, p := range runs[0].report.pairs() {
+	// Every run has the same methods, so the same comparisons in the same order.
+	pairs := make([][]pair, len(runs))
+	for j, r := range runs {
+		pairs[j] = r.report.pairs()
+	}
+	for i, p := range pairs[0] {
 		var cells []string
 		var d1s, dKs []float64
 		above1, aboveK := 0, 0
-		for _, r := range runs {
-			d1, dK, ok := r.report.pairs()[i].diffs(uint64(r.cfg.Run.Seed))
+		for j, r := range runs {
+			d1, dK, ok := pairs[j][i].diffs(uint64(r.cfg.Run.Seed))
 			if !ok {
 				cells = append(cells, "–")
 				continue
