@@ -12,11 +12,12 @@ import (
 func newCompareCmd() *cobra.Command {
 	var out string
 	cmd := &cobra.Command{
-		Use:   "compare RUN_DIR RUN_DIR... [--out summary.md]",
+		Use:   "compare RUN_DIR... [--out summary.md]",
 		Short: "Put finished runs side by side: mean ± sd over seeds and each run's paired differences",
 		Long: `Read finished spa run directories (usually one preset with run.seed 1, 2, 3) and print, in
 Markdown, the mean ± sd over runs of every method's evaluations (Pass@1, Pass@k, greedy Pass@1,
-actions per episode, format errors), and each run's paired differences on the same puzzles with
+actions per episode, format errors, and how far above chance the first move depends on the
+puzzle), and each run's paired differences on the same puzzles with
 their 95% intervals, with a count of the runs whose interval lies above 0.
 
 The runs must share the environment, the methods and the validation puzzles (run.val_seed,
