@@ -35,6 +35,10 @@ type Run struct {
 	WarmupEpisodes int     `yaml:"warmup_episodes" doc:"format warm-up episodes for a from-scratch model (its stand-in for an instruct model); 0 skips" check:">=0"`
 	WarmupEpochs   int     `yaml:"warmup_epochs" doc:"epochs of the format warm-up SFT; 0 uses learner.sft.epochs" check:">=0"`
 	WarmupLR       float64 `yaml:"warmup_lr" doc:"peak learning rate of the format warm-up SFT; 0 uses learner.sft.lr" check:">=0"`
+	// WarmupSkill exists because a from-scratch model that copies a random player ignores the
+	// state, and PPO from ~130 solves cannot teach it to read one; an instruct model reads it a
+	// little, which is what RL sharpens.
+	WarmupSkill float64 `yaml:"warmup_skill" doc:"share of the warm-up player's actions that follow a shortest solution (environments that plan: sokoban); 0 is the random explorer" check:"[0,1]"`
 	// SFTReplay exists for models trained from scratch, which forget the answer format of the
 	// base prompt when fine-tuned on world-model conversations alone; an instruct model does not.
 	SFTReplay   float64 `yaml:"sft_replay" doc:"share of the warm-up conversations replayed, mixed in, during spa's world-model SFT (from scratch only)" check:"[0,1]"`

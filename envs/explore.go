@@ -21,3 +21,12 @@ func RandomAction(env Env, rng *rand.Rand) string {
 	}
 	return actions[rng.IntN(len(actions))]
 }
+
+// Planner is implemented by environments that can find a shortest solution from a rendered state
+// (Sokoban). The warm-up's guided player (run.warmup_skill) follows it, as a stand-in for the
+// partial reading of the board that an instruct model brings.
+type Planner interface {
+	// Plan reads state alone, never the episode in progress, so one value serves concurrent
+	// callers.
+	Plan(state string) ([]string, error)
+}

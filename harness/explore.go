@@ -58,6 +58,11 @@ type Explorer struct {
 	Mode rollout.Mode
 	// MaxActions bounds the actions per answer.
 	MaxActions int
+	// Guide, when set, makes a guided player (run.warmup_skill): each action follows Guide's
+	// shortest solution from the state with probability Skill, until one does not (the rest of
+	// that answer is random, since the plan no longer fits the state the actions lead to).
+	Guide envs.Planner
+	Skill float64
 
 	mu  sync.Mutex
 	rng *rand.Rand
@@ -77,11 +82,22 @@ func (e *Explorer) Generate(_ context.Context, req rollout.GenRequest) (rollout.
 		return rollout.GenResponse{}, fmt.Errorf("explorer: chat mode only (no messages)")
 	}
 	state := rollout.StateOf(req.Messages[len(req.Messages)-1].Content)
+	var plan []string
+	if e.Guide != nil && e.Skill > 0 {
+		// A state the planner cannot read (a format it does not know, an unsolvable position)
+		// gets random actions: the player is a mixture, not an oracle.
+		plan, _ = e.Guide.Plan(state)
+	}
 	e.mu.Lock()
 	n := 1 + e.rng.IntN(min(3, e.MaxActions))
 	actions := make([]string, n)
+	following := true
 	for i := range actions {
-		actions[i] = e.action()
+		if following = following && i < len(plan) && e.rng.Float64() < e.Skill; following {
+			actions[i] = plan[i]
+		} else {
+			actions[i] = e.action()
+		}
 	}
 	e.mu.Unlock()
 	wm := e.Mode == rollout.WorldModel

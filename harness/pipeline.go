@@ -467,9 +467,9 @@ func writeTrajectories(path string, trs []*bus.Trajectory) error {
 }
 
 // warmup gives a from-scratch model the answer format (its stand-in for an instruct model's
-// prior): SFT on random-explorer episodes in the base prompt (or p.warmupPlayer's), half with
-// raw and half with coordinate states. Every method starts from its result. A pretrained
-// run.model skips it.
+// prior): SFT on episodes in the base prompt played by the random explorer, the guided player
+// (run.warmup_skill) or p.warmupPlayer, half with raw and half with coordinate states. Every
+// method starts from its result. A pretrained run.model skips it.
 func (p *pipeline) warmup(ctx context.Context, initDir string) (string, error) {
 	if p.cfg.Run.Model != "" || p.cfg.Run.WarmupEpisodes == 0 {
 		return initDir, nil
@@ -479,10 +479,16 @@ func (p *pipeline) warmup(ctx context.Context, initDir string) (string, error) {
 		return p.st.Stages["warmup"].Checkpoint, nil
 	}
 	n := p.cfg.Run.WarmupEpisodes
+	guide, err := p.guide()
+	if err != nil {
+		return "", err
+	}
 	var trs []*bus.Trajectory
 	for i, render := range []envs.RenderMode{envs.Raw, envs.Coords} {
 		seed := uint64(p.cfg.Run.Seed)*7 + uint64(i)
-		var player rollout.LLM = NewExplorer(p.spec, rollout.Base, p.cfg.Rollout.MaxActionsPerTurn, seed)
+		ex := NewExplorer(p.spec, rollout.Base, p.cfg.Rollout.MaxActionsPerTurn, seed)
+		ex.Guide, ex.Skill = guide, p.cfg.Run.WarmupSkill
+		var player rollout.LLM = ex
 		if p.warmupPlayer != nil {
 			player = p.warmupPlayer(seed)
 		}
@@ -512,6 +518,22 @@ func (p *pipeline) warmup(ctx context.Context, initDir string) (string, error) {
 		return "", err
 	}
 	return ckpt, p.st.complete("warmup", &stageResult{Checkpoint: ckpt})
+}
+
+// guide is the warm-up player's planner for run.warmup_skill, or nil at skill 0.
+func (p *pipeline) guide() (envs.Planner, error) {
+	if p.cfg.Run.WarmupSkill == 0 {
+		return nil, nil
+	}
+	env, err := envs.New(p.spec.Name, p.spec.Variant)
+	if err != nil {
+		return nil, fmt.Errorf("run.warmup_skill %g needs a built-in environment that plans: %w", p.cfg.Run.WarmupSkill, err)
+	}
+	g, ok := env.(envs.Planner)
+	if !ok {
+		return nil, fmt.Errorf("run.warmup_skill %g: %s cannot plan a solution (set it to 0 for the random explorer)", p.cfg.Run.WarmupSkill, p.spec.Name)
+	}
+	return g, nil
 }
 
 // selfPlay collects world-model episodes, replaces their observation and prediction bodies with

@@ -23,8 +23,9 @@ func newRunCmd() *cobra.Command {
 		Long: `Run the SPA recipe and its baselines on one environment (env.name, Sokoban by default):
 
   1. init       a tiny Qwen2 with the domain tokenizer, or run.model (a pretrained checkpoint)
-  2. warm-up    (from scratch only) SFT on random-explorer play in the base prompt, so the model
-                knows the answer format, the stand-in for an instruct model
+  2. warm-up    (from scratch only) SFT on play in the base prompt, the stand-in for an instruct
+                model: the random explorer teaches the answer format; the guided player
+                (run.warmup_skill, Sokoban) also some reading of the board
   3. self-play  run.selfplay_episodes world-model episodes (run.explore: random, policy or mix)
   4. ground truth and filtering: true states replace the observation/prediction bodies
   5. world-model SFT (spa only; a from-scratch model replays the warm-up data, run.sft_replay)

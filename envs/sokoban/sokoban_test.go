@@ -1,8 +1,6 @@
 package sokoban
 
 import (
-	"fmt"
-	"slices"
 	"strings"
 	"testing"
 
@@ -10,44 +8,9 @@ import (
 	"github.com/spa-rl/spa/envs/envtest"
 )
 
-// parseLevel reads a grid in the rendering's own symbols.
-func parseLevel(lines []string) (Level, error) {
-	var l Level
-	players := 0
-	for r, line := range lines {
-		row := []bool{}
-		for c, ch := range []rune(line) {
-			p := envs.Pos{R: r, C: c}
-			row = append(row, ch == '#')
-			switch ch {
-			case '#', '_':
-			case 'O':
-				l.Targets = append(l.Targets, p)
-			case 'X':
-				l.Boxes = append(l.Boxes, p)
-			case '√':
-				l.Boxes = append(l.Boxes, p)
-				l.Targets = append(l.Targets, p)
-			case 'P':
-				l.Player, players = p, players+1
-			case 'S':
-				l.Player, players = p, players+1
-				l.Targets = append(l.Targets, p)
-			default:
-				return l, fmt.Errorf("unknown symbol %q at %v", ch, p)
-			}
-		}
-		l.Walls = append(l.Walls, row)
-	}
-	if players != 1 {
-		return l, fmt.Errorf("%d players", players)
-	}
-	return l, nil
-}
-
 func TestSteps(t *testing.T) {
 	envtest.Run(t, "testdata/steps.txt", func(initial []string) (envs.Env, error) {
-		l, err := parseLevel(initial)
+		l, err := ParseLevel(strings.Join(initial, "\n"))
 		if err != nil {
 			return nil, err
 		}
@@ -55,90 +18,6 @@ func TestSteps(t *testing.T) {
 		e.Load(l)
 		return e, nil
 	})
-}
-
-// solve finds the fewest moves that place every box, by breadth-first search over (player, boxes)
-// written independently of the environment's Step. It returns -1 when no solution exists within
-// limit moves. A state is the player's cell and the boxes' cells (row*cols+col), sorted since
-// boxes are interchangeable, packed 9 bits a cell into one uint64: a sweep of 1,000 two-box
-// levels spent half its time hashing and allocating string keys.
-func solve(t *testing.T, l Level, limit int) int {
-	t.Helper()
-	const maxBoxes = 6
-	rows, cols, n := len(l.Walls), len(l.Walls[0]), len(l.Boxes)
-	if rows*cols > 1<<9 || n > maxBoxes {
-		t.Fatalf("solve packs a state into 64 bits: a %dx%d room with %d boxes does not fit", rows, cols, n)
-	}
-	wall, target := make([]bool, rows*cols), make([]bool, rows*cols)
-	for r, row := range l.Walls {
-		for c, w := range row {
-			wall[r*cols+c] = w
-		}
-	}
-	for _, p := range l.Targets {
-		target[p.R*cols+p.C] = true
-	}
-	type node struct {
-		player int
-		boxes  [maxBoxes]int
-	}
-	pack := func(s node) uint64 {
-		sorted := s.boxes
-		slices.Sort(sorted[:n])
-		k := uint64(s.player)
-		for _, b := range sorted[:n] {
-			k = k<<9 | uint64(b)
-		}
-		return k
-	}
-	done := func(s node) bool {
-		for _, b := range s.boxes[:n] {
-			if !target[b] {
-				return false
-			}
-		}
-		return true
-	}
-	start := node{player: l.Player.R*cols + l.Player.C}
-	for i, b := range l.Boxes {
-		start.boxes[i] = b.R*cols + b.C
-	}
-	if done(start) {
-		return 0
-	}
-	seen := map[uint64]struct{}{pack(start): {}}
-	frontier := []node{start}
-	// Up, down, left, right; the border is wall, so a step never leaves the room.
-	moves := [4]int{-cols, cols, -1, 1}
-	for depth := 1; depth <= limit && len(frontier) > 0; depth++ {
-		var next []node
-		for _, s := range frontier {
-			for _, d := range moves {
-				m := node{player: s.player + d, boxes: s.boxes}
-				if wall[m.player] {
-					continue
-				}
-				if i := slices.Index(m.boxes[:n], m.player); i >= 0 {
-					q := m.player + d
-					if wall[q] || slices.Contains(m.boxes[:n], q) {
-						continue
-					}
-					m.boxes[i] = q
-				}
-				k := pack(m)
-				if _, ok := seen[k]; ok {
-					continue
-				}
-				if done(m) {
-					return depth
-				}
-				seen[k] = struct{}{}
-				next = append(next, m)
-			}
-		}
-		frontier = next
-	}
-	return -1
 }
 
 func TestEveryLevelIsSolvable(t *testing.T) {
@@ -165,10 +44,12 @@ func TestEveryLevelIsSolvable(t *testing.T) {
 					t.Fatal(err)
 				}
 				checkLevel(t, cfg, l, seed)
-				moves := solve(t, l, 200)
-				if moves < 0 {
-					t.Fatalf("seed %d: unsolvable level:\n%s", seed, render(l))
+				plan, err := Solve(l, 200)
+				if err != nil {
+					t.Fatalf("seed %d: %v:\n%s", seed, err, render(l))
 				}
+				moves := len(plan)
+				replay(t, cfg, l, plan)
 				if moves == 0 {
 					t.Fatalf("seed %d: level starts solved", seed)
 				}
@@ -234,7 +115,10 @@ func TestStepErrors(t *testing.T) {
 	if _, err := e.Step("Up"); err != envs.ErrNotReset {
 		t.Errorf("step before reset: %v", err)
 	}
-	l, _ := parseLevel([]string{"#####", "#PXO#", "#####"})
+	l, err := ParseLevel("#####\n#PXO#\n#####")
+	if err != nil {
+		t.Fatal(err)
+	}
 	e.Load(l)
 	if st, err := e.Step("Right"); err != nil || !st.Done || !st.Success {
 		t.Fatalf("solving push: %+v %v", st, err)
