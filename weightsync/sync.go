@@ -295,11 +295,45 @@ func (f *Fleet) Sync(ctx context.Context, v Version) error {
 		return &SyncError{Version: v, Failed: failed}
 	}
 	if f.Policies != nil {
-		if err := f.Policies.Set(ctx, f.Run, bus.Policy{Version: v.Number, Model: v.Model, WeightDir: v.Dir}); err != nil {
+		if err := f.record(ctx, v, attempts, time.Now()); err != nil {
 			return fmt.Errorf("sync %s: servers updated, but the policy version was not recorded: %w", v.Model, err)
 		}
 	}
 	return nil
+}
+
+// recordTimeout bounds one write to the policy bucket; on a live server it takes milliseconds.
+const recordTimeout = 5 * time.Second
+
+// record writes v to the spa_policy bucket. A failed write is retried like a server, Attempts
+// times and then until Patience has passed since the servers were updated: the NATS server may
+// be restarting (a JetStream KV call times out until it has recovered its streams, which takes
+// longer on a loaded machine), and failing the step here would leave the servers ahead of the
+// bus for nothing. A stale version is final: another learner has moved on.
+func (f *Fleet) record(ctx context.Context, v Version, attempts int, began time.Time) error {
+	pol := bus.Policy{Version: v.Number, Model: v.Model, WeightDir: v.Dir}
+	for a := 1; ; a++ {
+		// Each try gets its own deadline: while the client is reconnecting a KV call waits for
+		// its context, which would spend the whole step's.
+		actx, cancel := context.WithTimeout(ctx, recordTimeout)
+		err := f.Policies.Set(actx, f.Run, pol)
+		cancel()
+		if err == nil || errors.Is(err, bus.ErrStaleVersion) || ctx.Err() != nil {
+			return err
+		}
+		wait := min(time.Duration(a)*500*time.Millisecond, 5*time.Second)
+		if a >= attempts && time.Since(began)+wait >= f.Patience {
+			return fmt.Errorf("%d attempts in %s: %w", a, time.Since(began).Round(time.Millisecond), err)
+		}
+		if f.Logf != nil {
+			f.Logf("recording %s in the policy bucket failed (attempt %d, retrying in %s): %v", v.Model, a, wait, err)
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // ReloadsInPlace reports whether a backend replaces the weights behind one served name (vLLM
