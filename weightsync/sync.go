@@ -254,36 +254,16 @@ func (f *Fleet) Sync(ctx context.Context, v Version) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var err error
-		attempts:
-			for a := 0; ; a++ {
-				if a > 0 {
-					wait := min(time.Duration(a)*500*time.Millisecond, 5*time.Second)
-					more := a < attempts || (errors.Is(err, ErrUnreachable) && time.Since(began)+wait < f.Patience)
-					if !more {
-						break attempts
-					}
-					if a == attempts && f.Logf != nil {
-						mu.Lock() // one server's goroutine at a time: Logf's writer need not be safe
-						f.Logf("sync %s: %s gives no answer (%v); waiting up to %s from the sync's start for it to come back", v.Model, s.Name(), err, f.Patience)
-						mu.Unlock()
-					}
-					select {
-					case <-time.After(wait):
-					case <-ctx.Done():
-						err = ctx.Err()
-						break attempts
-					}
-				}
-				actx, cancel := context.WithTimeout(ctx, timeout)
-				err = s.Sync(actx, v)
-				cancel()
-				if err == nil {
-					return
-				}
-				if errors.Is(err, ErrSyncUnauthorized) {
-					break attempts
-				}
+			err := f.retry(ctx, began, attempts, timeout, func(ctx context.Context) error { return s.Sync(ctx, v) },
+				func(err error) bool { return errors.Is(err, ErrSyncUnauthorized) },
+				func(err error) bool { return errors.Is(err, ErrUnreachable) },
+				func(err error) {
+					mu.Lock() // one server's goroutine at a time: Logf's writer need not be safe
+					f.Logf("sync %s: %s gives no answer (%v); waiting up to %s from the sync's start for it to come back", v.Model, s.Name(), err, f.Patience)
+					mu.Unlock()
+				})
+			if err == nil {
+				return
 			}
 			mu.Lock()
 			failed[s.Name()] = err
@@ -303,35 +283,51 @@ func (f *Fleet) Sync(ctx context.Context, v Version) error {
 }
 
 // recordTimeout bounds one write to the policy bucket; on a live server it takes milliseconds.
+// Each try needs its own deadline: while the client is reconnecting, a KV call waits for its
+// context, which would spend the whole step's.
 const recordTimeout = 5 * time.Second
 
-// record writes v to the spa_policy bucket. A failed write is retried like a server, Attempts
-// times and then until Patience has passed since the servers were updated: the NATS server may
-// be restarting (a JetStream KV call times out until it has recovered its streams, which takes
-// longer on a loaded machine), and failing the step here would leave the servers ahead of the
-// bus for nothing. A stale version is final: another learner has moved on.
+// record writes v to the spa_policy bucket. A failed write is retried like a server that gives no
+// answer: the NATS server may be restarting (a JetStream KV call times out until it has recovered
+// its streams, which takes longer on a loaded machine), and failing the step here would leave the
+// servers ahead of the bus for nothing. A stale version is final: another learner has moved on.
 func (f *Fleet) record(ctx context.Context, v Version, attempts int, began time.Time) error {
 	pol := bus.Policy{Version: v.Number, Model: v.Model, WeightDir: v.Dir}
-	for a := 1; ; a++ {
-		// Each try gets its own deadline: while the client is reconnecting a KV call waits for
-		// its context, which would spend the whole step's.
-		actx, cancel := context.WithTimeout(ctx, recordTimeout)
-		err := f.Policies.Set(actx, f.Run, pol)
+	return f.retry(ctx, began, attempts, recordTimeout, func(ctx context.Context) error { return f.Policies.Set(ctx, f.Run, pol) },
+		func(err error) bool { return errors.Is(err, bus.ErrStaleVersion) },
+		func(error) bool { return true },
+		func(err error) {
+			f.Logf("sync %s: recording it in the policy bucket failed (%v); retrying up to %s from the servers' update", v.Model, err, f.Patience)
+		})
+}
+
+// retry calls try, each call bounded by timeout, until it succeeds, fails with an error that is
+// final, or has had attempts tries; after those, an error that is patient gets more tries until
+// f.Patience has passed since began. The wait between tries grows by 500 ms to 5 s. waiting hears
+// (through f.Logf, when set) once, as the patience begins.
+func (f *Fleet) retry(ctx context.Context, began time.Time, attempts int, timeout time.Duration, try func(context.Context) error,
+	final, patient func(error) bool, waiting func(error)) error {
+	var err error
+	for a := 0; ; a++ {
+		if a > 0 {
+			wait := min(time.Duration(a)*500*time.Millisecond, 5*time.Second)
+			if a >= attempts && !(patient(err) && time.Since(began)+wait < f.Patience) {
+				return err
+			}
+			if a == attempts && f.Logf != nil {
+				waiting(err)
+			}
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		actx, cancel := context.WithTimeout(ctx, timeout)
+		err = try(actx)
 		cancel()
-		if err == nil || errors.Is(err, bus.ErrStaleVersion) || ctx.Err() != nil {
+		if err == nil || final(err) {
 			return err
-		}
-		wait := min(time.Duration(a)*500*time.Millisecond, 5*time.Second)
-		if a >= attempts && time.Since(began)+wait >= f.Patience {
-			return fmt.Errorf("%d attempts in %s: %w", a, time.Since(began).Round(time.Millisecond), err)
-		}
-		if f.Logf != nil {
-			f.Logf("recording %s in the policy bucket failed (attempt %d, retrying in %s): %v", v.Model, a, wait, err)
-		}
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			return ctx.Err()
 		}
 	}
 }
